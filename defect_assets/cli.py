@@ -1,0 +1,83 @@
+"""One command line for people: `defect-assets demo | upload | synthetic`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _setup_env(args) -> None:
+    if getattr(args, "data_dir", None):
+        os.environ["DEFECT_ASSETS_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home"))
+
+
+def cmd_demo(args) -> int:
+    from defect_assets.demo import run_demo
+
+    return run_demo(args.dataset, args.batches, args.limit, args.force, args.patch_size)
+
+
+def cmd_upload(args) -> int:
+    from defect_assets.defs.resources import default_data_dir
+    from defect_assets.storage import LocalObjectStore
+    from defect_assets.storage.batches import BatchError, upload_folder
+
+    landing = LocalObjectStore(args.landing or default_data_dir() / "landing")
+    try:
+        m = upload_folder(args.folder, landing, args.batch, args.class_folders, args.overwrite,
+                          progress=lambda n: print(f"  {n} files uploaded", flush=True))
+    except BatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"batch {m.batch}: {len(m.files)} files in {landing.url}/{m.batch} (manifest written last)")
+    print("register and materialize it from the Dagster UI, or let the landing-zone sensor pick it up")
+    return 0
+
+
+def cmd_synthetic(args) -> int:
+    from defect_assets.ml.synthetic import write_synthetic_surfaces
+
+    points = write_synthetic_surfaces(args.folder, n_images=args.images, seed=args.seed)
+    print(f"wrote {args.images} SYNTHETIC surface photos and {points}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="defect-assets", description=__doc__)
+    p.add_argument("--data-dir", help="landing zone + artifact store root (default ./data or $DEFECT_ASSETS_DATA_DIR)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the main job on the embedded default (real ELPV data)")
+    d.add_argument("--dataset", choices=["elpv", "synthetic"], default="elpv")
+    d.add_argument("--batches", type=int, default=4, help="how many landing-zone batches to seed (default 4)")
+    d.add_argument("--limit", type=int, help="use only this many images (quick look)")
+    d.add_argument("--patch-size", type=int, default=64)
+    d.add_argument("--force", action="store_true", help="rebuild batches that are already materialized")
+    d.set_defaults(func=cmd_demo)
+
+    u = sub.add_parser("upload", help="turn a folder into a landing-zone batch")
+    u.add_argument("folder")
+    u.add_argument("--batch", help="batch id (default: the folder's name)")
+    u.add_argument("--landing", help="landing zone folder (default: <data-dir>/landing)")
+    u.add_argument("--class-folders", dest="class_folders", action="store_true", default=None,
+                   help="sub-folder names are class labels (DIGITS style)")
+    u.add_argument("--no-class-folders", dest="class_folders", action="store_false")
+    u.add_argument("--overwrite", action="store_true", help="replace an existing batch (a new version)")
+    u.set_defaults(func=cmd_upload)
+
+    s = sub.add_parser("synthetic", help="write SYNTHETIC surface photos + points.csv to a folder")
+    s.add_argument("folder")
+    s.add_argument("--images", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_synthetic)
+
+    args = p.parse_args(argv)
+    _setup_env(args)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

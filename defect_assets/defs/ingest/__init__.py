@@ -1,0 +1,1 @@
+"""Ingestion stage: raw images and their labels, one partition per landing-zone batch."""

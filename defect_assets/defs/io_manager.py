@@ -1,0 +1,39 @@
+"""The IO manager that puts asset values into the artifact store in open formats:
+DataFrames as Parquet, ArrayTables as Parquet + .npy, each as an atomic version under
+``<asset>/<partition>/``. A downstream asset that reads several partitions gets a dict
+{partition: value}."""
+
+
+import dagster as dg
+
+from defect_assets.defs.resources import StorageResource
+from defect_assets.storage.formats import read_value, write_value
+
+UNPARTITIONED = "__all__"
+
+
+def asset_prefix(asset_key: dg.AssetKey, partition: str | None) -> str:
+    return "/".join(asset_key.path) + "/" + (partition or UNPARTITIONED)
+
+
+class ArtifactIOManager(dg.ConfigurableIOManager):
+    """Asset values <-> the artifact store (no pickle: Parquet, .npy, JSON)."""
+
+    store: StorageResource
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        if obj is None:
+            return
+        store = self.store.open()
+        prefix = asset_prefix(context.asset_key, context.partition_key if context.has_partition_key else None)
+        write_value(store, prefix, obj)
+        context.add_output_metadata({"stored_at": dg.MetadataValue.path(f"{store.url}/{prefix}")})
+
+    def load_input(self, context: dg.InputContext):
+        store = self.store.open()
+        if not context.has_asset_partitions:
+            return read_value(store, asset_prefix(context.asset_key, None))
+        keys = context.asset_partition_keys
+        if context.has_partition_key and keys == [context.partition_key]:
+            return read_value(store, asset_prefix(context.asset_key, keys[0]))
+        return {pk: read_value(store, asset_prefix(context.asset_key, pk)) for pk in keys}

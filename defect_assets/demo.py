@@ -1,0 +1,146 @@
+"""The main job on the embedded default: seed the local landing zone with real data, register
+the batches as partitions of the project-local Dagster instance, materialize every asset for
+every batch (runs are recorded, so `dagster dev` shows them), and print a summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def _instance():
+    import dagster as dg
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise SystemExit("DAGSTER_HOME is not set (the CLI sets it to ./.dagster_home)")
+    Path(home).mkdir(parents=True, exist_ok=True)
+    cfg = Path(home) / "dagster.yaml"
+    if not cfg.exists():  # SQLite storage in DAGSTER_HOME (the default), said explicitly; no telemetry
+        cfg.write_text("# project-local Dagster instance: SQLite run/event storage in this folder\ntelemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def seed_landing(dataset: str, landing, batches: int, limit: int | None, workdir: Path) -> list[str]:
+    if dataset == "elpv":
+        from defect_assets.datasets.elpv import seed_elpv
+
+        return seed_elpv(landing, n_batches=batches, limit=limit,
+                         progress=lambda b, n: say(f"  seeded batch {b}: {n} ELPV images"))
+    if dataset == "synthetic":
+        from defect_assets.ml.synthetic import write_synthetic_surfaces
+        from defect_assets.storage.batches import list_batches, upload_folder
+
+        ids, existing = [], list_batches(landing)
+        for b in range(1, batches + 1):
+            batch_id = f"synthetic-surfaces-{b:02d}"
+            ids.append(batch_id)
+            if batch_id not in existing:
+                folder = workdir / batch_id
+                write_synthetic_surfaces(folder, n_images=limit or 24, seed=b)
+                upload_folder(folder, landing, batch_id)
+                say(f"  seeded batch {batch_id}: {limit or 24} SYNTHETIC surface photos with points.csv")
+        return ids
+    raise SystemExit(f"unknown dataset {dataset!r} (elpv or synthetic)")
+
+
+def materialize_batches(defs, instance, batch_ids: list[str], force: bool, run_config: dict) -> list[str]:
+    import dagster as dg
+
+    job = defs.resolve_job_def("prepare_batch_job")
+    done = []
+    built = instance.get_materialized_partitions(dg.AssetKey("augmented_training_set"))
+    for i, b in enumerate(batch_ids, start=1):
+        if b in built and not force:
+            say(f"[{i}/{len(batch_ids)}] {b}: already materialized (use --force to rebuild)")
+            continue
+        t0 = time.perf_counter()
+        say(f"[{i}/{len(batch_ids)}] {b}: raw_images -> image_labels -> labeled_patches -> augmented_training_set ...")
+        result = job.execute_in_process(partition_key=b, instance=instance, run_config=run_config,
+                                        raise_on_error=False)
+        if not result.success:
+            for ev in result.all_events:
+                if ev.is_failure:
+                    say(f"    FAILED: {ev.message}")
+            raise SystemExit(f"batch {b} failed; run `dagster dev` and open run {result.run_id} for details")
+        say(f"    done in {time.perf_counter() - t0:.1f}s (run {result.run_id[:8]})")
+        done.append(b)
+    return done
+
+
+def summarize(store, batch_ids: list[str]) -> str:
+    from defect_assets.storage.formats import current_version, read_table
+
+    def table(asset: str, b: str) -> pd.DataFrame | None:
+        meta = current_version(store, f"{asset}/{b}")
+        return read_table(store, meta["files"]["table"]) if meta else None
+
+    rows, patch_tables, aug_total = [], [], 0
+    for b in batch_ids:
+        inv, pt, aug = table("raw_images", b), table("labeled_patches", b), table("augmented_training_set", b)
+        rows.append({"batch": b,
+                     "images": int((inv["role"] == "image").sum()) if inv is not None else 0,
+                     "rejected": int((inv["role"] == "rejected").sum()) if inv is not None else 0,
+                     "patches": len(pt) if pt is not None else 0,
+                     "augmented": len(aug) if aug is not None else 0})
+        if pt is not None:
+            patch_tables.append(pt)
+        aug_total += len(aug) if aug is not None else 0
+    per_batch = pd.DataFrame(rows)
+    lines = ["Images per batch:", per_batch.to_string(index=False), ""]
+    if patch_tables:
+        allp = pd.concat(patch_tables)
+        allp["class"] = allp["is_defect"].map({True: "defect", False: "ok"})
+        lines += ["Patches per split and class (binary: defect = label >= 0.5 or a defect name):",
+                  pd.crosstab(allp["class"], allp["split"], margins=True, margins_name="total").to_string(), ""]
+        if allp["label"].nunique() <= 12:
+            lines += ["Patches per split and original label:",
+                      pd.crosstab(allp["label"], allp["split"], margins=True, margins_name="total").to_string(), ""]
+    lines += [f"Augmented training images (train split x 48): {aug_total:,}",
+              f"Total images ingested: {int(per_batch['images'].sum()):,}"]
+    return "\n".join(lines)
+
+
+def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, force: bool = False,
+             patch_size: int = 64) -> int:
+    from defect_assets.defs.resources import default_data_dir
+
+    data_dir = default_data_dir()
+    t_start = time.perf_counter()
+    say(f"defect_assets main job: dataset={dataset}, data in {data_dir}, Dagster instance in {os.environ.get('DAGSTER_HOME')}")
+    from defect_assets.definitions import defs  # after the environment is settled
+
+    res = defs.resources
+    landing, artifacts = res["landing_zone"].open(), res["artifact_store"].open()
+    say(f"1. Landing zone {landing.url}: seeding {dataset} as {batches} batches")
+    batch_ids = seed_landing(dataset, landing, batches, limit, data_dir / "staging")
+    instance = _instance()
+    from defect_assets.defs.partitions import BATCHES
+
+    known = set(instance.get_dynamic_partitions(BATCHES))
+    new = [b for b in batch_ids if b not in known]
+    if new:
+        instance.add_dynamic_partitions(BATCHES, new)
+    say(f"2. Registered {len(new)} new batch partition(s); {len(known | set(batch_ids))} in total")
+    say("3. Materializing every asset for every batch")
+    run_config = {"ops": {"labeled_patches": {"config": {"size": patch_size}}},
+                  "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    materialize_batches(defs, instance, batch_ids, force, run_config)
+    say("")
+    say(summarize(artifacts, batch_ids))
+    say("")
+    say(f"Artifacts (Parquet tables, .npy arrays, content-addressed images): {artifacts.url}")
+    say(f"Landing zone: {landing.url}")
+    say(f"Finished in {time.perf_counter() - t_start:.0f}s.")
+    say("Open the UI with:  .venv/bin/dagster dev   (DAGSTER_HOME=.dagster_home, from this folder),"
+        " then http://127.0.0.1:3000")
+    sys.stdout.flush()
+    return 0

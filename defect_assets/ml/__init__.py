@@ -1,0 +1,1 @@
+"""Pure NumPy / Pillow / TensorFlow / scikit-learn code: no Dagster import in this package."""

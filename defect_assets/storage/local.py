@@ -1,0 +1,90 @@
+"""A local folder as an ObjectStore: atomic writes by temporary file + os.replace."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from defect_assets.storage.base import ObjectInfo, ObjectStore, StoreKeyError, normalize_key
+
+_TMP_PREFIX = ".tmp-"
+
+
+class LocalObjectStore(ObjectStore):
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({str(self.root)!r})"
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / normalize_key(key)
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[BinaryIO]:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise StoreKeyError(f"no object {key!r} in {self.root}") from None
+
+    def open_read(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise StoreKeyError(f"no object {key!r} in {self.root}") from None
+
+    def info(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        if not os.path.isfile(self._path(key)):
+            return None
+        return ObjectInfo(key=normalize_key(key), size=st.st_size, etag=f"{st.st_mtime_ns:x}-{st.st_size:x}")
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        if not self.root.exists():
+            return []
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith(_TMP_PREFIX):
+                    continue  # a write in progress (or one that crashed) is not an object
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    st = full.stat()
+                    out.append(ObjectInfo(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}"))
+        return sorted(out, key=lambda o: o.key)
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def local_path(self, key: str) -> str | None:
+        return str(self._path(key))
