@@ -40,7 +40,7 @@ class LabelFileError(ValueError):
     """One or more bad label rows; ``problems`` lists every one."""
 
     def __init__(self, problems: list[LabelProblem]):
-        self.problems = problems
+        self.problems = sorted(problems, key=lambda p: (p.file, p.row))
         shown = "\n  ".join(str(p) for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         super().__init__(f"{len(problems)} bad label row(s):\n  {shown}{more}")

@@ -1,0 +1,170 @@
+"""The Dagster asset chain on small generated batches with real storage in a temp folder."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from defect_assets.defs.ingest.assets import RAW_IMAGES_READABLE, image_labels, raw_images
+from defect_assets.defs.partitions import BATCHES
+from defect_assets.defs.patches.assets import NO_SPLIT_LEAK, augmented_training_set, labeled_patches
+from defect_assets.defs.resources import default_resources
+from defect_assets.storage import LocalObjectStore
+from defect_assets.storage.batches import upload_folder
+from defect_assets.storage.formats import read_value
+from defect_assets_tests.conftest import png_bytes, smooth_image
+
+ASSETS = [raw_images, image_labels, labeled_patches, augmented_training_set]
+
+
+@pytest.fixture
+def env(tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    resources = default_resources(tmp_path / "data")
+    return instance, resources, LocalObjectStore(tmp_path / "data" / "landing"), LocalObjectStore(tmp_path / "data" / "artifacts")
+
+
+def run(env, batch, run_config=None):
+    instance, resources, _, _ = env
+    if batch not in instance.get_dynamic_partitions(BATCHES):
+        instance.add_dynamic_partitions(BATCHES, [batch])
+    return dg.materialize(ASSETS, partition_key=batch, instance=instance, resources=resources,
+                          run_config=run_config or {}, raise_on_error=False)
+
+
+def materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def check_results(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_whole_chain_on_a_generated_point_batch(env, surface_folder):
+    (surface_folder / "broken.png").write_bytes(png_bytes(smooth_image(64, 64))[:200])
+    (surface_folder / "notes.docx").write_bytes(b"PK\x03\x04 not an image")
+    _, _, landing, artifacts = env
+    upload_folder(surface_folder, landing, "b1")
+    points = pd.read_csv(surface_folder / "points.csv")
+
+    result = run(env, "b1")
+    assert result.success
+    assert materialized(result) == {"raw_images", "image_labels", "labeled_patches", "augmented_training_set"}
+
+    inv = read_value(artifacts, "raw_images/b1").table
+    assert sorted(inv.loc[inv["role"] == "rejected", "path"]) == ["SYNTHETIC.txt", "broken.png", "notes.docx"]
+    assert (inv["role"] == "image").sum() == 6 and (inv["role"] == "label_file").sum() == 1
+    reasons = dict(zip(inv["path"], inv["reason"]))
+    assert "corrupt or truncated" in reasons["broken.png"] or "not an image" in reasons["broken.png"]
+    for key in inv.loc[inv["role"] == "image", "stored_key"]:  # content-addressed copies on disk
+        sha = key.split("/")[-1].split(".")[0]
+        import hashlib
+        assert hashlib.sha256(artifacts.read_bytes(key)).hexdigest() == sha
+
+    checks = check_results(result)
+    assert checks[RAW_IMAGES_READABLE].passed is False
+    assert checks[RAW_IMAGES_READABLE].severity == dg.AssetCheckSeverity.WARN
+    assert checks[NO_SPLIT_LEAK].passed is True
+
+    labels = read_value(artifacts, "image_labels/b1")
+    assert len(labels) == len(points) and set(labels["kind"]) == {"point"}
+
+    ps = read_value(artifacts, "labeled_patches/b1")
+    t = ps.table
+    assert (t["kind"] == "point").sum() == len(points)
+    assert (t["kind"] == "negative").sum() == len(points)  # 1 negative per positive, room enough on 320x256
+    assert t.groupby("image_id")["split"].nunique().max() == 1
+    assert ps.arrays["context"].shape[1:] == (94, 94)
+
+    aug = read_value(artifacts, "augmented_training_set/b1")
+    n_train = int((t["split"] == "train").sum())
+    assert len(aug) == 48 * n_train and aug.arrays["image"].shape == (48 * n_train, 64, 64)
+    assert set(aug.table["patch_id"]) == set(t.loc[t["split"] == "train", "patch_id"])
+    assert aug.table.groupby("patch_id").size().eq(48).all()
+
+
+def test_split_is_stable_when_a_batch_is_added(env, tmp_path):
+    _, _, landing, artifacts = env
+    imgs = {f"img{i}.png": png_bytes(smooth_image(80, 80, seed=i)) for i in range(30)}
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for i, (name, data) in enumerate(imgs.items()):
+        (a if i < 20 else b).joinpath(name).write_bytes(data)
+    (b / "img0.png").write_bytes(imgs["img0.png"])  # the same image arrives again in batch b
+    (a / "labels.csv").write_text("image,label\n" + "".join(f"img{i}.png,{'crack' if i % 3 else 'ok'}\n" for i in range(20)))
+    (b / "labels.csv").write_text("image,label\nimg0.png,ok\n" + "".join(f"img{i}.png,crack\n" for i in range(20, 30)))
+    upload_folder(a, landing, "a")
+    assert run(env, "a").success
+    before = read_value(artifacts, "labeled_patches/a").table
+    upload_folder(b, landing, "b")
+    result = run(env, "b")
+    assert result.success and check_results(result)[NO_SPLIT_LEAK].passed
+    after_a = read_value(artifacts, "labeled_patches/a").table
+    pd.testing.assert_frame_equal(before, after_a)
+    tb = read_value(artifacts, "labeled_patches/b").table
+    both = before.merge(tb, on="image_id", suffixes=("_a", "_b"))
+    assert len(both) == 1 and both["split_a"].iloc[0] == both["split_b"].iloc[0]
+
+
+def test_changed_split_settings_are_caught_by_the_blocking_leak_check(env, tmp_path):
+    _, _, landing, artifacts = env
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for i in range(12):
+        folder.joinpath(f"i{i}.png").write_bytes(png_bytes(smooth_image(70, 70, seed=100 + i)))
+    (folder / "labels.csv").write_text("image,label\n" + "".join(f"i{i}.png,{i % 2}\n" for i in range(12)))
+    upload_folder(folder, landing, "c1")
+    upload_folder(folder, landing, "c2")  # the same images again...
+    assert run(env, "c1").success
+    cfg = {"ops": {"labeled_patches": {"config": {"split_salt": "another-salt"}}}}
+    result = run(env, "c2", cfg)  # ...dealt with another salt: images change split
+    check = check_results(result)[NO_SPLIT_LEAK]
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "augmented_training_set" not in materialized(result)  # blocked downstream
+    assert "labeled_patches" in materialized(result)
+
+
+def test_bad_label_row_fails_the_batch_with_file_row_and_reason(env, surface_folder):
+    _, _, landing, _ = env
+    text = (surface_folder / "points.csv").read_text().splitlines()
+    text.insert(2, "synthetic_surface_0000.png,12,not-a-number,dent")
+    (surface_folder / "points.csv").write_text("\n".join(text) + "\n")
+    upload_folder(surface_folder, landing, "bad")
+    result = run(env, "bad")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "image_labels"
+    msg = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else failure.step_failure_data.error.message
+    assert "points.csv:3: y 'not-a-number' is not a number" in msg
+    assert materialized(result) == {"raw_images"}
+
+
+def test_class_folders_batch(env, tmp_path):
+    _, _, landing, artifacts = env
+    root = tmp_path / "digits"
+    for cls, seeds in (("ok", range(4)), ("crack", range(4, 7))):
+        (root / cls).mkdir(parents=True)
+        for s in seeds:
+            (root / cls / f"{s}.png").write_bytes(png_bytes(np.stack([smooth_image(50, 60, s)] * 3, axis=2)))
+    upload_folder(root, landing, "digits")
+    assert run(env, "digits", {"ops": {"labeled_patches": {"config": {"size": 32, "color": "RGB"}}}}).success
+    ps = read_value(artifacts, "labeled_patches/digits")
+    assert sorted(ps.table["label"].value_counts().items()) == [("crack", 3), ("ok", 4)]
+    assert ps.table["is_defect"].sum() == 3
+    assert ps.arrays["context"].shape == (7, 48, 48, 3)
+
+
+def test_definitions_load():
+    from defect_assets.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"raw_images", "image_labels", "labeled_patches", "augmented_training_set"}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name in ("ingest", "patches") and node.description and node.kinds
+    assert defs.resolve_job_def("prepare_batch_job").partitions_def.name == BATCHES
+    lineage = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
+    assert lineage["augmented_training_set"] == {"labeled_patches"}
+    assert lineage["labeled_patches"] == {"raw_images", "image_labels"}
