@@ -7,7 +7,7 @@ DataFrames as Parquet, ArrayTables as Parquet + .npy, each as an atomic version 
 import dagster as dg
 
 from defect_assets.defs.resources import StorageResource
-from defect_assets.storage.formats import read_value, write_value
+from defect_assets.storage.formats import current_version, read_value, write_value
 
 UNPARTITIONED = "__all__"
 
@@ -36,4 +36,12 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         keys = context.asset_partition_keys
         if context.has_partition_key and keys == [context.partition_key]:
             return read_value(store, asset_prefix(context.asset_key, keys[0]))
-        return {pk: read_value(store, asset_prefix(context.asset_key, pk)) for pk in keys}
+        # A downstream asset that reads every batch: batches registered but not built yet are
+        # left out (and named), so one new batch does not block retraining on the others.
+        built = [pk for pk in keys if current_version(store, asset_prefix(context.asset_key, pk)) is not None]
+        missing = sorted(set(keys) - set(built))
+        if missing:
+            context.log.warning(f"{context.asset_key.to_user_string()}: not built yet for {missing}; using {len(built)} batch(es)")
+        if not built:
+            raise FileNotFoundError(f"{context.asset_key.to_user_string()} is not materialized for any batch yet")
+        return {pk: read_value(store, asset_prefix(context.asset_key, pk)) for pk in built}

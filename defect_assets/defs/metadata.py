@@ -23,6 +23,11 @@ def md_image(pixels: np.ndarray, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,{b64})")
 
 
+def md_png(png: bytes, title: str) -> dg.MetadataValue:
+    b64 = base64.b64encode(png).decode()
+    return dg.MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,{b64})")
+
+
 def class_split_counts(table: pd.DataFrame) -> pd.DataFrame:
     """Patches per class (rows) and split (columns), with totals."""
     if not len(table):

@@ -1,0 +1,1 @@
+"""Model stage: pretrained backbone features per batch, and the three model families."""

@@ -1,0 +1,134 @@
+"""Training the three model families on the patch sets of every batch, without Dagster:
+gather the data (train = augmented set, validation = untouched validation patches), train,
+and register the model with its card (config, data version, metrics, timing)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from defect_assets.ml.labels import class_order
+from defect_assets.ml.metrics import summary_metrics
+from defect_assets.pipeline.patching import patches_of
+from defect_assets.storage.formats import ArrayTable
+from defect_assets.storage.registry import ModelRegistry
+
+BINARY_CLASSES = ["ok", "defect"]
+TASKS = ("binary", "multiclass")
+
+
+def task_classes(labels, task: str) -> list[str]:
+    if task == "binary":
+        return list(BINARY_CLASSES)
+    if task == "multiclass":
+        return class_order(labels)
+    raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+
+
+def task_targets(table: pd.DataFrame, task: str, classes: list[str]) -> np.ndarray:
+    if task == "binary":
+        return table["is_defect"].to_numpy().astype(np.int64)
+    index = {c: i for i, c in enumerate(classes)}
+    return table["label"].astype(str).map(index).to_numpy().astype(np.int64)
+
+
+def data_version(patch_sets: dict[str, ArrayTable]) -> dict:
+    """Which batches and which label versions a model saw: the lineage every model records."""
+    label_versions = {b: patch_sets[b].attrs.get("label_version", "?") for b in sorted(patch_sets)}
+    doc = {"batches": sorted(patch_sets), "label_versions": label_versions}
+    doc["id"] = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+    return doc
+
+
+@dataclass
+class SplitData:
+    x: np.ndarray  # (N, s, s[, C]) uint8
+    y: np.ndarray  # (N,) class index
+    table: pd.DataFrame
+
+
+def split_data(patch_sets: dict[str, ArrayTable], split: str, task: str, classes: list[str]) -> SplitData:
+    xs, tables = [], []
+    for b in sorted(patch_sets):
+        ps = patch_sets[b]
+        mask = (ps.table["split"] == split).to_numpy()
+        xs.append(np.asarray(patches_of(ps))[mask])
+        tables.append(ps.table[mask].assign(batch=b))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    x = np.concatenate(xs) if xs else np.zeros((0, 1, 1), np.uint8)
+    return SplitData(x, task_targets(table, task, classes) if len(table) else np.zeros(0, np.int64), table)
+
+
+def augmented_data(augmented: dict[str, ArrayTable], task: str, classes: list[str]) -> SplitData:
+    xs = [np.asarray(augmented[b].arrays["image"]) for b in sorted(augmented)]
+    table = pd.concat([augmented[b].table.assign(batch=b) for b in sorted(augmented)], ignore_index=True)
+    return SplitData(np.concatenate(xs), task_targets(table, task, classes), table)
+
+
+def all_labels(patch_sets: dict[str, ArrayTable]) -> list[str]:
+    return sorted({str(v) for ps in patch_sets.values() for v in ps.table["label"]})
+
+
+def check_trainable(train: SplitData, val: SplitData, classes: list[str]) -> None:
+    if len(train.y) == 0:
+        raise ValueError("no training patches: materialize labeled_patches / augmented_training_set for at least one batch")
+    if len(val.y) == 0:
+        raise ValueError("no validation patches: the validation split is empty (more images, or a larger validation_fraction)")
+    if len(np.unique(train.y)) < 2:
+        raise ValueError(f"the training data has a single class ({classes[int(train.y[0])]}); a classifier needs two")
+
+
+def input_spec(x: np.ndarray) -> dict:
+    return {"size": int(x.shape[1]), "channels": int(x.shape[3]) if x.ndim == 4 else 1}
+
+
+def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str, Callable]],
+                       train: SplitData, val: SplitData, classes: list[str], task: str, config: dict,
+                       dversion: dict, registry: ModelRegistry, log: Callable[[str], None]) -> tuple[dict, pd.DataFrame]:
+    """Build, run the fit phases (each a callable(model, phase_index) -> FitResult), score the
+    validation split, register. Returns (card, per-epoch history)."""
+    from defect_assets.ml.training import model_to_bytes, predict_proba
+
+    check_trainable(train, val, classes)
+    t0 = time.perf_counter()
+    model = build()
+    histories, images = [], 0
+    for name, phase in fit_phases:
+        res = phase(model)
+        histories.append(res.history.assign(phase=name))
+        images += res.images_seen
+    seconds = time.perf_counter() - t0
+    history = pd.concat(histories, ignore_index=True)
+    proba = predict_proba(model, val.x)
+    metrics = summary_metrics(val.y, proba)
+    log(f"{family}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + f" ({seconds:.0f}s)")
+    card = {"kind": "keras", "task": task, "classes": classes, "config": config, "data_version": dversion,
+            "input": input_spec(train.x), "validation": metrics, "training_seconds": seconds,
+            "training_images_seen": images, "images_per_second": images / seconds if seconds else 0.0,
+            "params": int(model.count_params())}
+    card = registry.register(family, {"model.keras": model_to_bytes(model)}, card)
+    return card, history
+
+
+def epoch_logger(family: str, total: int, log: Callable[[str], None]) -> Callable[[int, dict], None]:
+    def on_epoch(epoch: int, row: dict) -> None:
+        log(f"{family} epoch {epoch}/{total}: loss {row.get('loss', float('nan')):.3f} "
+            f"acc {row.get('accuracy', float('nan')):.3f} auc {row.get('auc', float('nan')):.3f} | "
+            f"val loss {row.get('val_loss', float('nan')):.3f} acc {row.get('val_accuracy', float('nan')):.3f} "
+            f"auc {row.get('val_auc', float('nan')):.3f} | lr {row['lr']:.2g} ({row['seconds']:.1f}s)")
+    return on_epoch
+
+
+def card_summary(card: dict) -> pd.DataFrame:
+    """One row a person (and downstream assets) can read: version, family, data, metrics."""
+    row = {"version": card["version"], "family": card["family"], "created": card["created"],
+           "task": card["task"], "classes": json.dumps(card["classes"]), "data_version": card["data_version"]["id"],
+           "batches": ",".join(card["data_version"]["batches"]), "training_seconds": card["training_seconds"]}
+    row.update({f"val_{k}": v for k, v in card["validation"].items()})
+    return pd.DataFrame([row])
