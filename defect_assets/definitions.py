@@ -3,12 +3,19 @@
 import dagster as dg
 
 from defect_assets.defs.ingest.assets import image_labels, raw_images
-from defect_assets.defs.jobs import ingest_job
+from defect_assets.defs.jobs import ingest_job, train_models_job
+from defect_assets.defs.models.assets import (
+    backbone_features,
+    elastic_net_model,
+    fine_tuned_vgg16_model,
+    scratch_cnn_model,
+)
 from defect_assets.defs.patches.assets import augmented_training_set, labeled_patches
 from defect_assets.defs.resources import default_resources
 
 defs = dg.Definitions(
-    assets=[raw_images, image_labels, labeled_patches, augmented_training_set],
-    jobs=[ingest_job],
+    assets=[raw_images, image_labels, labeled_patches, augmented_training_set, backbone_features,
+            scratch_cnn_model, fine_tuned_vgg16_model, elastic_net_model],
+    jobs=[ingest_job, train_models_job],
     resources=default_resources(),
 )

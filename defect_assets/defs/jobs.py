@@ -1,9 +1,15 @@
-"""Jobs: the per-batch data preparation (ingest -> labels -> patches -> augmented set)."""
+"""Jobs: per-batch data preparation, and training of the three model families on every batch."""
 
 import dagster as dg
 
 ingest_job = dg.define_asset_job(
     "prepare_batch_job",
-    selection=dg.AssetSelection.groups("ingest", "patches"),
-    description="Ingest one landing-zone batch and build its labeled patches and augmented training set.",
+    selection=dg.AssetSelection.groups("ingest", "patches") | dg.AssetSelection.assets("backbone_features"),
+    description="Ingest one landing-zone batch: labels, patches, augmented set and backbone features.",
+)
+
+train_models_job = dg.define_asset_job(
+    "train_models_job",
+    selection=dg.AssetSelection.assets("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model"),
+    description="Train the three model families on every built batch and register them.",
 )

@@ -51,6 +51,8 @@ def make_vgg16_transfer(input_shape: tuple[int, int, int], num_classes: int, cut
     x = vgg_backbone(inputs, input_shape[-1], cut_block, weights, trainable_from)
     x = layers.Concatenate(name="pool_mean_max")([layers.GlobalAveragePooling2D(name="gap")(x),
                                                   layers.GlobalMaxPooling2D(name="gmp")(x)])
+    # VGG activations are in the hundreds: normalize before the new head or it starts saturated
+    x = layers.BatchNormalization(momentum=0.9, name="head_norm")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"vgg16_block{cut_block}_transfer")

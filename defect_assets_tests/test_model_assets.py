@@ -1,0 +1,108 @@
+"""The model assets in Dagster on small generated batches: three registered families with
+their data version, and backbone features computed once per batch."""
+
+import dagster as dg
+import pytest
+
+from defect_assets.defs.ingest.assets import image_labels, raw_images
+from defect_assets.defs.models.assets import (
+    backbone_features,
+    elastic_net_model,
+    fine_tuned_vgg16_model,
+    scratch_cnn_model,
+)
+from defect_assets.defs.partitions import BATCHES
+from defect_assets.defs.patches.assets import augmented_training_set, labeled_patches
+from defect_assets.defs.resources import default_resources
+from defect_assets.ml.scorer import load_scorer
+from defect_assets.ml.synthetic import write_synthetic_surfaces
+from defect_assets.pipeline.patching import patches_of
+from defect_assets.storage import LocalObjectStore
+from defect_assets.storage.batches import upload_folder
+from defect_assets.storage.formats import current_version, read_value
+from defect_assets.storage.registry import ModelRegistry
+
+BATCH_ASSETS = [raw_images, image_labels, labeled_patches, augmented_training_set, backbone_features]
+MODELS = [scratch_cnn_model, fine_tuned_vgg16_model, elastic_net_model]
+TINY = {"ops": {
+    "labeled_patches": {"config": {"size": 32, "negatives_per_positive": 1.5}},
+    "backbone_features": {"config": {"blocks": [2]}},
+    "scratch_cnn_model": {"config": {"filters": [8, 16], "epochs": 3, "images_per_epoch": 1024, "batch_size": 32}},
+    "fine_tuned_vgg16_model": {"config": {"cut_block": 2, "epochs": 2, "fine_tune_epochs": 1,
+                                          "images_per_epoch": 512, "batch_size": 32}},
+    "elastic_net_model": {"config": {"search_C": [0.05, 0.5]}},
+}}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    instance = dg.DagsterInstance.ephemeral()
+    resources = default_resources(root / "data")
+    landing = LocalObjectStore(root / "data" / "landing")
+    for i, b in enumerate(["s1", "s2"]):
+        write_synthetic_surfaces(root / b, n_images=16, seed=10 + i, width=256, height=192, defects_per_image=(2, 3))
+        upload_folder(root / b, landing, b)
+    instance.add_dynamic_partitions(BATCHES, ["s1", "s2"])
+    for b in ("s1", "s2"):
+        cfg = {"ops": {k: v for k, v in TINY["ops"].items() if k in ("labeled_patches", "backbone_features")}}
+        assert dg.materialize(BATCH_ASSETS, partition_key=b, instance=instance, resources=resources, run_config=cfg).success
+    result = dg.materialize(MODELS + BATCH_ASSETS, selection=MODELS, instance=instance, resources=resources,
+                            run_config={"ops": {k: TINY["ops"][k] for k in ("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model")}})
+    return root, instance, resources, landing, result
+
+
+@pytest.mark.slow
+def test_three_families_are_trained_registered_and_beat_chance(built):
+    root, _, _, _, result = built
+    assert result.success
+    registry = ModelRegistry(LocalObjectStore(root / "data" / "artifacts"))
+    cards = {c["family"]: c for c in registry.versions()}
+    assert set(cards) == {"scratch_cnn", "fine_tuned_vgg16", "elastic_net"}
+    for family, card in cards.items():
+        assert card["data_version"]["batches"] == ["s1", "s2"], family
+        assert set(card["data_version"]["label_versions"]) == {"s1", "s2"}
+        assert card["classes"] == ["ok", "defect"] and card["training_seconds"] > 0
+        assert card["validation"]["roc_auc"] > 0.75, (family, card["validation"])  # chance is 0.5
+    assert len(cards["elastic_net"]["trials"]) == 2
+    summary = result.output_for_node("scratch_cnn_model")
+    assert summary["version"].iloc[0] == cards["scratch_cnn"]["version"]
+
+
+@pytest.mark.slow
+def test_registered_models_load_back_and_score_like_validation(built):
+    root, _, _, _, _ = built
+    store = LocalObjectStore(root / "data" / "artifacts")
+    registry = ModelRegistry(store)
+    val = read_value(store, "labeled_patches/s1")
+    x = patches_of(val)[:16]
+    for card in registry.versions():
+        scorer = load_scorer(card, lambda name, v=card["version"]: registry.read_file(v, name))
+        p = scorer.predict_proba(x)
+        assert p.shape == (16, 2) and abs(float(p.sum(1).mean()) - 1) < 1e-4
+        assert scorer.version == card["version"]
+
+
+@pytest.mark.slow
+def test_features_of_an_unchanged_batch_are_not_recomputed(built):
+    root, instance, resources, landing, _ = built
+    store = LocalObjectStore(root / "data" / "artifacts")
+    before = {b: current_version(store, f"backbone_features/{b}")["version"] for b in ("s1", "s2")}
+    write_synthetic_surfaces(root / "s3", n_images=6, seed=99, width=256, height=192)
+    upload_folder(root / "s3", landing, "s3")
+    instance.add_dynamic_partitions(BATCHES, ["s3"])
+    cfg = {"ops": {k: v for k, v in TINY["ops"].items() if k in ("labeled_patches", "backbone_features")}}
+    job = dg.materialize(BATCH_ASSETS, partition_key="s3", instance=instance, resources=resources, run_config=cfg)
+    assert job.success
+    retrain = dg.materialize([elastic_net_model, *BATCH_ASSETS], selection=[elastic_net_model],
+                             instance=instance, resources=resources)
+    assert retrain.success
+    after = {b: current_version(store, f"backbone_features/{b}")["version"] for b in ("s1", "s2")}
+    assert after == before  # the stored features of s1 and s2 are the very same files
+    events = instance.fetch_materializations(dg.AssetKey("backbone_features"), limit=100).records
+    per_partition = {}
+    for r in events:
+        per_partition[r.partition_key] = per_partition.get(r.partition_key, 0) + 1
+    assert per_partition == {"s1": 1, "s2": 1, "s3": 1}
+    cards = ModelRegistry(store).versions("elastic_net")
+    assert cards[-1]["data_version"]["batches"] == ["s1", "s2", "s3"]
