@@ -17,7 +17,7 @@ def _setup_env(args) -> None:
 def cmd_demo(args) -> int:
     from defect_assets.demo import run_demo
 
-    return run_demo(args.dataset, args.batches, args.limit, args.force, args.patch_size)
+    return run_demo(args.dataset, args.batches, args.limit, args.force, args.patch_size, args.quick)
 
 
 def cmd_upload(args) -> int:
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--limit", type=int, help="use only this many images (quick look)")
     d.add_argument("--patch-size", type=int, default=64)
     d.add_argument("--force", action="store_true", help="rebuild batches that are already materialized")
+    d.add_argument("--quick", action="store_true", help="tiny models: a smoke run of the whole chain")
     d.set_defaults(func=cmd_demo)
 
     u = sub.add_parser("upload", help="turn a folder into a landing-zone batch")

@@ -76,6 +76,40 @@ def materialize_batches(defs, instance, batch_ids: list[str], force: bool, run_c
     return done
 
 
+QUICK_TRAINING = {  # --quick: a smoke run of the whole chain in about a minute (tiny models)
+    "scratch_cnn_model": {"config": {"filters": [8, 16], "epochs": 2, "images_per_epoch": 512, "batch_size": 32}},
+    "fine_tuned_vgg16_model": {"config": {"cut_block": 1, "epochs": 1, "fine_tune_epochs": 1,
+                                          "images_per_epoch": 256, "batch_size": 32}},
+    "elastic_net_model": {"config": {"search_C": []}},
+}
+
+
+def train_models(defs, instance, run_config: dict) -> list[dict]:
+    """Run train_models_job (all three families on every built batch); returns their cards."""
+    from defect_assets.storage.registry import ModelRegistry
+
+    job = defs.resolve_job_def("train_models_job")
+    t0 = time.perf_counter()
+    result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_failure:
+                say(f"    FAILED: {ev.message}")
+        raise SystemExit(f"training failed; run `dagster dev` and open run {result.run_id} for details")
+    registry = ModelRegistry(defs.resources["artifact_store"].open())
+    versions = [result.output_for_node(n)["version"].iloc[0]
+                for n in ("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model")]
+    say(f"    trained in {time.perf_counter() - t0:.0f}s (run {result.run_id[:8]})")
+    return [registry.card(v) for v in versions]
+
+
+def model_table(cards: list[dict]) -> str:
+    rows = [{"family": c["family"], "version": c["version"], "val_accuracy": c["validation"]["accuracy"],
+             "val_balanced_acc": c["validation"]["balanced_accuracy"], "val_roc_auc": c["validation"]["roc_auc"],
+             "train_s": round(c["training_seconds"])} for c in cards]
+    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
 def summarize(store, batch_ids: list[str]) -> str:
     from defect_assets.storage.formats import current_version, read_table
 
@@ -110,7 +144,7 @@ def summarize(store, batch_ids: list[str]) -> str:
 
 
 def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, force: bool = False,
-             patch_size: int = 64) -> int:
+             patch_size: int = 64, quick: bool = False) -> int:
     from defect_assets.defs.resources import default_data_dir
 
     data_dir = default_data_dir()
@@ -131,11 +165,30 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
         instance.add_dynamic_partitions(BATCHES, new)
     say(f"2. Registered {len(new)} new batch partition(s); {len(known | set(batch_ids))} in total")
     say("3. Materializing every asset for every batch")
-    run_config = {"ops": {"labeled_patches": {"config": {"size": patch_size}}},
+    run_config = {"ops": {"labeled_patches": {"config": {"size": patch_size}},
+                          **({"backbone_features": {"config": {"blocks": [1]}}} if quick else {})},
                   "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    materialize_batches(defs, instance, batch_ids, force, run_config)
+    built = materialize_batches(defs, instance, batch_ids, force, run_config)
     say("")
     say(summarize(artifacts, batch_ids))
+    say("")
+    import dagster as dg
+
+    trained = all(instance.get_latest_materialization_event(dg.AssetKey(a)) is not None
+                  for a in ("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model"))
+    if built or force or not trained:
+        say("4. Training the three model families on every batch (train_models_job; live per-epoch progress below)")
+        cards = train_models(defs, instance, {"ops": QUICK_TRAINING if quick else {},
+                                              "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    else:
+        from defect_assets.storage.registry import ModelRegistry
+
+        say("4. Models are up to date with the batches (use --force to retrain)")
+        reg = ModelRegistry(artifacts)
+        cards = [reg.latest(f) for f in ("scratch_cnn", "fine_tuned_vgg16", "elastic_net")]
+    say("")
+    say("Validation metrics (validation split, threshold 0.5), side by side:")
+    say(model_table(cards))
     say("")
     say(f"Artifacts (Parquet tables, .npy arrays, content-addressed images): {artifacts.url}")
     say(f"Landing zone: {landing.url}")

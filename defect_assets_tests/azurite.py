@@ -83,7 +83,7 @@ def start_azurite(location: Path, timeout: float = 30.0) -> Azurite:
     log = open(location / "azurite.log", "wb")  # noqa: SIM115 (the child keeps writing to it)
     proc = subprocess.Popen(
         [str(AZURITE_BLOB), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location),
-         "--skipApiVersionCheck", "--silent"],
+         "--skipApiVersionCheck", "--silent", "--disableTelemetry"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=location)
     log.close()
     server = Azurite(proc, port, location)

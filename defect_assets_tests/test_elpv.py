@@ -37,12 +37,15 @@ def test_seed_elpv_writes_complete_batches(tmp_path):
 
 def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data")}
-    cmd = [sys.executable, "-m", "defect_assets.cli", "demo", "--limit", "24", "--batches", "2"]
+    cmd = [sys.executable, "-m", "defect_assets.cli", "demo", "--limit", "40", "--batches", "2", "--quick"]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "Total images ingested: 24" in out.stdout
-    assert re.search(r"elpv-01\s+12\s+0\s+12\s+\d+", out.stdout), out.stdout
+    assert "Total images ingested: 40" in out.stdout
+    assert re.search(r"elpv-01\s+20\s+0\s+20\s+\d+", out.stdout), out.stdout
+    for family in ("scratch_cnn", "fine_tuned_vgg16", "elastic_net"):
+        assert re.search(rf"^\s*{family}\s+{family}-\S+\s+[01]\.\d{{3}}", out.stdout, re.M), out.stdout
     assert "Augmented training images (train split x 48):" in out.stdout
     assert (tmp_path / "home" / "dagster.yaml").exists()
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("already materialized") == 2
+    assert "Models are up to date" in again.stdout
