@@ -2,8 +2,9 @@
 
 import dagster as dg
 
+from defect_assets.defs.evaluation.assets import champion_model, evaluation_assets, evaluation_history
 from defect_assets.defs.ingest.assets import image_labels, raw_images
-from defect_assets.defs.jobs import ingest_job, train_models_job
+from defect_assets.defs.jobs import evaluate_job, ingest_job, train_models_job
 from defect_assets.defs.models.assets import (
     backbone_features,
     elastic_net_model,
@@ -15,7 +16,8 @@ from defect_assets.defs.resources import default_resources
 
 defs = dg.Definitions(
     assets=[raw_images, image_labels, labeled_patches, augmented_training_set, backbone_features,
-            scratch_cnn_model, fine_tuned_vgg16_model, elastic_net_model],
-    jobs=[ingest_job, train_models_job],
+            scratch_cnn_model, fine_tuned_vgg16_model, elastic_net_model, *evaluation_assets,
+            evaluation_history, champion_model],
+    jobs=[ingest_job, train_models_job, evaluate_job],
     resources=default_resources(),
 )

@@ -13,3 +13,9 @@ train_models_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model"),
     description="Train the three model families on every built batch and register them.",
 )
+
+evaluate_job = dg.define_asset_job(
+    "evaluate_job",
+    selection=dg.AssetSelection.groups("evaluation"),
+    description="Evaluate every family on the test split, append the history, pick and check the champion.",
+)

@@ -39,3 +39,67 @@ def training_curves_png(history: pd.DataFrame, title: str) -> bytes:
     axes[0].legend()
     fig.suptitle(title)
     return _png(plt, fig)
+
+
+def _single(w: float = 4.2, h: float = 3.6):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(w, h))
+    return plt, fig, ax
+
+
+def roc_png(report: dict, title: str) -> bytes:
+    plt, fig, ax = _single()
+    if report["task"] == "binary" and "roc_curve" in report:
+        c = report["roc_curve"]
+        ax.plot(c["x"], c["y"], label=f"AUC {report['roc_auc']:.3f}")
+    for name, c in report.get("ovr_roc_curves", {}).items():
+        auc = next(p["roc_auc_ovr"] for p in report["per_class"] if p["class"] == name)
+        ax.plot(c["x"], c["y"], label=f"{name} vs rest, AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], "--", color="gray", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(plt, fig)
+
+
+def pr_png(report: dict, title: str) -> bytes:
+    plt, fig, ax = _single()
+    if "pr_curve" in report:
+        c = report["pr_curve"]
+        ax.plot(c["x"], c["y"], label=f"PR AUC {report['pr_auc']:.3f}")
+        ax.axhline(report["positives"] / max(report["n"], 1), ls="--", color="gray", lw=0.8, label="chance")
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.02))
+    return _png(plt, fig)
+
+
+def confusion_png(matrix: list[list[int]], classes: list[str], title: str) -> bytes:
+    import numpy as np
+
+    plt, fig, ax = _single()
+    m = np.asarray(matrix)
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=30)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return _png(plt, fig)
+
+
+def score_histogram_png(y, score, classes: list[str], threshold: float | None, title: str) -> bytes:
+    """Defect-probability histograms per true class, with the decision threshold."""
+    import numpy as np
+
+    plt, fig, ax = _single(5, 3.4)
+    bins = np.linspace(0, 1, 26)
+    for c, name in enumerate(classes):
+        ax.hist(np.asarray(score)[np.asarray(y) == c], bins=bins, alpha=0.55, label=f"true {name}")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="defect probability", ylabel="patches", title=title)
+    ax.legend(fontsize=8)
+    return _png(plt, fig)

@@ -55,10 +55,10 @@ _IMAGE_RE = re.compile(r"^synthetic_surface_(\d{4,})\.png$")
 
 # Defect geometry (pixels) and contrast (gray levels).
 DENT_RADIUS = (10.0, 24.0)
-DENT_AMPLITUDE = (32.0, 48.0)
+DENT_AMPLITUDE = (34.0, 50.0)
 SCRATCH_LENGTH = (25.0, 60.0)
 SCRATCH_WIDTH = (1.0, 3.0)
-SCRATCH_AMPLITUDE = (50.0, 80.0)
+SCRATCH_AMPLITUDE = (60.0, 90.0)
 
 # Candidate positions are drawn in batches; this many batches per defect before giving up.
 _BATCH = 256
@@ -294,7 +294,7 @@ def make_surface_scene(rng: np.random.Generator, width: int = 512, height: int =
 
 def _png_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=3)  # 4x faster than 6, ~13% larger
     return buf.getvalue()
 
 

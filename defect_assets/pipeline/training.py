@@ -110,10 +110,28 @@ def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str,
     log(f"{family}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + f" ({seconds:.0f}s)")
     card = {"kind": "keras", "task": task, "classes": classes, "config": config, "data_version": dversion,
             "input": input_spec(train.x), "validation": metrics, "training_seconds": seconds,
+            "golden": golden_record(val, proba),
             "training_images_seen": images, "images_per_second": images / seconds if seconds else 0.0,
             "params": int(model.count_params())}
     card = registry.register(family, {"model.keras": model_to_bytes(model)}, card)
     return card, history
+
+
+GOLDEN_SIZE = 32
+
+
+def golden_set(val: SplitData, n: int = GOLDEN_SIZE) -> np.ndarray:
+    """Indices of a fixed golden set: the first n validation patches by patch id."""
+    order = np.argsort(val.table["patch_id"].to_numpy().astype(str), kind="stable")
+    return order[:n]
+
+
+def golden_record(val: SplitData, proba: np.ndarray) -> dict:
+    """What the in-memory model predicted on the golden set, kept in the card so the stored
+    artifact can be checked against it later, loaded exactly as the service loads it."""
+    idx = golden_set(val)
+    return {"patch_ids": [str(v) for v in val.table["patch_id"].to_numpy()[idx]],
+            "proba": np.asarray(proba)[idx].round(7).tolist()}
 
 
 def epoch_logger(family: str, total: int, log: Callable[[str], None]) -> Callable[[int, dict], None]:

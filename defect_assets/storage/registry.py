@@ -71,3 +71,24 @@ class ModelRegistry:
     def latest(self, family: str) -> dict | None:
         v = self.versions(family)
         return v[-1] if v else None
+
+    # The production pointer: one small JSON, replaced atomically, always naming a complete version.
+    @property
+    def _production_key(self) -> str:
+        return f"{self.root}/production.json"
+
+    def production(self) -> dict | None:
+        """{'version', 'promoted', ...} of the model in production, or None."""
+        if not self.store.exists(self._production_key):
+            return None
+        return json.loads(self.store.read_bytes(self._production_key))
+
+    def promote(self, version: str, **extra) -> dict:
+        """Point production at a complete version (its card and every file must be readable)."""
+        card = self.card(version)
+        for name in card["files"]:
+            self.read_file(version, name)  # verifies the hash: never promote a broken copy
+        doc = {"version": version, "family": card["family"],
+               "promoted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **extra}
+        self.store.write_bytes(self._production_key, json.dumps(doc, indent=2, sort_keys=True, default=str).encode())
+        return doc

@@ -35,6 +35,8 @@ class ElasticNetConfig(dg.Config):
     """Candidates tried (every trial is recorded); empty: just C."""
     search_l1_ratio: list[float] = []
     seed: int = 0
+    shuffle_labels: bool = False
+    """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
 
 
 class KerasTrainConfig(dg.Config):
@@ -51,6 +53,8 @@ class KerasTrainConfig(dg.Config):
     search_learning_rate: list[float] = []
     search_dropout: list[float] = []
     search_batch_size: list[int] = []
+    shuffle_labels: bool = False
+    """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
 
 
 class ScratchCNNConfig(KerasTrainConfig):
@@ -112,6 +116,8 @@ def elastic_net_model(context: dg.AssetExecutionContext, config: ElasticNetConfi
                  for _, f in sorted(feats.items())] for s in ("train", "validation")}
     xs = {s: np.concatenate([np.asarray(a) for a, _ in parts[s]]) for s in parts}
     ys = {s: T.task_targets(pd.concat([t for _, t in parts[s]]), config.task, classes) for s in parts}
+    if config.shuffle_labels:
+        ys["train"] = np.random.default_rng(config.seed).permutation(ys["train"])
     T.check_trainable(T.SplitData(xs["train"], ys["train"], None), T.SplitData(xs["validation"], ys["validation"], None), classes)
     base = {"C": config.C, "l1_ratio": config.l1_ratio}
     t0 = time.perf_counter()
@@ -124,7 +130,9 @@ def elastic_net_model(context: dg.AssetExecutionContext, config: ElasticNetConfi
     model, best, trials = run_trials(grid(base, {"C": config.search_C, "l1_ratio": config.search_l1_ratio}), train,
                                      log=context.log.info)
     seconds = time.perf_counter() - t0
-    metrics = summary_metrics(ys["validation"], model.predict_proba(xs["validation"]))
+    val_proba = model.predict_proba(xs["validation"])
+    metrics = summary_metrics(ys["validation"], val_proba)
+    val_table = pd.concat([t for _, t in parts["validation"]], ignore_index=True)
     any_f = next(iter(feats.values()))
     dv = T.data_version({b: f for b, f in feats.items()})
     card = _registry(artifact_store).register("elastic_net", {"linear.npz": model.to_bytes()}, {
@@ -133,6 +141,7 @@ def elastic_net_model(context: dg.AssetExecutionContext, config: ElasticNetConfi
         "features": {"blocks": any_f.attrs["blocks"], "weights": any_f.attrs["weights"]},
         "input": {"size": any_f.attrs["size"], "channels": any_f.attrs["channels"]},
         "validation": metrics, "training_seconds": seconds, "trials": trials.to_dict("records"),
+        "golden": T.golden_record(T.SplitData(xs["validation"], ys["validation"], val_table), val_proba),
         "nonzero_features": model.nonzero_features})
     context.log.info(f"elastic_net_model {card['version']}: validation AUC {metrics['roc_auc']:.3f}, "
                      f"{model.nonzero_features}/{xs['train'].shape[1]} features used")
@@ -149,6 +158,9 @@ def _keras_family(context, family: str, config: KerasTrainConfig, augmented, pat
     classes = T.task_classes(T.all_labels(patches), config.task)
     train = T.augmented_data(augmented, config.task, classes)
     val = T.split_data(patches, "validation", config.task, classes)
+    if config.shuffle_labels:
+        context.log.warning(f"{family}: training on PERMUTED labels (shuffle_labels=True, a sanity check)")
+        train.y = np.random.default_rng(config.seed).permutation(train.y)
     T.check_trainable(train, val, classes)
     context.log.info(f"{family}: {len(train.y):,} augmented training images, {len(val.y)} validation patches, "
                      f"classes {classes}")

@@ -1,0 +1,156 @@
+"""Evaluating a registered model on the held-out test split (threshold from validation), with
+the report written as JSON and self-contained HTML, and one history row per evaluation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from defect_assets.ml import plots
+from defect_assets.ml.evaluation import binary_report, choose_threshold, multiclass_report
+from defect_assets.ml.report_html import render_report
+from defect_assets.ml.scorer import Scorer, load_scorer
+from defect_assets.pipeline.training import data_version, split_data
+from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.formats import ArrayTable
+from defect_assets.storage.registry import ModelRegistry
+
+# The evaluation history's columns, in order (documented in README.md for BI tools).
+HISTORY_COLUMNS = [
+    "evaluation_id", "evaluated_at", "model_family", "model_version", "task", "data_version", "batches",
+    "trained_on_data_version", "threshold_method", "threshold", "test_patches", "test_defects",
+    "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",
+    "tn", "fp", "fn", "tp", "report_json", "report_html",
+]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    threshold_method: str = "max_f1"
+    cost_missed_defect: float = 5.0
+    cost_false_alarm: float = 1.0
+
+
+def scorer_for(registry: ModelRegistry, version: str) -> Scorer:
+    """Load a model exactly as the scoring service does: from the registry, hashes checked."""
+    card = registry.card(version)
+    return load_scorer(card, lambda name: registry.read_file(version, name))
+
+
+def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayTable], settings: EvalSettings,
+             store: ObjectStore, scorer: Scorer | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Returns (report, {plot name: PNG}); writes report.json and report.html to the store."""
+    scorer = scorer or scorer_for(registry, version)
+    card = scorer.card
+    classes, task = card["classes"], card["task"]
+    val = split_data(patch_sets, "validation", task, classes)
+    test = split_data(patch_sets, "test", task, classes)
+    if len(test.y) == 0:
+        raise ValueError("the test split is empty: nothing to evaluate on")
+    p_val, p_test = scorer.predict_proba(val.x), scorer.predict_proba(test.x)
+    if task == "binary":
+        threshold = choose_threshold(val.y, p_val[:, 1], settings.threshold_method,
+                                     settings.cost_missed_defect, settings.cost_false_alarm)
+        report = binary_report(test.y, p_test[:, 1], threshold)
+        score, hist_classes = p_test[:, 1], classes
+    else:
+        threshold = None
+        report = multiclass_report(test.y, p_test, classes)
+        score, hist_classes = 1 - p_test[:, 0], classes
+    dv = data_version(patch_sets)
+    stamp = dt.datetime.now(dt.timezone.utc)
+    eid = "eval-" + stamp.strftime("%Y%m%dT%H%M%S%f")[:-3] + "-" + hashlib.sha256(
+        f"{version}:{dv['id']}:{settings}".encode()).hexdigest()[:8]
+    report.update({"evaluation_id": eid, "evaluated_at": stamp.isoformat(timespec="seconds"),
+                   "model_version": version, "model_family": card["family"], "classes": classes,
+                   "data_version": dv, "trained_on": card["data_version"], "threshold_method":
+                   settings.threshold_method if task == "binary" else "argmax",
+                   "validation_at_training": card["validation"]})
+    title = f"{card['family']} {version}"
+    pngs = {
+        "roc": plots.roc_png(report, f"ROC, test split ({report['n']} patches)"),
+        "confusion_matrix": plots.confusion_png(report["confusion_matrix"], classes, "confusion matrix, test"),
+        "score_histogram": plots.score_histogram_png(test.y if task == "binary" else (test.y > 0).astype(int),
+                                                     score, hist_classes if task == "binary" else ["first class", "others"],
+                                                     threshold, "scores by true class, test"),
+    }
+    if task == "binary":
+        pngs["pr"] = plots.pr_png(report, "precision-recall, test")
+    prefix = f"evaluations/{card['family']}/{eid}"
+    report["report_json"], report["report_html"] = f"{prefix}/report.json", f"{prefix}/report.html"
+    store.write_bytes(report["report_json"], json.dumps(report, indent=2, default=str).encode())
+    store.write_bytes(report["report_html"], render_report(f"Evaluation of {title}", facts(report),
+                                                           sections(report, pngs)).encode())
+    return report, pngs
+
+
+def facts(report: dict) -> dict:
+    return {"model": report["model_version"], "evaluated at": report["evaluated_at"],
+            "test split": f"{report['n']} patches from batches {', '.join(report['data_version']['batches'])}",
+            "trained on": ", ".join(report["trained_on"]["batches"]),
+            "decision": (f"defect when probability >= {report['threshold']:.4f} (threshold chosen on the validation "
+                         f"split by {report['threshold_method']})") if report["task"] == "binary" else "arg-max class"}
+
+
+def metric_table(report: dict) -> pd.DataFrame:
+    keys = ["accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc"] + (
+        ["pr_auc"] if report["task"] == "binary" else [])
+    return pd.DataFrame([{k: report[k] for k in keys}])
+
+
+def sections(report: dict, pngs: dict[str, bytes]) -> list:
+    out = [("Metrics on the test split", metric_table(report), [])]
+    if report["task"] == "multiclass":
+        out.append(("Per class", pd.DataFrame(report["per_class"]), []))
+    cm = pd.DataFrame(report["confusion_matrix"], columns=[f"pred {c}" for c in report["classes"]])
+    cm.insert(0, "true", report["classes"])
+    out.append(("Confusion matrix", cm, [pngs["confusion_matrix"]]))
+    out.append(("Curves", None, [pngs[k] for k in ("roc", "pr") if k in pngs]))
+    out.append(("Scores", None, [pngs["score_histogram"]]))
+    return out
+
+
+def history_row(report: dict) -> dict:
+    cm = report["confusion_matrix"]
+    binary = report["task"] == "binary"
+    return {
+        "evaluation_id": report["evaluation_id"], "evaluated_at": report["evaluated_at"],
+        "model_family": report["model_family"], "model_version": report["model_version"], "task": report["task"],
+        "data_version": report["data_version"]["id"], "batches": ",".join(report["data_version"]["batches"]),
+        "trained_on_data_version": report["trained_on"]["id"], "threshold_method": report["threshold_method"],
+        "threshold": report["threshold"] if binary else np.nan, "test_patches": report["n"],
+        "test_defects": report.get("positives", np.nan),
+        **{k: report[k] for k in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")},
+        "pr_auc": report.get("pr_auc", np.nan),
+        "tn": cm[0][0] if binary else np.nan, "fp": cm[0][1] if binary else np.nan,
+        "fn": cm[1][0] if binary else np.nan, "tp": cm[1][1] if binary else np.nan,
+        "report_json": report["report_json"], "report_html": report["report_html"],
+    }
+
+
+HISTORY_CSV = "evaluation_history/evaluation_history.csv"
+HISTORY_PARQUET = "evaluation_history/evaluation_history.parquet"
+
+
+def append_history(store: ObjectStore, rows: list[dict]) -> pd.DataFrame:
+    """Append rows whose evaluation_id is new. The CSV grows by appended lines only (older bytes
+    unchanged); the Parquet copy is rewritten with the same older rows plus the new ones."""
+    import io
+
+    old_csv = store.read_bytes(HISTORY_CSV) if store.exists(HISTORY_CSV) else b""
+    old = pd.read_csv(io.BytesIO(old_csv), dtype={"evaluation_id": str}) if old_csv else pd.DataFrame(columns=HISTORY_COLUMNS)
+    known = set(old["evaluation_id"]) if len(old) else set()
+    new = pd.DataFrame([r for r in rows if r["evaluation_id"] not in known], columns=HISTORY_COLUMNS)
+    if len(new):
+        lines = new.to_csv(index=False, header=not old_csv, lineterminator="\n").encode()
+        store.write_bytes(HISTORY_CSV, old_csv + lines)
+    full = pd.read_csv(io.BytesIO(store.read_bytes(HISTORY_CSV)), dtype={"evaluation_id": str}) if (old_csv or len(new)) \
+        else pd.DataFrame(columns=HISTORY_COLUMNS)
+    with store.open_write(HISTORY_PARQUET) as f:
+        full.to_parquet(f, index=False)
+    return new
