@@ -222,22 +222,38 @@ def test_whole_chain_on_azurite(blob_env, surface_folder, azurite, tmp_path):  #
     assert not (tmp_path / "data").exists()
 
 
-def test_main_job_on_azurite_by_environment_variables_only(azurite, monkeypatch, tmp_path):  # noqa: F811
-    """`defect-assets demo` in a fresh process: nothing but environment variables say 'Azure'."""
+@pytest.mark.slow
+def test_the_code_location_runs_on_azurite_by_environment_variables_only(azurite, monkeypatch, tmp_path):  # noqa: F811
+    """`dagster asset materialize` on the real code location in a fresh process: nothing but
+    environment variables say 'Azure'."""
     landing, artifacts = azure_env(monkeypatch, azurite, "key")
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.run([sys.executable, "-m", "defect_assets.cli", "demo", "--dataset", "synthetic",
-                           "--batches", "1", "--limit", "3"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=180)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    files = [(f"img{i}.png", png_bytes(smooth_image(56, 56, seed=40 + i))) for i in range(6)]
+    labels = b"image,label\n" + b"".join(b"img%d.png,%s\n" % (i, b"crack" if i % 2 else b"ok") for i in range(6))
+    service = azurite.service_client()
+    upload_files(AzureBlobObjectStore(service.get_container_client(landing), create_container=True), "env-only",
+                 files + [("labels.csv", labels)])
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("batches", ["env-only"])
+
+    proc = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m", "defect_assets.definitions",
+         "--select", "raw_images,image_labels,labeled_patches,augmented_training_set", "--partition", "env-only"],
+        cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"Landing zone {azurite.account_url}/{landing}" in proc.stdout
-    assert f"{azurite.account_url}/{artifacts}" in proc.stdout
+    assert "RUN_SUCCESS" in proc.stdout + proc.stderr
     assert ACCOUNT_KEY not in proc.stdout + proc.stderr
-    store = AzureBlobObjectStore(azurite.service_client().get_container_client(artifacts))
-    inv = read_value(store, "raw_images/synthetic-surfaces-01").table
-    assert (inv["role"] == "image").sum() == 3
-    assert len(read_value(store, "augmented_training_set/synthetic-surfaces-01")) > 0
-    assert not (tmp_path / "data" / "landing").exists() and not (tmp_path / "data" / "artifacts").exists()
+    store = AzureBlobObjectStore(service.get_container_client(artifacts))
+    inv = read_value(store, "raw_images/env-only").table
+    assert sorted(inv.loc[inv["role"] == "image", "path"]) == [name for name, _ in files]
+    patches = read_value(store, "labeled_patches/env-only").table
+    assert sorted(patches["label"].value_counts().items()) == [("crack", 3), ("ok", 3)]
+    n_train = int((patches["split"] == "train").sum())
+    assert len(read_value(store, "augmented_training_set/env-only")) == 48 * n_train
+    assert not (tmp_path / "data").exists()
 
 
 # --- secrets never reach a log --------------------------------------------------------------

@@ -1,9 +1,17 @@
 """landing_zone_sensor against a local folder and a real Azurite container: complete batches
 (manifest present) become partitions and exactly one run request per manifest version."""
 
+import contextlib
+import glob
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -13,9 +21,10 @@ from defect_assets.defs.landing.sensors import ETAG_TAG, landing_zone_sensor
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.defs.resources import default_resources
 from defect_assets.storage import ObjectStore
+from defect_assets.storage.azure import AzureBlobObjectStore
 from defect_assets.storage.batches import MANIFEST_NAME, upload_files
 from defect_assets.storage.formats import read_value
-from defect_assets_tests.azurite import ACCOUNT_KEY
+from defect_assets_tests.azurite import ACCOUNT_KEY, REPO
 from defect_assets_tests.conftest import png_bytes, smooth_image
 from defect_assets_tests.conftest_azurite import azurite  # noqa: F401 (session fixture)
 
@@ -179,3 +188,152 @@ def test_the_sensor_targets_prepare_batch_job_of_the_code_location():
     job = merged.resolve_job_def("prepare_batch_job")
     assert job.partitions_def.name == BATCHES
     assert {"raw_images", "image_labels"} <= {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+
+
+# --- a real dagster-daemon on Azurite ---------------------------------------------------------
+
+def _descendants(pid: int) -> set[int]:
+    """Child processes (code server, run workers) of a process we started, from /proc."""
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for task in glob.glob(f"/proc/{p}/task/*/children"):
+            with contextlib.suppress(OSError), open(task) as f:
+                kids = {int(k) for k in f.read().split()}
+            todo += list(kids - out)
+            out |= kids
+    return out
+
+
+def _stop(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, to one process we started (checked to still be a dagster process)."""
+    with contextlib.suppress(OSError):
+        if b"dagster" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return  # gone, and the pid reused by someone else
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+
+class Daemon:
+    """dagster-daemon run on a workspace; remembers every process it spawned, to stop them all."""
+
+    def __init__(self, workdir: Path, env: dict):
+        self.workdir, self.env, self.proc, self.spawned = workdir, env, None, set()
+
+    def start(self) -> None:
+        log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115 (the child writes to it)
+        self.proc = subprocess.Popen([str(DAGSTER_BIN.parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                                     cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def watch(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.spawned |= _descendants(self.proc.pid)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL to the daemon alone (its code server and runs live on)."""
+        self.watch()
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop_all(self) -> None:
+        self.watch()
+        if self.proc and self.proc.poll() is None:
+            _stop(self.proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        for pid in sorted(self.spawned):
+            _stop(pid, grace=2.0)
+
+
+DAGSTER_BIN = Path(sys.executable).parent / "dagster"
+
+
+def wait_for(what: str, condition, daemon: Daemon, timeout: float) -> float:
+    start = time.monotonic()
+    while True:
+        daemon.watch()
+        if condition():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            tail = (daemon.workdir / "daemon.log").read_text(errors="replace")[-4000:]
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; daemon log:\n{tail}")
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_a_real_daemon_picks_up_uploads_and_a_crash_loses_or_duplicates_no_batch(azurite, tmp_path, monkeypatch):  # noqa: F811
+    suffix = uuid.uuid4().hex[:12]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (tmp_path / "workspace.yaml").write_text(
+        "load_from:\n  - python_module:\n      module_name: defect_assets_tests.landing_daemon_location\n"
+        f"      working_directory: {REPO}\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DEFECT_ASSETS_STORAGE": "azure",
+           "DEFECT_ASSETS_AZURE_ACCOUNT_URL": azurite.account_url,
+           "DEFECT_ASSETS_AZURE_LANDING_CONTAINER": f"landing-{suffix}",
+           "DEFECT_ASSETS_AZURE_ARTIFACT_CONTAINER": f"artifacts-{suffix}",
+           "AZURE_STORAGE_KEY": ACCOUNT_KEY, "DEFECT_ASSETS_LANDING_SENSOR_INTERVAL_SECONDS": "3"}
+    env.pop("AZURE_STORAGE_SAS_TOKEN", None)
+    container = azurite.service_client().get_container_client(f"landing-{suffix}")
+    container.create_container()
+    store = AzureBlobObjectStore(container)
+
+    def put(batch: str, seed: int, manifest: bool = True) -> list[str]:
+        files = images(3, seed=seed)
+        if manifest:
+            upload_files(store, batch, [*files.items(), ("labels.csv", labels_csv(files))])
+        else:
+            for name, data in files.items():  # azure-storage-blob straight, as an outside uploader
+                container.upload_blob(f"{batch}/{name}", data)
+        return sorted(files)
+
+    subprocess.run([str(DAGSTER_BIN), "sensor", "start", "landing_zone_sensor", "-w", "workspace.yaml"],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=60)
+    daemon = Daemon(tmp_path, env)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.get()  # the daemon's instance, read from this process
+    try:
+        daemon.start()
+        expected = {"first": put("first", 100)}
+        put("half", 200, manifest=False)  # no manifest yet: must not run
+        waited = wait_for("a run for batch 'first'", lambda: instance.get_runs(), daemon, 60)
+        assert waited < 60
+        daemon.kill()  # mid-way: the run is queued or running, the tick may not have been saved
+
+        expected["second"] = put("second", 300)  # arrives while the daemon is down
+        daemon.start()
+
+        def all_done():
+            runs = instance.get_runs()
+            return len(runs) >= 2 and all(r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+                                          for r in runs)
+
+        wait_for("both batches' runs to finish", all_done, daemon, 90)
+        time.sleep(4)  # one more sensor tick: it must add nothing
+    finally:
+        daemon.stop_all()
+
+    runs = instance.get_runs()
+    by_batch = {}
+    for r in runs:
+        by_batch.setdefault(r.tags["dagster/partition"], []).append(r)
+    assert sorted(by_batch) == ["first", "second"]  # nothing lost, 'half' (no manifest) never ran
+    assert all(len(rs) == 1 for rs in by_batch.values())  # nothing duplicated
+    for batch, (r,) in by_batch.items():
+        assert r.status == dg.DagsterRunStatus.SUCCESS, batch
+        assert r.tags["dagster/run_key"] == f"{batch}:{store.info(f'{batch}/_manifest.json').etag}"
+    assert sorted(instance.get_dynamic_partitions(BATCHES)) == ["first", "second"]
+    artifacts = AzureBlobObjectStore(azurite.service_client().get_container_client(f"artifacts-{suffix}"))
+    for batch, names in expected.items():
+        inv = read_value(artifacts, f"raw_images/{batch}").table
+        assert sorted(inv.loc[inv["role"] == "image", "path"]) == names
+    instance.dispose()

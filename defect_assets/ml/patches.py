@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defect_assets.ml.images import resize
+from defect_assets.ml.preprocess import whole_image_patch
 
 NEGATIVE_LABEL = "background"
 
@@ -133,7 +133,7 @@ def cut_image_patches(image: np.ndarray, rows: list[dict], spec: PatchSpec,
     image_rows = [r for r in rows if r["kind"] == "image"]
     if not image_rows:
         return []
-    small = resize(image, spec.size, spec.size)
+    small = whole_image_patch(image, spec.size)  # the same function the scoring service uses
     pad = (S - spec.size) // 2
     pads = ((pad, pad), (pad, pad)) + (((0, 0),) if small.ndim == 3 else ())
     ctx = np.pad(small, pads, mode="reflect")
