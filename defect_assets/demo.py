@@ -110,6 +110,31 @@ def model_table(cards: list[dict]) -> str:
     return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
+def evaluate_models(defs, instance) -> tuple[pd.DataFrame, dict, list[str]]:
+    """Run evaluate_job; returns (test-split table of the three families, champion row, failed checks)."""
+    job = defs.resolve_job_def("evaluate_job")
+    t0 = time.perf_counter()
+    result = job.execute_in_process(instance=instance, raise_on_error=False,
+                                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_failure:
+                say(f"    FAILED: {ev.message}")
+        raise SystemExit(f"evaluation failed; run `dagster dev` and open run {result.run_id} for details")
+    rows = pd.concat([result.output_for_node(f"{f}_evaluation")
+                      for f in ("scratch_cnn", "fine_tuned_vgg16", "elastic_net")], ignore_index=True)
+    champion = result.output_for_node("champion_model").iloc[0].to_dict()
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    say(f"    evaluated in {time.perf_counter() - t0:.0f}s (run {result.run_id[:8]})")
+    return rows, champion, failed
+
+
+def evaluation_table(rows: pd.DataFrame) -> str:
+    cols = ["model_family", "threshold", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"]
+    return rows[cols].rename(columns={"model_family": "family", "balanced_accuracy": "bal_acc"}).to_string(
+        index=False, float_format=lambda v: f"{v:.3f}")
+
+
 def summarize(store, batch_ids: list[str]) -> str:
     from defect_assets.storage.formats import current_version, read_table
 
@@ -189,6 +214,19 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("")
     say("Validation metrics (validation split, threshold 0.5), side by side:")
     say(model_table(cards))
+    say("")
+    say("5. Evaluating on the held-out test split (threshold chosen on validation), picking the champion")
+    rows, champion, failed = evaluate_models(defs, instance)
+    say("")
+    say(f"Test split ({int(rows['test_patches'].iloc[0])} patches never used for training or choosing), side by side:")
+    say(evaluation_table(rows))
+    say("")
+    say(f"Champion: {champion['model_version']} ({champion['model_family']}); checks: "
+        + ("all passed" if not failed else "FAILED " + ", ".join(failed)))
+    say(f"HTML report: {artifacts.url}/{champion['report_html']}")
+    from defect_assets.pipeline.evaluate import HISTORY_CSV
+
+    say(f"Evaluation history (CSV for Excel/PowerBI): {artifacts.url}/{HISTORY_CSV}")
     say("")
     say(f"Artifacts (Parquet tables, .npy arrays, content-addressed images): {artifacts.url}")
     say(f"Landing zone: {landing.url}")

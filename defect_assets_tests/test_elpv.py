@@ -46,6 +46,9 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
         assert re.search(rf"^\s*{family}\s+{family}-\S+\s+[01]\.\d{{3}}", out.stdout, re.M), out.stdout
     assert "Augmented training images (train split x 48):" in out.stdout
     assert (tmp_path / "home" / "dagster.yaml").exists()
+    assert "Test split (" in out.stdout and re.search(r"Champion: \S+ \((scratch_cnn|fine_tuned_vgg16|elastic_net)\)", out.stdout)
+    html = re.search(r"HTML report: (\S+\.html)", out.stdout).group(1)
+    assert open(html).read().startswith("<!doctype html>")
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("already materialized") == 2
     assert "Models are up to date" in again.stdout
