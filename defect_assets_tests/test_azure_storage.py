@@ -28,7 +28,8 @@ from defect_assets.storage.batches import list_batches, upload_files
 from defect_assets.storage.formats import read_value
 from defect_assets_tests.azurite import ACCOUNT, ACCOUNT_KEY, REPO
 from defect_assets_tests.conftest import png_bytes, smooth_image
-from defect_assets_tests.conftest_azurite import azurite  # noqa: F401 (session fixture)
+
+pytest_plugins = ["defect_assets_tests.conftest_azurite"]  # the session-scoped `azurite` fixture
 
 
 def unique(name: str) -> str:
@@ -37,7 +38,7 @@ def unique(name: str) -> str:
 
 
 @pytest.fixture
-def store(azurite) -> AzureBlobObjectStore:  # noqa: F811
+def store(azurite) -> AzureBlobObjectStore:
     container = azurite.service_client().get_container_client(unique("contract"))
     return AzureBlobObjectStore(container, prefix="project/one", create_container=True)
 
@@ -48,7 +49,7 @@ def sas_token(permissions: str = "rwdlac") -> str:
                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
 
 
-def azure_env(monkeypatch, azurite, credential: str = "key") -> tuple[str, str]:  # noqa: F811
+def azure_env(monkeypatch, azurite, credential: str = "key") -> tuple[str, str]:
     """Point default_resources() at Azurite through environment variables only."""
     landing, artifacts = unique("landing"), unique("artifacts")
     monkeypatch.setenv("DEFECT_ASSETS_STORAGE", "azure")
@@ -84,12 +85,12 @@ def test_write_read_list_info_and_etag_change(store):
     assert {o.key: o.etag for o in store.list("b/")}["b/c.png"] == second.etag
 
     # keys live below the prefix inside the container, and nowhere else
-    names = sorted(b.name for b in store._container.list_blobs())
+    names = sorted(b.name for b in store.container.list_blobs())
     assert names == ["project/one/b/a.txt", "project/one/b/c.png", "project/one/bz/x", "project/one/top.json"]
 
 
 def test_two_prefixes_in_one_container_do_not_see_each_other(store):
-    other = AzureBlobObjectStore(store._container, prefix="project/two")
+    other = AzureBlobObjectStore(store.container, prefix="project/two")
     store.write_bytes("k", b"one")
     other.write_bytes("k", b"two")
     assert store.read_bytes("k") == b"one" and other.read_bytes("k") == b"two"
@@ -114,7 +115,7 @@ def test_failed_write_leaves_the_old_blob_and_creates_nothing_new(store):
     assert [o.key for o in store.list()] == ["table.parquet"]
 
 
-def test_large_write_spills_to_disk_and_uploads_in_blocks(azurite, monkeypatch):  # noqa: F811
+def test_large_write_spills_to_disk_and_uploads_in_blocks(azurite, monkeypatch):
     monkeypatch.setattr(azure_store, "SPOOL_BYTES", 4096)  # spill to a temporary file early
     service = BlobServiceClient(azurite.account_url, credential=ACCOUNT_KEY,
                                 max_single_put_size=64 * 1024, max_block_size=16 * 1024)
@@ -125,7 +126,7 @@ def test_large_write_spills_to_disk_and_uploads_in_blocks(azurite, monkeypatch):
             f.write(data[i:i + 10_000])
     assert big.info("arrays/image.npy").size == 300_000
     assert hashlib.sha256(big.read_bytes("arrays/image.npy")).digest() == hashlib.sha256(data).digest()
-    blocks = big._container.get_blob_client("arrays/image.npy").get_block_list("all")
+    blocks = big.container.get_blob_client("arrays/image.npy").get_block_list("all")
     assert len(blocks[0]) == 19 and blocks[1] == []  # all committed, none left uncommitted
 
 
@@ -142,7 +143,7 @@ def test_missing_and_invalid_keys(store):
     assert store.info("gone") is None and store.list() == []
 
 
-def test_container_is_created_only_when_configured(azurite):  # noqa: F811
+def test_container_is_created_only_when_configured(azurite):
     service = azurite.service_client()
     name = unique("absent")
     AzureBlobObjectStore(service.get_container_client(name), create_container=False)
@@ -153,15 +154,15 @@ def test_container_is_created_only_when_configured(azurite):  # noqa: F811
     assert AzureBlobObjectStore(service.get_container_client(name), create_container=True).read_bytes("k") == b"v"
 
 
-def test_url_and_reprs_carry_no_secret(azurite, monkeypatch):  # noqa: F811
+def test_url_and_reprs_carry_no_secret(azurite, monkeypatch):
     token = sas_token()
     signature = dict(p.split("=", 1) for p in token.split("&"))["sig"]
     sas_store = AzureBlobObjectStore(
         BlobServiceClient(azurite.account_url, credential=token).get_container_client(unique("sas")),
         prefix="p", create_container=True)
     sas_store.write_bytes("k", b"through a SAS token")
-    assert sas_store._container.url.count("sig=") == 1  # the SDK client does carry it ...
-    assert sas_store.url == f"{azurite.account_url}/{sas_store._container.container_name}/p"  # ... our url never
+    assert sas_store.container.url.count("sig=") == 1  # the SDK client does carry it ...
+    assert sas_store.url == f"{azurite.account_url}/{sas_store.container.container_name}/p"  # ... our url never
     assert "sig=" not in repr(sas_store)
 
     azure_env(monkeypatch, azurite, "key")
@@ -201,7 +202,7 @@ def test_local_stays_the_default(monkeypatch, tmp_path):
 # --- the asset chain on Blob ----------------------------------------------------------------
 
 @pytest.fixture
-def blob_env(azurite, monkeypatch, tmp_path):  # noqa: F811
+def blob_env(azurite, monkeypatch, tmp_path):
     """test_pipeline's env tuple, but landing zone and artifact store are Azurite containers."""
     monkeypatch.chdir(tmp_path)  # a stray local default would show up as ./data
     azure_env(monkeypatch, azurite, "key")
@@ -210,20 +211,20 @@ def blob_env(azurite, monkeypatch, tmp_path):  # noqa: F811
             resources["artifact_store"].open())
 
 
-def test_whole_chain_on_azurite(blob_env, surface_folder, azurite, tmp_path):  # noqa: F811
+def test_whole_chain_on_azurite(blob_env, surface_folder, tmp_path):
+    """test_pipeline's first test, unchanged, on Blob; then what landed where in the containers."""
     pipeline_tests.test_whole_chain_on_a_generated_point_batch(blob_env, surface_folder)
     _, _, landing, artifacts = blob_env
-    service = azurite.service_client()
-    landing_names = {b.name for b in service.get_container_client(landing.url.rsplit("/", 1)[1]).list_blobs()}
+    landing_names = {b.name for b in landing.container.list_blobs()}
     assert "b1/_manifest.json" in landing_names and "b1/points.csv" in landing_names
-    stored = [b.name for b in service.get_container_client(artifacts.url.rsplit("/", 1)[1]).list_blobs()]
+    stored = [b.name for b in artifacts.container.list_blobs()]
     assert sum(n.startswith("images/") for n in stored) == 6  # the 6 readable images, content-addressed
     assert {n.split("/")[0] for n in stored} >= {"raw_images", "image_labels", "labeled_patches", "augmented_training_set"}
     assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.slow
-def test_the_code_location_runs_on_azurite_by_environment_variables_only(azurite, monkeypatch, tmp_path):  # noqa: F811
+def test_the_code_location_runs_on_azurite_by_environment_variables_only(azurite, monkeypatch, tmp_path):
     """`dagster asset materialize` on the real code location in a fresh process: nothing but
     environment variables say 'Azure'."""
     landing, artifacts = azure_env(monkeypatch, azurite, "key")
@@ -259,7 +260,7 @@ def test_the_code_location_runs_on_azurite_by_environment_variables_only(azurite
 # --- secrets never reach a log --------------------------------------------------------------
 
 @pytest.mark.parametrize("credential", ["key", "sas"])
-def test_debug_logs_of_a_full_chain_carry_no_secret(credential, azurite, monkeypatch, tmp_path, caplog, capfd):  # noqa: F811
+def test_debug_logs_of_a_full_chain_carry_no_secret(credential, azurite, monkeypatch, tmp_path, caplog, capfd):
     azure_env(monkeypatch, azurite, credential)
     secret = ACCOUNT_KEY if credential == "key" else os.environ["AZURE_STORAGE_SAS_TOKEN"]
     signature = ACCOUNT_KEY if credential == "key" else dict(

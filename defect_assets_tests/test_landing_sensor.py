@@ -26,7 +26,8 @@ from defect_assets.storage.batches import MANIFEST_NAME, upload_files
 from defect_assets.storage.formats import read_value
 from defect_assets_tests.azurite import ACCOUNT_KEY, REPO
 from defect_assets_tests.conftest import png_bytes, smooth_image
-from defect_assets_tests.conftest_azurite import azurite  # noqa: F401 (session fixture)
+
+pytest_plugins = ["defect_assets_tests.conftest_azurite"]  # the session-scoped `azurite` fixture
 
 INGEST_ASSETS = [raw_images, image_labels]  # the part of prepare_batch_job that reads the landing zone
 
@@ -269,7 +270,7 @@ def wait_for(what: str, condition, daemon: Daemon, timeout: float) -> float:
 
 
 @pytest.mark.slow
-def test_a_real_daemon_picks_up_uploads_and_a_crash_loses_or_duplicates_no_batch(azurite, tmp_path, monkeypatch):  # noqa: F811
+def test_a_real_daemon_picks_up_uploads_and_a_crash_loses_or_duplicates_no_batch(azurite, tmp_path, monkeypatch):
     suffix = uuid.uuid4().hex[:12]
     home = tmp_path / "dagster_home"
     home.mkdir()

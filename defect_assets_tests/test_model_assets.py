@@ -106,3 +106,20 @@ def test_features_of_an_unchanged_batch_are_not_recomputed(built):
     assert per_partition == {"s1": 1, "s2": 1, "s3": 1}
     cards = ModelRegistry(store).versions("elastic_net")
     assert cards[-1]["data_version"]["batches"] == ["s1", "s2", "s3"]
+
+
+@pytest.mark.slow
+def test_multiclass_task_keeps_every_label_and_evaluates_per_class(built):
+    from defect_assets.defs.evaluation.assets import evaluation_assets
+
+    root, instance, resources, _, _ = built
+    en_eval = next(a for a in evaluation_assets if a.key.to_user_string() == "elastic_net_evaluation")
+    result = dg.materialize([elastic_net_model, en_eval, *BATCH_ASSETS], selection=[elastic_net_model, en_eval],
+                            instance=instance, resources=resources,
+                            run_config={"ops": {"elastic_net_model": {"config": {"task": "multiclass", "search_C": []}}}})
+    assert result.success
+    card = ModelRegistry(LocalObjectStore(root / "data" / "artifacts")).latest("elastic_net")
+    assert card["task"] == "multiclass" and card["classes"] == ["background", "dent", "scratch"]
+    assert card["validation"]["roc_auc"] > 0.6
+    row = result.output_for_node("elastic_net_evaluation").iloc[0]
+    assert row["task"] == "multiclass" and row["threshold_method"] == "argmax"

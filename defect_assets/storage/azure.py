@@ -85,7 +85,7 @@ class AzureBlobObjectStore(ObjectStore):
         install_log_redaction()
         self._container = container
         self._prefix = normalize_key(prefix.strip("/")) + "/" if prefix.strip("/") else ""
-        self._url = f"{public_url(container.url)}" + (f"/{quote(self._prefix.rstrip('/'))}" if self._prefix else "")
+        self._url = public_url(container.url) + (f"/{quote(self._prefix.rstrip('/'))}" if self._prefix else "")
         if create_container:
             self.ensure_container()
 
@@ -99,6 +99,11 @@ class AzureBlobObjectStore(ObjectStore):
     @property
     def prefix(self) -> str:
         return self._prefix
+
+    @property
+    def container(self) -> ContainerClient:
+        """The azure-storage-blob client, for what the ObjectStore interface does not cover."""
+        return self._container
 
     def ensure_container(self) -> None:
         """Create the container unless it exists (once per process and container)."""

@@ -21,6 +21,15 @@ INTERVAL_ENV = "DEFECT_ASSETS_LANDING_SENSOR_INTERVAL_SECONDS"
 ETAG_TAG = "defect_assets/manifest_etag"
 
 
+def interval_seconds() -> int:
+    """Seconds between ticks (default 30): each tick lists the landing zone once."""
+    raw = os.environ.get(INTERVAL_ENV, "30")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"{INTERVAL_ENV}={raw!r} is not a whole number of seconds") from None
+
+
 def seen_batches(cursor: str | None) -> dict[str, str]:
     """The cursor's batch -> manifest etag map ({} for a first tick)."""
     if not cursor:
@@ -34,7 +43,7 @@ def seen_batches(cursor: str | None) -> dict[str, str]:
 @dg.sensor(
     name="landing_zone_sensor",
     job_name=PREPARE_BATCH_JOB,
-    minimum_interval_seconds=int(os.environ.get(INTERVAL_ENV, "30")),
+    minimum_interval_seconds=interval_seconds(),
     description="Registers every complete landing-zone batch (manifest present) as a partition of "
                 "'batches' and runs prepare_batch_job for it; again when the batch is re-uploaded.",
 )

