@@ -88,3 +88,24 @@ def test_rotate_identity():
     S = context_size(16)
     ctx = smooth_image(S, S)[None]
     assert np.array_equal(rotate_contexts(ctx, 16, 0)[0], center_crop(ctx[0], 16))
+
+
+def test_training_can_keep_only_quarter_turns_and_mirrors():
+    import pandas as pd
+
+    from defect_assets.pipeline.patching import build_augmented_set
+    from defect_assets.pipeline.training import augmented_data
+    from defect_assets.storage.formats import ArrayTable
+
+    S = context_size(16)
+    table = pd.DataFrame({"patch_id": ["a", "b", "c"], "image_id": ["i", "j", "k"], "label": ["ok", "dent", "ok"],
+                          "is_defect": [False, True, False], "split": ["train", "train", "test"]})
+    ps = ArrayTable(table, {"context": np.stack([smooth_image(S, S, s) for s in range(3)])}, {"size": 16})
+    aug = build_augmented_set(ps)
+    assert len(aug) == 96  # the test patch is never augmented
+    quarter = augmented_data({"b1": aug}, "binary", ["ok", "defect"], angle_step=90)
+    assert len(quarter.y) == 16 and sorted(set(quarter.table["angle"])) == [0, 90, 180, 270]
+    assert list(quarter.y[:8]) == [0] * 8 and list(quarter.y[8:]) == [1] * 8
+    assert len(augmented_data({"b1": aug}, "binary", ["ok", "defect"], angle_step=15).y) == 96
+    with pytest.raises(ValueError, match="multiple of 15"):
+        augmented_data({"b1": aug}, "binary", ["ok", "defect"], angle_step=20)

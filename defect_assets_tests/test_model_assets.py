@@ -27,7 +27,8 @@ MODELS = [scratch_cnn_model, fine_tuned_vgg16_model, elastic_net_model]
 TINY = {"ops": {
     "labeled_patches": {"config": {"size": 32, "negatives_per_positive": 1.5}},
     "backbone_features": {"config": {"blocks": [2]}},
-    "scratch_cnn_model": {"config": {"filters": [8, 16], "epochs": 3, "images_per_epoch": 1024, "batch_size": 32}},
+    "scratch_cnn_model": {"config": {"filters": [8, 16], "epochs": 3, "images_per_epoch": 1024, "batch_size": 32,
+                                     "train_angle_step": 15}},
     "fine_tuned_vgg16_model": {"config": {"cut_block": 2, "epochs": 2, "fine_tune_epochs": 1,
                                           "images_per_epoch": 512, "batch_size": 32}},
     "elastic_net_model": {"config": {"search_C": [0.05, 0.5]}},

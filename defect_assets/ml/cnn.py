@@ -7,8 +7,14 @@ from __future__ import annotations
 SCRATCH_ARCHITECTURES = ("small_vgg", "lenet")
 
 
+def bn_momentum_for(total_steps: int) -> float:
+    """BatchNorm's moving statistics must settle within the run: fast for short runs, smooth
+    (less jumpy validation) for long ones."""
+    return 0.99 if total_steps >= 1000 else 0.9
+
+
 def make_scratch_cnn(input_shape: tuple[int, int, int], num_classes: int, architecture: str = "small_vgg",
-                     filters: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.3):
+                     filters: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.3, bn_momentum: float = 0.9):
     import keras
     from keras import layers
 
@@ -28,7 +34,7 @@ def make_scratch_cnn(input_shape: tuple[int, int, int], num_classes: int, archit
                 x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
             for j in (1, 2):
                 x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i + 1}_{j}")(x)
-                x = layers.BatchNormalization(momentum=0.9, name=f"bn{i + 1}_{j}")(x)  # short runs: stats settle fast
+                x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn{i + 1}_{j}")(x)
                 x = layers.ReLU(name=f"relu{i + 1}_{j}")(x)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
     else:

@@ -65,9 +65,18 @@ def split_data(patch_sets: dict[str, ArrayTable], split: str, task: str, classes
     return SplitData(x, task_targets(table, task, classes) if len(table) else np.zeros(0, np.int64), table)
 
 
-def augmented_data(augmented: dict[str, ArrayTable], task: str, classes: list[str]) -> SplitData:
-    xs = [np.asarray(augmented[b].arrays["image"]) for b in sorted(augmented)]
-    table = pd.concat([augmented[b].table.assign(batch=b) for b in sorted(augmented)], ignore_index=True)
+def augmented_data(augmented: dict[str, ArrayTable], task: str, classes: list[str], angle_step: int = 15) -> SplitData:
+    """The augmented training images of every batch, keeping the views whose rotation angle is a
+    multiple of angle_step (random affine views are kept whenever present)."""
+    if angle_step % 15 or not 15 <= angle_step <= 360:
+        raise ValueError(f"angle_step must be a multiple of 15 between 15 and 360, not {angle_step}")
+    xs, tables = [], []
+    for b in sorted(augmented):
+        t = augmented[b].table
+        keep = ((t["angle"] % angle_step == 0) | (t["variant"] != "rotation")).to_numpy()
+        xs.append(np.asarray(augmented[b].arrays["image"])[keep])
+        tables.append(t[keep].assign(batch=b))
+    table = pd.concat(tables, ignore_index=True)
     return SplitData(np.concatenate(xs), task_targets(table, task, classes), table)
 
 
