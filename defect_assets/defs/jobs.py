@@ -19,3 +19,9 @@ evaluate_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("evaluation"),
     description="Evaluate every family on the test split, append the history, pick and check the champion.",
 )
+
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.groups("models", "evaluation", "deploy") - dg.AssetSelection.assets("backbone_features"),
+    description="Retrain the three families, evaluate them, pick the champion behind its checks (and deploy it).",
+)

@@ -1,0 +1,1 @@
+"""Automation: retraining when new batches or labels have flowed through, and schedules."""

@@ -1,0 +1,55 @@
+"""retrain_sensor: when new batches (or new labels) have been built into patches and features,
+train, evaluate, pick the champion (and deploy, where that asset exists) without anyone
+clicking, at most once per minimum interval so a burst of uploads retrains once.
+
+The cursor holds the newest upstream materialization it acted on (an event-log storage id, not
+the clock) and when it last asked for a run; the interval is only a rate limit."""
+
+import json
+import os
+import time
+
+import dagster as dg
+
+RETRAIN_JOB = "retrain_job"
+MIN_INTERVAL_ENV = "DEFECT_ASSETS_RETRAIN_MIN_INTERVAL_MINUTES"
+UPSTREAM = ("augmented_training_set", "backbone_features", "image_labels")
+
+
+def min_interval_minutes() -> float:
+    raw = os.environ.get(MIN_INTERVAL_ENV, "60")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ValueError(f"{MIN_INTERVAL_ENV}={raw!r} is not a number of minutes") from None
+
+
+def newest_upstream(instance: dg.DagsterInstance) -> int:
+    """Storage id of the newest materialization of any partition of the training inputs."""
+    newest = 0
+    for key in UPSTREAM:
+        res = instance.fetch_materializations(dg.AssetKey(key), limit=1, ascending=False)
+        if res.records:
+            newest = max(newest, res.records[0].storage_id)
+    return newest
+
+
+@dg.sensor(name="retrain_sensor", job_name=RETRAIN_JOB, minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Retrains, evaluates and picks the champion when new batches or labels were built "
+                       f"(at most once per ${MIN_INTERVAL_ENV} minutes, default 60).")
+def retrain_sensor(context: dg.SensorEvaluationContext):
+    state = json.loads(context.cursor) if context.cursor else {"upstream": None, "requested_at": 0.0}
+    newest = newest_upstream(context.instance)
+    if state["upstream"] is None:
+        # First tick: whatever exists was built by a run that trains on its own (e.g. the main job);
+        # remember it and react to what comes next.
+        context.update_cursor(json.dumps({"upstream": newest, "requested_at": 0.0}))
+        return dg.SkipReason(f"first tick: watching training inputs from event {newest}")
+    if newest <= state["upstream"]:
+        return dg.SkipReason("no new batch or label since the last retraining request")
+    wait = min_interval_minutes() * 60 - (time.time() - state["requested_at"])
+    if wait > 0:
+        return dg.SkipReason(f"new training data; retraining waits {wait / 60:.1f} more minute(s) (minimum interval)")
+    context.update_cursor(json.dumps({"upstream": newest, "requested_at": time.time()}))
+    return dg.RunRequest(run_key=f"retrain-{newest}", tags={"defect_assets/upstream_event": str(newest)})
