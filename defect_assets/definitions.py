@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from defect_assets.defs.evaluation.assets import champion_model, evaluation_assets, evaluation_history
-from defect_assets.defs.ingest.assets import image_labels, raw_images
 from defect_assets.defs.automation.schedules import nightly_retrain_schedule
 from defect_assets.defs.automation.sensors import retrain_sensor
+from defect_assets.defs.evaluation.assets import champion_model, evaluation_assets, evaluation_history
+from defect_assets.defs.ingest.assets import image_labels, raw_images
 from defect_assets.defs.jobs import evaluate_job, ingest_job, retrain_job, train_models_job
+from defect_assets.defs.landing.sensors import landing_zone_sensor
 from defect_assets.defs.models.assets import (
     backbone_features,
     elastic_net_model,
@@ -21,7 +22,7 @@ defs = dg.Definitions(
             scratch_cnn_model, fine_tuned_vgg16_model, elastic_net_model, *evaluation_assets,
             evaluation_history, champion_model],
     jobs=[ingest_job, train_models_job, evaluate_job, retrain_job],
-    sensors=[retrain_sensor],
+    sensors=[landing_zone_sensor, retrain_sensor],
     schedules=[nightly_retrain_schedule],
     resources=default_resources(),
 )

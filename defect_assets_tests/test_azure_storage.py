@@ -6,7 +6,6 @@ import hashlib
 import logging
 import os
 import subprocess
-import sys
 import uuid
 
 import dagster as dg

@@ -160,11 +160,18 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_images", "image_labels", "labeled_patches", "augmented_training_set"}
+    assert {"raw_images", "image_labels", "labeled_patches", "augmented_training_set", "backbone_features",
+            "scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model", "champion_model",
+            "evaluation_history"} <= keys
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name in ("ingest", "patches") and node.description and node.kinds
-    assert defs.resolve_job_def("prepare_batch_job").partitions_def.name == BATCHES
+        assert node.group_name and node.description and node.kinds, key
     lineage = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
     assert lineage["augmented_training_set"] == {"labeled_patches"}
     assert lineage["labeled_patches"] == {"raw_images", "image_labels"}
+    assert lineage["elastic_net_model"] == {"backbone_features"}
+    for job in ("prepare_batch_job", "train_models_job", "evaluate_job", "retrain_job"):
+        assert defs.resolve_job_def(job) is not None
+    assert defs.resolve_job_def("prepare_batch_job").partitions_def.name == BATCHES
+    assert {s.name for s in defs.sensors} >= {"landing_zone_sensor", "retrain_sensor"}
+    assert {s.name for s in defs.schedules} == {"nightly_retrain_schedule"}

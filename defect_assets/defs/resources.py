@@ -130,7 +130,8 @@ def azure_storage_from_env(container_env: str, default_container: str, prefix_en
     if not account_url:
         raise ValueError(f"{STORAGE_ENV}=azure needs {AZURE_ACCOUNT_URL_ENV} (https://<account>.blob.core.windows.net)")
     if urlsplit(account_url).query:  # never echo the URL: the query may be a SAS token
-        raise ValueError(f"{AZURE_ACCOUNT_URL_ENV} must not carry a query string; put a SAS token in {AZURE_SAS_TOKEN_ENV}")
+        raise ValueError(f"{AZURE_ACCOUNT_URL_ENV} must not carry a query string; "
+                         f"put a SAS token in {AZURE_SAS_TOKEN_ENV}")
     return AzureBlobStorage(
         account_url=account_url,
         credential=azure_credential_from_env(),

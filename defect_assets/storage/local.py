@@ -14,6 +14,12 @@ from defect_assets.storage.base import ObjectInfo, ObjectStore, StoreKeyError, n
 _TMP_PREFIX = ".tmp-"
 
 
+def _etag(st: os.stat_result) -> str:
+    # Every write is a new file renamed into place, so the inode changes even when a same-size
+    # rewrite lands within the file system's timestamp granularity.
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
 class LocalObjectStore(ObjectStore):
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).resolve()
@@ -64,7 +70,7 @@ class LocalObjectStore(ObjectStore):
             return None
         if not os.path.isfile(self._path(key)):
             return None
-        return ObjectInfo(key=normalize_key(key), size=st.st_size, etag=f"{st.st_mtime_ns:x}-{st.st_size:x}")
+        return ObjectInfo(key=normalize_key(key), size=st.st_size, etag=_etag(st))
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         if not self.root.exists():
@@ -79,7 +85,7 @@ class LocalObjectStore(ObjectStore):
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     st = full.stat()
-                    out.append(ObjectInfo(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}"))
+                    out.append(ObjectInfo(key, st.st_size, _etag(st)))
         return sorted(out, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:

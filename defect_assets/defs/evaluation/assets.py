@@ -33,6 +33,9 @@ class EvaluationConfig(dg.Config):
 
 def build_evaluation_asset(family: str, model_asset: str) -> dg.AssetsDefinition:
     @dg.asset(name=f"{family}_evaluation", group_name="evaluation", kinds={"scikitlearn", "html"},
+              description=(f"The {family} model on the held-out test split: accuracy, balanced accuracy, precision, "
+                           "recall, F1, ROC AUC, PR AUC, confusion matrix (per class for multi-class), with the "
+                           "threshold chosen on the validation split. Report as JSON and self-contained HTML."),
               ins={"model": dg.AssetIn(model_asset), "labeled_patches": dg.AssetIn("labeled_patches")})
     def _evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, model: pd.DataFrame,
                     labeled_patches: dict[str, ArrayTable], artifact_store: StorageResource) -> dg.Output[pd.DataFrame]:
@@ -55,9 +58,6 @@ def build_evaluation_asset(family: str, model_asset: str) -> dg.AssetsDefinition
             meta["per_class"] = md_table(pd.DataFrame(report["per_class"]).round(4))
         return dg.Output(pd.DataFrame([history_row(report)]), metadata=meta)
 
-    _evaluation.__doc__ = (f"The {family} model on the held-out test split: accuracy, balanced accuracy, precision, "
-                           "recall, F1, ROC AUC, PR AUC, confusion matrix (per class for multi-class), with the "
-                           "threshold chosen on the validation split. Report as JSON and self-contained HTML.")
     return _evaluation
 
 
