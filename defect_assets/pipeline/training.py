@@ -143,9 +143,9 @@ def golden_record(val: SplitData, proba: np.ndarray) -> dict:
             "proba": np.asarray(proba)[idx].round(7).tolist()}
 
 
-def epoch_logger(family: str, total: int, log: Callable[[str], None]) -> Callable[[int, dict], None]:
+def epoch_logger(family: str, total: int, log: Callable[[str], None], offset: int = 0) -> Callable[[int, dict], None]:
     def on_epoch(epoch: int, row: dict) -> None:
-        log(f"{family} epoch {epoch}/{total}: loss {row.get('loss', float('nan')):.3f} "
+        log(f"{family} epoch {epoch + offset}/{total}: loss {row.get('loss', float('nan')):.3f} "
             f"acc {row.get('accuracy', float('nan')):.3f} auc {row.get('auc', float('nan')):.3f} | "
             f"val loss {row.get('val_loss', float('nan')):.3f} acc {row.get('val_accuracy', float('nan')):.3f} "
             f"auc {row.get('val_auc', float('nan')):.3f} | lr {row['lr']:.2g} ({row['seconds']:.1f}s)")

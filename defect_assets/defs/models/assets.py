@@ -242,6 +242,7 @@ def fine_tuned_vgg16_model(context: dg.AssetExecutionContext, config: VGG16Confi
         tune = _fit_settings(config, s, config.fine_tune_epochs, config.fine_tune_learning_rate)
         total = config.epochs + config.fine_tune_epochs
         log = T.epoch_logger("fine_tuned_vgg16", total, context.log.info)
+        tune_log = T.epoch_logger("fine_tuned_vgg16", total, context.log.info, offset=config.epochs)
 
         def head_phase(m):
             set_trainable_blocks(m, None)
@@ -250,7 +251,7 @@ def fine_tuned_vgg16_model(context: dg.AssetExecutionContext, config: VGG16Confi
         def tune_phase(m):
             n = set_trainable_blocks(m, config.cut_block)
             context.log.info(f"fine_tuned_vgg16: fine-tuning block {config.cut_block} ({n} conv layers) at lr {config.fine_tune_learning_rate:g}")
-            return fit(m, train.x, train.y, val.x, val.y, tune, k, log, initial_epoch=0)
+            return fit(m, train.x, train.y, val.x, val.y, tune, k, tune_log)
 
         return [("head", head_phase), ("fine_tune", tune_phase)] if config.fine_tune_epochs > 0 else [("head", head_phase)]
 
