@@ -91,6 +91,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=120)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds per path; the best counts (noisy machine)")
     args = p.parse_args()
 
     import keras
@@ -110,29 +111,32 @@ def main() -> None:
 
     flops = training_flops_per_image(model())
 
-    # 1. the pipeline's code path
-    m1 = model()
-    clock1 = StepClock()
     import defect_assets.ml.training as training
 
-    settings = FitSettings(epochs=1, batch_size=args.batch, images_per_epoch=n_img, patience=1)
-    orig_progress = training.fit
-    t = time.perf_counter()
-    _fit_with_extra_callback(orig_progress, m1, x, y, xv, yv, settings, clock1.callback)
-    pipe_total = time.perf_counter() - t
+    def pipeline_path():
+        m1, clock = model(), StepClock()
+        settings = FitSettings(epochs=1, batch_size=args.batch, images_per_epoch=n_img, patience=1)
+        t = time.perf_counter()
+        _fit_with_extra_callback(training.fit, m1, x, y, xv, yv, settings, clock.callback)
+        return clock.images_per_second(args.batch), time.perf_counter() - t
 
-    # 2. a plain model.fit script on float32 arrays
-    m2 = model()
-    m2.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
-               metrics=["accuracy", keras.metrics.AUC(name="auc")])
-    clock2 = StepClock()
-    t = time.perf_counter()
-    m2.fit(x[..., None].astype(np.float32), keras.utils.to_categorical(y, 2), batch_size=args.batch, epochs=1,
-           callbacks=[clock2.callback], verbose=0)
-    plain_total = time.perf_counter() - t
+    xf, yf = x[..., None].astype(np.float32), keras.utils.to_categorical(y, 2)
+
+    def plain_path():
+        m2, clock = model(), StepClock()
+        m2.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
+                   metrics=["accuracy", keras.metrics.AUC(name="auc")])
+        t = time.perf_counter()
+        m2.fit(xf, yf, batch_size=args.batch, epochs=1, callbacks=[clock.callback], verbose=0)
+        return clock.images_per_second(args.batch), time.perf_counter() - t
+
+    runs = {"pipeline": [], "plain": []}
+    for _ in range(args.rounds):  # interleaved, so drift on a shared machine hits both alike
+        runs["pipeline"].append(pipeline_path())
+        runs["plain"].append(plain_path())
+    (r1, pipe_total), (r2, plain_total) = max(runs["pipeline"]), max(runs["plain"])
 
     tf_peak, np_peak = matmul_peak()
-    r1, r2 = clock1.images_per_second(args.batch), clock2.images_per_second(args.batch)
     g1, g2 = r1 * flops / 1e9, r2 * flops / 1e9
     print(f"training step: {flops / 1e9:.3f} GFLOP per image (forward + backward)")
     print(f"{'path':<36}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}{'wall s':>8}")
