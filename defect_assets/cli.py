@@ -1,4 +1,4 @@
-"""One command line for people: `defect-assets demo | upload | synthetic`."""
+"""One command line for people: `defect-assets demo | upload | synthetic | serve | score`."""
 
 from __future__ import annotations
 
@@ -45,6 +45,48 @@ def cmd_synthetic(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import logging
+
+    import uvicorn
+
+    from defect_assets.serving.app import create_app
+    from defect_assets.serving.settings import ServiceSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)  # one warning per malformed upload is noise
+    settings = ServiceSettings.from_env()
+    if args.reload_seconds:
+        settings = settings.with_(reload_seconds=args.reload_seconds)
+    print(f"scoring service on http://{args.host}:{args.port} (docs at /docs), models from {settings.store.url}",
+          flush=True)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                timeout_keep_alive=30)
+    return 0
+
+
+def cmd_score(args) -> int:
+    import json
+
+    from defect_assets.serving.client import DefectClient, ServiceError, format_table
+
+    client = DefectClient.from_env(args.url)
+    try:
+        results = client.predict(args.images)
+    except ServiceError as e:
+        hint = " (start one with `defect-assets serve`)" if e.status == 0 else ""
+        print(f"error: {e}{hint}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_table(results, [str(p) for p in args.images]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="defect-assets", description=__doc__)
     p.add_argument("--data-dir", help="landing zone + artifact store root (default ./data or $DEFECT_ASSETS_DATA_DIR)")
@@ -74,6 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--images", type=int, default=24)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_synthetic)
+
+    v = sub.add_parser("serve", help="run the scoring web service on the production model")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--reload-seconds", type=float, help="poll the production pointer this often (default 5)")
+    v.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    v.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("score", help="score images with a running scoring service")
+    c.add_argument("images", nargs="+", metavar="IMAGE")
+    c.add_argument("--url", help="service URL (default $DEFECT_ASSETS_SERVICE_URL or http://127.0.0.1:8000)")
+    c.add_argument("--json", action="store_true", help="print the results as JSON")
+    c.set_defaults(func=cmd_score)
 
     args = p.parse_args(argv)
     _setup_env(args)

@@ -4,6 +4,7 @@ import dagster as dg
 
 from defect_assets.defs.automation.schedules import nightly_retrain_schedule
 from defect_assets.defs.automation.sensors import retrain_sensor
+from defect_assets.defs.deploy.assets import deploy_job, deployed_endpoint
 from defect_assets.defs.evaluation.assets import champion_model, evaluation_assets, evaluation_history
 from defect_assets.defs.ingest.assets import image_labels, raw_images
 from defect_assets.defs.jobs import evaluate_job, ingest_job, retrain_job, train_models_job
@@ -20,8 +21,8 @@ from defect_assets.defs.resources import default_resources
 defs = dg.Definitions(
     assets=[raw_images, image_labels, labeled_patches, augmented_training_set, backbone_features,
             scratch_cnn_model, fine_tuned_vgg16_model, elastic_net_model, *evaluation_assets,
-            evaluation_history, champion_model],
-    jobs=[ingest_job, train_models_job, evaluate_job, retrain_job],
+            evaluation_history, champion_model, deployed_endpoint],
+    jobs=[ingest_job, train_models_job, evaluate_job, deploy_job, retrain_job],
     sensors=[landing_zone_sensor, retrain_sensor],
     schedules=[nightly_retrain_schedule],
     resources=default_resources(),

@@ -167,6 +167,10 @@ def test_evaluation_chain_champion_and_a_bad_model_blocked(trained):
     done = {e.asset_key.to_user_string() for e in bad.get_asset_materialization_events()}
     assert "champion_model" in done and "after_champion" not in done  # blocked downstream
     assert registry.production()["version"] == version  # production untouched
+    later = _run(trained, ["deployed_endpoint"], {})  # a separate deploy run refuses too
+    assert not later.success and registry.production()["version"] == version
+    failure = next(e for e in later.all_events if e.is_step_failure)
+    assert "champion checks failed (not_worse_than_production" in failure.step_failure_data.error.message
 
     hist2 = pd.read_parquet(store.local_path(HISTORY_PARQUET))
     assert len(hist2) == 6  # exactly one new row per evaluation

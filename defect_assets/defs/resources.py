@@ -159,8 +159,11 @@ def default_resources(data_dir: Path | None = None, storage: str | None = None) 
         artifacts = LocalStorage(root=str(data_dir / "artifacts"))
     else:
         raise ValueError(f"{STORAGE_ENV}={storage!r}: use 'local' or 'azure'")
+    from defect_assets.defs.deploy.resources import scoring_service_from_env
+
     return {
         "landing_zone": landing,
         "artifact_store": artifacts,
         "io_manager": ArtifactIOManager(store=artifacts),
+        "scoring_service": scoring_service_from_env(),
     }

@@ -167,7 +167,8 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, la
                                             else "no golden patches found to compare")))
 
     failed = [c.check_name for c in checks if not c.passed]
-    yield dg.Output(pd.DataFrame([{**best.to_dict(), "test_roc_auc_recomputed": cand_auc}]), metadata={
+    yield dg.Output(pd.DataFrame([{**best.to_dict(), "test_roc_auc_recomputed": cand_auc,
+                                   "failed_checks": ",".join(failed)}]), metadata={
         "model_version": version, "family": card["family"], "validation_metric": f"{config.metric} {best['val_metric']:.4f}",
         "threshold": float(best["threshold"]) if pd.notna(best["threshold"]) else 0.0,
         "trained_on_batches": ", ".join(card["data_version"]["batches"]),

@@ -1,0 +1,279 @@
+"""Benchmark: the scoring service under concurrent clients on 127.0.0.1, measured in the same
+run as a naive server that calls ``model.predict`` once per request and a hello-world endpoint
+on the same stack (FastAPI on uvicorn, same flags, access log off for all three). Prints
+images/s, p50 and p99 latency of each and the ratios. Targets: >= 10x the naive server's
+throughput at p99 <= 100 ms for 64x64 patches; >= 30% of the hello-world requests/s.
+
+    .venv/bin/python bench/serve.py [--concurrency 32] [--seconds 4] [--data-dir DIR]
+
+By default it registers a tiny 64x64 CNN (two 8-filter conv layers, 730 parameters; untrained,
+as only its compute counts here) in a temporary folder; ``--data-dir data`` benchmarks the production model of
+that artifact store instead (e.g. the ELPV champion after ``./run demo``). Each server runs
+in its own process; the load generator (keep-alive connections, one image per request) runs
+here. Every request count and duration is bounded; only 127.0.0.1 is contacted.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+HOST = "127.0.0.1"
+
+
+# --- the two comparison servers (run as `bench/serve.py --role naive|hello --port P`) ---
+
+def naive_app(data_dir: str):
+    """What a first deployment often looks like: a sync endpoint, one model.predict per request."""
+    from fastapi import FastAPI, File, UploadFile
+
+    from defect_assets.ml.preprocess import prepare_patch
+    from defect_assets.ml.training import model_from_bytes
+    from defect_assets.storage import LocalObjectStore
+    from defect_assets.storage.registry import ModelRegistry
+
+    registry = ModelRegistry(LocalObjectStore(Path(data_dir) / "artifacts"))
+    version = registry.production()["version"]
+    card = registry.card(version)
+    model = model_from_bytes(registry.read_file(version, "model.keras"))
+    size, channels = card["input"]["size"], card["input"]["channels"]
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(file: UploadFile = File(...)):
+        x = prepare_patch(file.file.read(), size, channels)[None].astype(np.float32)
+        p = model.predict(x if channels == 3 else x[..., None], verbose=0)[0]
+        return {"model_version": version, "probabilities": dict(zip(card["classes"], map(float, p)))}
+
+    return app
+
+
+def hello_app():
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/hello")
+    async def hello():
+        return {"hello": "world"}
+
+    return app
+
+
+def run_role(role: str, port: int, data_dir: str) -> None:
+    import uvicorn
+
+    app = naive_app(data_dir) if role == "naive" else hello_app()
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False)
+
+
+# --- the load generator: raw HTTP/1.1 on keep-alive connections (cheap enough not to be the limit) ---
+
+def multipart_request(path: str, field: str, png: bytes, extra_headers: str = "") -> bytes:
+    boundary = "benchboundary7f3a"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"p.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(body)}\r\n{extra_headers}\r\n").encode()
+    return head + body
+
+
+async def one_connection(port: int, requests: list[bytes], stop_at: float, warm_until: float,
+                         latencies: list[float], errors: list[str], max_requests: int, counter: list[int]):
+    reader, writer = await asyncio.open_connection(HOST, port)
+    i = 0
+    try:
+        while time.perf_counter() < stop_at and counter[0] < max_requests:
+            req = requests[i % len(requests)]
+            i += 1
+            t0 = time.perf_counter()
+            writer.write(req)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length)
+            t1 = time.perf_counter()
+            if status != 200:
+                errors.append(f"{status} {body[:120]!r}")
+            elif t0 >= warm_until:
+                latencies.append(t1 - t0)
+                counter[0] += 1
+    except (ConnectionError, asyncio.IncompleteReadError) as e:
+        errors.append(f"connection lost: {e!r}")
+    finally:
+        writer.close()
+
+
+async def load(port: int, requests: list[bytes], concurrency: int, seconds: float, warmup: float,
+               max_requests: int) -> dict:
+    latencies, errors, counter = [], [], [0]
+    start = time.perf_counter()
+    warm_until, stop_at = start + warmup, start + warmup + seconds
+    await asyncio.gather(*(one_connection(port, requests, stop_at, warm_until, latencies, errors, max_requests,
+                                          counter) for _ in range(concurrency)))
+    measured = time.perf_counter() - warm_until
+    lat = np.array(latencies) * 1000
+    return {"requests": len(lat), "per_second": len(lat) / measured if measured > 0 else 0.0,
+            "p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99": float(np.percentile(lat, 99)) if len(lat) else float("nan"), "errors": errors}
+
+
+# --- orchestration ---
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {timeout:.0f}s")
+
+
+def tiny_store(root: Path) -> str:
+    from defect_assets.serving.tiny import register_tiny_model, synthetic_patch_set
+    from defect_assets.storage import LocalObjectStore
+    from defect_assets.storage.registry import ModelRegistry
+
+    registry = ModelRegistry(LocalObjectStore(root / "artifacts"))
+    patches = synthetic_patch_set(n_scenes=14, size=64, width=256, height=192)
+    card = register_tiny_model(registry, {"synthetic": patches}, train=False, filters=(8,))
+    registry.promote(card["version"], threshold=0.5)
+    return card["version"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--concurrency", type=int, default=32, help="concurrent client connections (default 32)")
+    p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per server (default 4)")
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--rounds", type=int, default=2, help="each server is measured this many times, "
+                   "alternating; the best round counts (default 2)")
+    p.add_argument("--max-requests", type=int, default=60_000, help="cap per server (default 60,000)")
+    p.add_argument("--data-dir", help="benchmark the production model of DIR/artifacts instead of a tiny one")
+    p.add_argument("--role", choices=["naive", "hello"], help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.role:
+        return run_role(args.role, args.port, args.data_dir)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    try:
+        if args.data_dir:
+            data_dir = str(Path(args.data_dir).resolve())
+            from defect_assets.storage import LocalObjectStore
+            from defect_assets.storage.registry import ModelRegistry
+
+            version = (ModelRegistry(LocalObjectStore(Path(data_dir) / "artifacts")).production() or {}).get("version")
+            if not version:
+                sys.exit(f"no production model in {data_dir}/artifacts (run ./run demo first)")
+        else:
+            data_dir, version = str(tmp), tiny_store(tmp)
+        run_bench(args, data_dir, version)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_bench(args, data_dir: str, version: str) -> None:
+    from defect_assets.ml.images import encode_png
+    from defect_assets.storage import LocalObjectStore
+    from defect_assets.storage.registry import ModelRegistry
+
+    card = ModelRegistry(LocalObjectStore(Path(data_dir) / "artifacts")).card(version)
+    size, channels = card["input"]["size"], card["input"]["channels"]
+    rng = np.random.default_rng(0)
+    shape = (size, size) if channels == 1 else (size, size, 3)
+    pngs = [encode_png(rng.integers(60, 200, shape, dtype=np.uint8)) for _ in range(16)]
+
+    env = {**os.environ, "DEFECT_ASSETS_DATA_DIR": data_dir, "DEFECT_ASSETS_RELOAD_SECONDS": "30"}
+    env.pop("DEFECT_ASSETS_API_KEY", None)
+    ports = {name: free_port() for name in ("service", "naive", "hello")}
+    cmds = {
+        "service": [sys.executable, "-m", "defect_assets.cli", "serve", "--port", str(ports["service"]),
+                    "--log-level", "warning"],
+        "naive": [sys.executable, __file__, "--role", "naive", "--port", str(ports["naive"]), "--data-dir", data_dir],
+        "hello": [sys.executable, __file__, "--role", "hello", "--port", str(ports["hello"])],
+    }
+    logs = {n: open(Path(data_dir if not args.data_dir else tempfile.gettempdir()) / f"bench-serve-{n}.log", "wb")
+            for n in cmds}
+    procs = {n: subprocess.Popen(c, env=env, cwd=ROOT, stdout=logs[n], stderr=subprocess.STDOUT)
+             for n, c in cmds.items()}
+    try:
+        wait_http(f"http://{HOST}:{ports['hello']}/hello", procs["hello"])
+        wait_http(f"http://{HOST}:{ports['service']}/readyz", procs["service"])
+        wait_http(f"http://{HOST}:{ports['naive']}/docs", procs["naive"])
+        hello_req = [f"GET /hello HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()]
+        phases = [
+            ("hello-world (GET, same stack)", "hello", hello_req, args.max_requests),
+            ("defect_assets service", "service", [multipart_request("/v1/predict", "files", png) for png in pngs],
+             args.max_requests),
+            ("naive model.predict per request", "naive", [multipart_request("/predict", "file", png) for png in pngs],
+             max(200, args.max_requests // 100)),
+        ]
+        print(f"model {version}: {size}x{size}x{channels} patches, {card.get('params', '?')} parameters; "
+              f"{args.concurrency} concurrent clients, {args.seconds:.0f} s per server, {os.cpu_count()} cores")
+        results = {}
+        for _ in range(max(1, args.rounds)):  # alternating rounds: a busy moment of the machine hits all alike
+            for label, name, reqs, cap in phases:
+                r = asyncio.run(load(ports[name], reqs, args.concurrency, args.seconds, args.warmup, cap))
+                if name not in results or r["per_second"] > results[name]["per_second"]:
+                    results[name] = r
+        with urllib.request.urlopen(f"http://{HOST}:{ports['service']}/v1/model", timeout=10) as r:
+            batching = json.loads(r.read())["batching"]
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for f in logs.values():
+            f.close()
+
+    print(f"{'server':<34}{'requests':>10}{'images/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for label, name, _, _ in phases:
+        r = results[name]
+        print(f"{label:<34}{r['requests']:>10,}{r['per_second']:>11,.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
+              f"{len(r['errors']):>8}")
+    s, n, h = results["service"], results["naive"], results["hello"]
+    print(f"service / naive throughput:     {s['per_second'] / max(n['per_second'], 1e-9):6.1f}x  (target >= 10x)")
+    print(f"service p99 latency:            {s['p99']:6.1f} ms (target <= 100 ms)")
+    print(f"service / hello-world requests: {100 * s['per_second'] / max(h['per_second'], 1e-9):6.1f}%  (target >= 30%)")
+    print(f"micro-batching: {batching['model_calls']:,} model calls for {batching['images']:,} images "
+          f"(mean batch {batching['mean_batch']}, largest {batching['largest_batch']})")
+    for name, r in results.items():
+        if r["errors"]:
+            print(f"{name}: {len(r['errors'])} errors, first: {r['errors'][0]}; server log: {logs[name].name}")
+
+
+if __name__ == "__main__":
+    main()

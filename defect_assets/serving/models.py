@@ -1,0 +1,182 @@
+"""The model the service scores with, and its hot reload.
+
+``ServedModel`` is one immutable thing: a loaded and warmed ``Scorer`` plus the production
+pointer document it came from (version, the champion's threshold). ``ModelHolder`` keeps one
+reference to the current ServedModel; a request takes that reference once when it starts, so
+it finishes on the model it started with even if a new one is swapped in meanwhile.
+
+``ModelHolder.refresh`` polls the registry's production pointer; a new pointer is loaded
+(hash-checked by the registry, ``safe_mode=True`` by the scorer) and warmed beside the old
+model, then swapped in by one assignment. A load that fails for any reason (a corrupt copy,
+a Keras error, an unreadable store) keeps the old model serving and is logged and reported on
+/v1/model; the same pointer is not retried until it changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from defect_assets.ml.labels import is_defect_label
+from defect_assets.ml.scorer import Scorer
+from defect_assets.pipeline.evaluate import scorer_for
+from defect_assets.storage.registry import ModelRegistry
+
+log = logging.getLogger("defect_assets.serving")
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    scorer: Scorer
+    pointer: dict
+    loaded_at: str = field(default_factory=_now)
+
+    @property
+    def version(self) -> str:
+        return self.scorer.version
+
+    @property
+    def card(self) -> dict:
+        return self.scorer.card
+
+    @property
+    def classes(self) -> list[str]:
+        return self.scorer.classes
+
+    @property
+    def binary(self) -> bool:
+        return len(self.classes) == 2
+
+    @property
+    def threshold(self) -> float | None:
+        """The production threshold on the defect probability (binary cards); None: arg-max."""
+        if not self.binary:
+            return None
+        value = self.pointer.get("threshold")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return DEFAULT_THRESHOLD
+        return value if math.isfinite(value) else DEFAULT_THRESHOLD
+
+    @property
+    def pointer_key(self) -> str:
+        return json.dumps(self.pointer, sort_keys=True, default=str)
+
+    def defect_score(self, proba: np.ndarray) -> np.ndarray:
+        """Probability of any defect class: column 1 of a binary card, else the sum over the
+        classes whose names are defects (ok/background/... are not)."""
+        if self.binary:
+            return proba[:, 1]
+        mask = np.array([is_defect_label(c) for c in self.classes])
+        return proba[:, mask].sum(axis=1) if mask.any() else 1 - proba[:, 0]
+
+    def decide(self, proba: np.ndarray) -> list[tuple[str, bool]]:
+        """(decision, is_defect) per row: the defect class at the threshold, or the arg-max class."""
+        if self.binary:
+            hit = proba[:, 1] >= self.threshold
+            return [(self.classes[int(h)], bool(h)) for h in hit]
+        names = [self.classes[int(i)] for i in proba.argmax(axis=1)]
+        return [(n, is_defect_label(n)) for n in names]
+
+
+def load_for_serving(registry: ModelRegistry, version: str) -> Scorer:
+    """The scorer the service uses. A Keras model is loaded exactly as ``load_scorer`` loads it
+    (hash-checked bytes, ``safe_mode=True``) and its forward pass, with the same uint8 -> float32
+    cast, is traced once into a TensorFlow graph with a free batch dimension. Same weights, same
+    operations, same numbers; but one call releases the GIL once instead of once per layer:
+    eager Keras spends milliseconds of Python per call, which starved the event loop under load.
+    Other kinds load through ``scorer_for`` unchanged."""
+    card = registry.card(version)
+    if card.get("kind") != "keras":
+        return scorer_for(registry, version)
+    import tensorflow as tf
+
+    from defect_assets.ml.scorer import KERAS_FILE
+    from defect_assets.ml.training import model_from_bytes
+
+    model = model_from_bytes(registry.read_file(version, KERAS_FILE))
+    size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
+    forward = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
+                          input_signature=[tf.TensorSpec([None, size, size, channels], tf.uint8)])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x if x.ndim == 4 else x[..., None], dtype=np.uint8)
+        return np.asarray(forward(x)).astype(np.float32)
+
+    return Scorer(card, predict)
+
+
+def warm(scorer: Scorer, batch_sizes=(1, 8)) -> None:
+    """Run the model once per batch size so the first real request pays no start-up cost."""
+    shape = (scorer.input_size, scorer.input_size) + ((scorer.channels,) if scorer.channels != 1 else ())
+    for n in batch_sizes:
+        p = scorer.predict_proba(np.full((n, *shape), 128, np.uint8))
+        if p.shape != (n, len(scorer.classes)) or not np.isfinite(p).all():
+            raise ValueError(f"model {scorer.version} gave {p.shape} non-finite or misshaped probabilities on warm-up")
+
+
+class ModelHolder:
+    """The current ServedModel (or None before the first successful load) and the reload logic."""
+
+    def __init__(self, registry: ModelRegistry, warm_batch: int = 8):
+        self.registry = registry
+        self.warm_batch = warm_batch
+        self.current: ServedModel | None = None
+        self.last_error: dict | None = None
+        self.reloads = 0
+        self._failed_key: str | None = None
+        self._lock = threading.Lock()  # one load at a time (poller and an explicit refresh)
+
+    def refresh(self) -> bool:
+        """Load the production model if the pointer changed; True when a new one was swapped in."""
+        with self._lock:
+            try:
+                doc = self.registry.production()
+            except Exception as e:  # noqa: BLE001 - a flaky store must not take the service down
+                self._failed("(pointer)", None, f"cannot read the production pointer: {e}")
+                return False
+            if doc is None:
+                return False
+            key = json.dumps(doc, sort_keys=True, default=str)
+            old = self.current
+            if (old is not None and old.pointer_key == key) or key == self._failed_key:
+                return False
+            version = str(doc.get("version"))
+            t0 = time.perf_counter()
+            try:
+                if old is not None and old.version == version:
+                    scorer = old.scorer  # same artifact, new threshold or metadata
+                else:
+                    scorer = load_for_serving(self.registry, version)
+                    warm(scorer, (1, self.warm_batch))
+            except Exception as e:  # noqa: BLE001 - any failure keeps the old model serving
+                self._failed(version, key, f"{type(e).__name__}: {e}")
+                return False
+            self.current = ServedModel(scorer, doc)  # the swap: one reference assignment
+            self.reloads += 1
+            self.last_error = None
+            log.info("serving model %s (threshold %s), loaded and warmed in %.2fs%s", version,
+                     self.current.threshold, time.perf_counter() - t0,
+                     f"; replaced {old.version}" if old is not None else "")
+            return True
+
+    def _failed(self, version: str, key: str | None, reason: str) -> None:
+        if key is not None:
+            self._failed_key = key
+        self.last_error = {"version": version, "error": reason, "at": _now()}
+        keeping = f"keeping {self.current.version}" if self.current else "no model is being served"
+        log.error("could not load model %s: %s; %s", version, reason, keeping)

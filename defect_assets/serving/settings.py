@@ -1,0 +1,106 @@
+"""The scoring service's settings, read from environment variables (all optional):
+
+| variable | default | meaning |
+|---|---|---|
+| ``DEFECT_ASSETS_API_KEY`` | unset | the key clients send as ``X-API-Key``; unset: every route is open (a laptop on 127.0.0.1) |
+| ``DEFECT_ASSETS_PREDICT_REQUIRES_KEY`` | ``1`` | ``0``: /v1/predict is public even when a key is set (model, inspect stay protected) |
+| ``DEFECT_ASSETS_MAX_UPLOAD_BYTES`` | 20 MiB | request body cap; larger uploads get 413 before they are read |
+| ``DEFECT_ASSETS_MAX_PIXELS`` | 25,000,000 | pixel cap per image (decompression bombs are refused before decoding) |
+| ``DEFECT_ASSETS_MAX_IMAGES`` | 64 | images per /v1/predict request |
+| ``DEFECT_ASSETS_MAX_WINDOWS`` | 20,000 | sliding windows per /v1/inspect request (use a larger stride beyond it) |
+| ``DEFECT_ASSETS_MAX_BATCH`` | 16 | micro-batching: most patches in one model call |
+| ``DEFECT_ASSETS_MAX_WAIT_MS`` | 5 | micro-batching: a batch goes to the model when full or when its oldest request waited this long |
+| ``DEFECT_ASSETS_RELOAD_SECONDS`` | 5 | how often the production pointer is polled for a new model |
+
+The artifact store (where the model registry lives) is the one ``default_resources()`` picks:
+``DEFECT_ASSETS_STORAGE``, ``DEFECT_ASSETS_DATA_DIR`` and the Azure variables of
+``defect_assets.defs.resources``. The API key is never printed: it is left out of the repr.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+
+from defect_assets.storage.base import ObjectStore
+
+API_KEY_ENV = "DEFECT_ASSETS_API_KEY"
+API_KEY_HEADER = "X-API-Key"
+SERVICE_URL_ENV = "DEFECT_ASSETS_SERVICE_URL"
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+_ENV = {
+    "predict_requires_key": "DEFECT_ASSETS_PREDICT_REQUIRES_KEY",
+    "max_upload_bytes": "DEFECT_ASSETS_MAX_UPLOAD_BYTES",
+    "max_pixels": "DEFECT_ASSETS_MAX_PIXELS",
+    "max_images": "DEFECT_ASSETS_MAX_IMAGES",
+    "max_windows": "DEFECT_ASSETS_MAX_WINDOWS",
+    "max_batch": "DEFECT_ASSETS_MAX_BATCH",
+    "max_wait_ms": "DEFECT_ASSETS_MAX_WAIT_MS",
+    "reload_seconds": "DEFECT_ASSETS_RELOAD_SECONDS",
+}
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    store: ObjectStore
+    """The artifact store holding the model registry and its production pointer."""
+    api_key: str | None = field(default=None, repr=False)
+    predict_requires_key: bool = True
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 25_000_000
+    max_images: int = 64
+    max_windows: int = 20_000
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    reload_seconds: float = 5.0
+    body_timeout_seconds: float = 30.0
+    """An upload whose next bytes take longer than this to arrive is answered with 408."""
+    request_timeout_seconds: float = 120.0
+    """A scoring future that takes longer than this is answered with 503 (never a hang)."""
+    freeze_gc: bool = True
+    """Freeze the garbage collector's view after each model load (the service owns its process;
+    an embedding process, such as a test run, may say False)."""
+
+    def __post_init__(self):
+        for name in ("max_upload_bytes", "max_pixels", "max_images", "max_windows", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0 or self.reload_seconds <= 0:
+            raise ValueError("max_wait_ms must be >= 0 and reload_seconds > 0")
+        if self.api_key is not None and not self.api_key.strip():
+            object.__setattr__(self, "api_key", None)
+
+    def protects(self, route: str) -> bool:
+        """Whether a route needs the API key (health, readiness and the docs never do)."""
+        if not self.api_key:
+            return False
+        return self.predict_requires_key if route == "predict" else True
+
+    def with_(self, **changes) -> ServiceSettings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, store: ObjectStore | None = None, environ: dict | None = None) -> ServiceSettings:
+        env = os.environ if environ is None else environ
+        if store is None:
+            from defect_assets.defs.resources import default_resources
+
+            store = default_resources()["artifact_store"].open()
+        kinds = {f.name: f.type for f in fields(cls)}
+        values = {}
+        for name, var in _ENV.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            kind = kinds[name]
+            try:
+                if kind == "bool":
+                    values[name] = raw.lower() not in ("0", "false", "no", "off")
+                elif kind == "int":
+                    values[name] = int(raw.replace("_", ""))
+                else:
+                    values[name] = float(raw)
+            except ValueError:
+                raise ValueError(f"{var}={raw!r} is not a valid {kind}") from None
+        return cls(store=store, api_key=env.get(API_KEY_ENV) or None, **values)
