@@ -17,7 +17,8 @@ def _setup_env(args) -> None:
 def cmd_demo(args) -> int:
     from defect_assets.demo import run_demo
 
-    return run_demo(args.dataset, args.batches, args.limit, args.force, args.patch_size, args.quick)
+    return run_demo(args.dataset, args.batches, args.limit, args.force, args.patch_size, args.quick,
+                    serve=not args.no_serve, port=args.port)
 
 
 def cmd_upload(args) -> int:
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--patch-size", type=int, default=64)
     d.add_argument("--force", action="store_true", help="rebuild batches that are already materialized")
     d.add_argument("--quick", action="store_true", help="tiny models: a smoke run of the whole chain")
+    d.add_argument("--no-serve", action="store_true", help="do not start the scoring service at the end")
+    d.add_argument("--port", type=int, default=8000, help="port of the scoring service started at the end (8000)")
     d.set_defaults(func=cmd_demo)
 
     u = sub.add_parser("upload", help="turn a folder into a landing-zone batch")

@@ -135,6 +135,76 @@ def evaluation_table(rows: pd.DataFrame) -> str:
         index=False, float_format=lambda v: f"{v:.3f}")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def start_service(data_dir: Path, port: int) -> tuple[int, str, Path]:
+    """`defect-assets serve` as a background process (its log in data/serve.log, its pid in
+    data/serve.pid); a service left by an earlier demo is stopped first."""
+    import signal
+    import socket
+    import subprocess
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pid_file, log_file = data_dir / "serve.pid", data_dir / "serve.log"
+    if pid_file.exists():
+        old = int(pid_file.read_text().strip() or 0)
+        if old and _alive(old):
+            os.kill(old, signal.SIGTERM)
+            for _ in range(50):
+                if not _alive(old):
+                    break
+                time.sleep(0.1)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            say(f"    port {port} is taken; using {s.getsockname()[1]}")
+        port = s.getsockname()[1]
+    log = open(log_file, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "defect_assets.cli", "serve", "--host", "127.0.0.1",
+                             "--port", str(port), "--reload-seconds", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid, f"http://127.0.0.1:{port}", log_file
+
+
+def deploy_and_score(defs, instance, data_dir: Path, port: int) -> None:
+    """Start the scoring service, promote the champion (deploy_job smoke-tests it over HTTP),
+    and score one real ELPV image with the client."""
+    from defect_assets.serving.client import DefectClient, format_table
+
+    pid, url, log_file = start_service(data_dir, port)
+    say(f"    scoring service starting at {url} (pid {pid}, log {log_file})")
+    result = defs.resolve_job_def("deploy_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"deployed_endpoint": {"config": {"service_url": url}}},
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_failure:
+                say(f"    FAILED: {ev.message}")
+        raise SystemExit(f"deployment failed (service log: {log_file})")
+    dep = result.output_for_node("deployed_endpoint").iloc[0]
+    say(f"    {url} serves {dep['model_version']} (smoke test p50 {dep['smoke_latency_ms']} ms)")
+    from defect_assets.datasets.elpv import elpv_labels, elpv_root
+
+    labels = elpv_labels()
+    example = elpv_root() / labels.loc[labels["probability"] == 1.0, "path"].iloc[0]
+    say("")
+    say(f"Example: .venv/bin/defect-assets score {example} --url {url}")
+    client = DefectClient(url)
+    say(format_table(client.predict([example]), [str(example.name)]))
+    say("")
+    say(f"The endpoint keeps serving at {url} (docs at {url}/docs); stop it with: kill {pid}")
+
+
 def summarize(store, batch_ids: list[str]) -> str:
     from defect_assets.storage.formats import current_version, read_table
 
@@ -169,7 +239,7 @@ def summarize(store, batch_ids: list[str]) -> str:
 
 
 def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, force: bool = False,
-             patch_size: int = 64, quick: bool = False) -> int:
+             patch_size: int = 64, quick: bool = False, serve: bool = True, port: int = 8000) -> int:
     from defect_assets.defs.resources import default_data_dir
 
     data_dir = default_data_dir()
@@ -230,8 +300,13 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("")
     say(f"Artifacts (Parquet tables, .npy arrays, content-addressed images): {artifacts.url}")
     say(f"Landing zone: {landing.url}")
-    say(f"Finished in {time.perf_counter() - t_start:.0f}s.")
-    say("Open the UI with:  .venv/bin/dagster dev   (DAGSTER_HOME=.dagster_home, from this folder),"
-        " then http://127.0.0.1:3000")
+    say("Open the UI with:  ./run dev   (dagster dev on the project-local instance), then http://127.0.0.1:3000")
+    say("")
+    if failed:
+        say("6. Not deploying: the champion failed its checks (see above)")
+    elif serve and dataset == "elpv":
+        say("6. Deploying the champion behind the scoring service and scoring one image")
+        deploy_and_score(defs, instance, data_dir, port)
+    say(f"Main job finished in {time.perf_counter() - t_start:.0f}s.")
     sys.stdout.flush()
     return 0

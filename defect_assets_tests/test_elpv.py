@@ -2,6 +2,8 @@
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 
@@ -35,11 +37,29 @@ def test_seed_elpv_writes_complete_batches(tmp_path):
     assert seed_elpv(store, n_batches=3, limit=30) == ids and list_batches(store) == etags  # idempotent
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data")}
-    cmd = [sys.executable, "-m", "defect_assets.cli", "demo", "--limit", "40", "--batches", "2", "--quick"]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    port = free_port()
+    cmd = [sys.executable, "-m", "defect_assets.cli", "demo", "--limit", "40", "--batches", "2", "--quick",
+           "--port", str(port)]
+    try:
+        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        pid_file = tmp_path / "data" / "serve.pid"
+        if pid_file.exists():  # the demo leaves its scoring service running: stop it
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
     assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(rf"http://127.0.0.1:{port} serves \S+ \(smoke test", out.stdout), out.stdout
+    assert re.search(r"^cell\d{4}\.png\s+(defect|ok)", out.stdout, re.M), out.stdout
     assert "Total images ingested: 40" in out.stdout
     assert re.search(r"elpv-01\s+20\s+0\s+20\s+\d+", out.stdout), out.stdout
     for family in ("scratch_cnn", "fine_tuned_vgg16", "elastic_net"):
@@ -49,6 +69,6 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     assert "Test split (" in out.stdout and re.search(r"Champion: \S+ \((scratch_cnn|fine_tuned_vgg16|elastic_net)\)", out.stdout)
     html = re.search(r"HTML report: (\S+\.html)", out.stdout).group(1)
     assert open(html).read().startswith("<!doctype html>")
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run([*cmd, "--no-serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("already materialized") == 2
     assert "Models are up to date" in again.stdout
