@@ -22,11 +22,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_upload(args) -> int:
-    from defect_assets.defs.resources import default_data_dir
+    from defect_assets.defs.resources import default_resources
     from defect_assets.storage import LocalObjectStore
     from defect_assets.storage.batches import BatchError, upload_folder
 
-    landing = LocalObjectStore(args.landing or default_data_dir() / "landing")
+    # --landing: a local folder; otherwise the configured landing zone (local, or Azure Blob
+    # when DEFECT_ASSETS_STORAGE=azure)
+    landing = LocalObjectStore(args.landing) if args.landing else default_resources()["landing_zone"].open()
     try:
         m = upload_folder(args.folder, landing, args.batch, args.class_folders, args.overwrite,
                           progress=lambda n: print(f"  {n} files uploaded", flush=True))
