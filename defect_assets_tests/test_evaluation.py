@@ -92,23 +92,10 @@ def test_html_report_is_self_contained():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from defect_assets.defs.partitions import BATCHES
-    from defect_assets.defs.resources import default_resources
-    from defect_assets.ml.synthetic import write_synthetic_surfaces
-    from defect_assets.storage.batches import upload_folder
-    from defect_assets_tests.test_model_assets import BATCH_ASSETS, TINY
+    from defect_assets_tests.test_model_assets import prepared_batches
 
     root = tmp_path_factory.mktemp("eval")
-    instance = dg.DagsterInstance.ephemeral()
-    resources = default_resources(root / "data")
-    landing = LocalObjectStore(root / "data" / "landing")
-    for i, b in enumerate(["e1", "e2"]):
-        write_synthetic_surfaces(root / b, n_images=18, seed=40 + i, width=256, height=192, defects_per_image=(2, 3))
-        upload_folder(root / b, landing, b)
-    instance.add_dynamic_partitions(BATCHES, ["e1", "e2"])
-    cfg = {"ops": {k: v for k, v in TINY["ops"].items() if k in ("labeled_patches", "backbone_features")}}
-    for b in ("e1", "e2"):
-        assert dg.materialize(BATCH_ASSETS, partition_key=b, instance=instance, resources=resources, run_config=cfg).success
+    instance, resources, _ = prepared_batches(root, ["e1", "e2"], first_seed=40, n_images=18)
     return root, instance, resources
 
 

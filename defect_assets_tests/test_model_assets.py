@@ -35,19 +35,27 @@ TINY = {"ops": {
 }}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
+def prepared_batches(root, names: list[str], first_seed: int, n_images: int):
+    """Synthetic surface batches uploaded and built (patches, augmented sets, features) with
+    tiny settings. Returns (instance, resources, landing)."""
     instance = dg.DagsterInstance.ephemeral()
     resources = default_resources(root / "data")
     landing = LocalObjectStore(root / "data" / "landing")
-    for i, b in enumerate(["s1", "s2"]):
-        write_synthetic_surfaces(root / b, n_images=16, seed=10 + i, width=256, height=192, defects_per_image=(2, 3))
+    for i, b in enumerate(names):
+        write_synthetic_surfaces(root / b, n_images=n_images, seed=first_seed + i, width=256, height=192,
+                                 defects_per_image=(2, 3))
         upload_folder(root / b, landing, b)
-    instance.add_dynamic_partitions(BATCHES, ["s1", "s2"])
-    for b in ("s1", "s2"):
-        cfg = {"ops": {k: v for k, v in TINY["ops"].items() if k in ("labeled_patches", "backbone_features")}}
+    instance.add_dynamic_partitions(BATCHES, names)
+    cfg = {"ops": {k: v for k, v in TINY["ops"].items() if k in ("labeled_patches", "backbone_features")}}
+    for b in names:
         assert dg.materialize(BATCH_ASSETS, partition_key=b, instance=instance, resources=resources, run_config=cfg).success
+    return instance, resources, landing
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    instance, resources, landing = prepared_batches(root, ["s1", "s2"], first_seed=10, n_images=16)
     result = dg.materialize(MODELS + BATCH_ASSETS, selection=MODELS, instance=instance, resources=resources,
                             run_config={"ops": {k: TINY["ops"][k] for k in ("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model")}})
     return root, instance, resources, landing, result
