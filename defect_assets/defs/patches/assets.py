@@ -5,7 +5,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from defect_assets.defs.io_manager import asset_prefix
 from defect_assets.defs.metadata import class_split_counts, md_image, md_table
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
@@ -51,7 +50,7 @@ class AugmentConfig(dg.Config):
 def stored_patch_tables(store, exclude: str | None = None) -> dict[str, pd.DataFrame]:
     """The patch tables of every batch already in the artifact store (tables only, no pixels)."""
     out = {}
-    root = asset_prefix(dg.AssetKey("labeled_patches"), "x").rsplit("/", 1)[0]
+    root = "/".join(dg.AssetKey("labeled_patches").path)  # where the IO manager keeps it (asset_prefix)
     for batch in store.walk_prefixes(root + "/"):
         meta = current_version(store, f"{root}/{batch}")
         if batch != exclude and meta is not None:
