@@ -55,7 +55,11 @@ def seed_landing(dataset: str, landing, batches: int, limit: int | None, workdir
 def materialize_batches(defs, instance, batch_ids: list[str], force: bool, run_config: dict) -> list[str]:
     import dagster as dg
 
+    from defect_assets.defs.landing.sensors import ETAG_TAG
+    from defect_assets.storage.batches import list_batches
+
     job = defs.resolve_job_def("prepare_batch_job")
+    etags = list_batches(defs.resources["landing_zone"].open())
     done = []
     built = instance.get_materialized_partitions(dg.AssetKey("augmented_training_set"))
     for i, b in enumerate(batch_ids, start=1):
@@ -64,8 +68,9 @@ def materialize_batches(defs, instance, batch_ids: list[str], force: bool, run_c
             continue
         t0 = time.perf_counter()
         say(f"[{i}/{len(batch_ids)}] {b}: raw_images -> image_labels -> labeled_patches -> augmented_training_set ...")
+        # tagged like the landing-zone sensor's runs, so the sensor knows this manifest is built
         result = job.execute_in_process(partition_key=b, instance=instance, run_config=run_config,
-                                        raise_on_error=False)
+                                        raise_on_error=False, tags={ETAG_TAG: etags.get(b, "")})
         if not result.success:
             for ev in result.all_events:
                 if ev.is_failure:

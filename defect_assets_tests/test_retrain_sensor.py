@@ -43,3 +43,33 @@ def test_retrains_once_per_burst_and_respects_the_interval(monkeypatch):
     monkeypatch.setenv(MIN_INTERVAL_ENV, "0")
     later, _ = tick(instance, cursor3)
     assert isinstance(later, dg.RunRequest) and later.run_key != req.run_key
+
+
+def test_landing_sensor_does_not_rebuild_a_batch_built_at_the_same_manifest(tmp_path, surface_folder):
+    """The main job tags its runs with the manifest etag; a first sensor tick (empty cursor)
+    then registers nothing new to build, and a re-upload is built again."""
+    from defect_assets.defs.ingest.assets import image_labels, raw_images
+    from defect_assets.defs.landing.sensors import ETAG_TAG, landing_zone_sensor
+    from defect_assets.defs.resources import default_resources
+    from defect_assets.storage import LocalObjectStore
+    from defect_assets.storage.batches import list_batches, upload_folder
+
+    instance = dg.DagsterInstance.ephemeral()
+    resources = default_resources(tmp_path / "data")
+    landing = LocalObjectStore(tmp_path / "data" / "landing")
+    upload_folder(surface_folder, landing, "built")
+    etag = list_batches(landing)["built"]
+    instance.add_dynamic_partitions("batches", ["built"])
+    assert dg.materialize([raw_images, image_labels], partition_key="built", instance=instance,
+                          resources=resources, tags={ETAG_TAG: etag}).success
+
+    def run_requests(cursor):
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"landing_zone": resources["landing_zone"]})
+        result = landing_zone_sensor(ctx)
+        return result.run_requests or [], result.cursor
+
+    first, cursor = run_requests(None)
+    assert first == [] and json.loads(cursor) == {"built": etag}
+    upload_folder(surface_folder, landing, "built", overwrite=True)
+    again, _ = run_requests(cursor)
+    assert [r.partition_key for r in again] == ["built"]

@@ -40,6 +40,13 @@ def seen_batches(cursor: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in doc.items()}
 
 
+def already_built(instance: dg.DagsterInstance, batch: str, etag: str) -> bool:
+    """A successful run of this batch's partition tagged with this manifest etag exists."""
+    runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": batch, ETAG_TAG: etag},
+                                           statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
+    return len(runs) > 0
+
+
 @dg.sensor(
     name="landing_zone_sensor",
     job_name=PREPARE_BATCH_JOB,
@@ -54,7 +61,15 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing_zone: Stora
     changed = {b: etag for b, etag in sorted(current.items()) if seen.get(b) != etag}
     known = set(context.instance.get_dynamic_partitions(batch_partitions.name))
     new_partitions = [b for b in changed if b not in known]
+    # A batch already built at this very manifest (by the main job, or before a cursor reset)
+    # needs no second run: only its partition is registered.
+    done = [b for b, etag in changed.items() if already_built(context.instance, b, etag)]
+    changed = {b: etag for b, etag in changed.items() if b not in done}
     cursor = json.dumps(current, sort_keys=True)
+    if done and not changed:
+        return dg.SensorResult(skip_reason=f"already built at their current manifest: {', '.join(done)}",
+                               dynamic_partitions_requests=[batch_partitions.build_add_request(new_partitions)]
+                               if new_partitions else [], cursor=cursor)
     if not changed:
         return dg.SensorResult(skip_reason=f"no new or re-uploaded batch ({len(current)} complete)", cursor=cursor)
     context.log.info(f"landing zone: {len(changed)} new or re-uploaded batch(es): {', '.join(changed)}")
