@@ -45,6 +45,16 @@ AZURE_KEY_ENV = "AZURE_STORAGE_KEY"
 AZURE_SAS_TOKEN_ENV = "AZURE_STORAGE_SAS_TOKEN"
 
 
+def env_number(name: str, default: float, cast=float, minimum: float = 0, unit: str = "") -> float:
+    """A numeric setting from the environment, with a clear error naming the variable."""
+    raw = os.environ.get(name, str(default))
+    try:
+        return max(minimum, cast(raw))
+    except ValueError:
+        kind = "a whole number" if cast is int else "a number"
+        raise ValueError(f"{name}={raw!r} is not {kind}{' of ' + unit if unit else ''}") from None
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or Path.cwd() / "data").resolve()
 

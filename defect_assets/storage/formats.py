@@ -23,11 +23,6 @@ def read_table(store: ObjectStore, key: str) -> pd.DataFrame:
         return pd.read_parquet(f)
 
 
-def write_csv(store: ObjectStore, key: str, df: pd.DataFrame) -> None:
-    with store.open_write(key) as f:
-        f.write(df.to_csv(index=False).encode("utf-8"))
-
-
 def write_array(store: ObjectStore, key: str, arr: np.ndarray) -> None:
     """NumPy .npy; object arrays are refused because they would need pickle."""
     if arr.dtype == object:

@@ -6,10 +6,11 @@ The cursor holds the newest upstream materialization it acted on (an event-log s
 the clock) and when it last asked for a run; the interval is only a rate limit."""
 
 import json
-import os
 import time
 
 import dagster as dg
+
+from defect_assets.defs.resources import env_number
 
 RETRAIN_JOB = "retrain_job"
 MIN_INTERVAL_ENV = "DEFECT_ASSETS_RETRAIN_MIN_INTERVAL_MINUTES"
@@ -17,11 +18,7 @@ UPSTREAM = ("augmented_training_set", "backbone_features", "image_labels")
 
 
 def min_interval_minutes() -> float:
-    raw = os.environ.get(MIN_INTERVAL_ENV, "60")
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        raise ValueError(f"{MIN_INTERVAL_ENV}={raw!r} is not a number of minutes") from None
+    return env_number(MIN_INTERVAL_ENV, 60, float, 0.0, "minutes")
 
 
 def newest_upstream(instance: dg.DagsterInstance) -> int:

@@ -8,12 +8,11 @@ daemon launches each key once), and a re-uploaded batch has a new etag, hence on
 """
 
 import json
-import os
 
 import dagster as dg
 
 from defect_assets.defs.partitions import batch_partitions
-from defect_assets.defs.resources import StorageResource
+from defect_assets.defs.resources import StorageResource, env_number
 from defect_assets.storage.batches import list_batches
 
 PREPARE_BATCH_JOB = "prepare_batch_job"
@@ -23,11 +22,7 @@ ETAG_TAG = "defect_assets/manifest_etag"
 
 def interval_seconds() -> int:
     """Seconds between ticks (default 30): each tick lists the landing zone once."""
-    raw = os.environ.get(INTERVAL_ENV, "30")
-    try:
-        return max(1, int(raw))
-    except ValueError:
-        raise ValueError(f"{INTERVAL_ENV}={raw!r} is not a whole number of seconds") from None
+    return int(env_number(INTERVAL_ENV, 30, int, 1, "seconds"))
 
 
 def seen_batches(cursor: str | None) -> dict[str, str]:
