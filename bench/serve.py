@@ -159,7 +159,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 
 def tiny_store(root: Path) -> str:
-    from defect_assets.serving.tiny import register_tiny_model, synthetic_patch_set
+    from defect_assets.pipeline.tiny import register_tiny_model, synthetic_patch_set
     from defect_assets.storage import LocalObjectStore
     from defect_assets.storage.registry import ModelRegistry
 
@@ -242,7 +242,7 @@ def run_bench(args, data_dir: str, version: str) -> None:
               f"{args.concurrency} concurrent clients, {args.seconds:.0f} s per server, {os.cpu_count()} cores")
         results = {}
         for _ in range(max(1, args.rounds)):  # alternating rounds: a busy moment of the machine hits all alike
-            for label, name, reqs, cap in phases:
+            for _label, name, reqs, cap in phases:
                 r = asyncio.run(load(ports[name], reqs, args.concurrency, args.seconds, args.warmup, cap))
                 if name not in results or r["per_second"] > results[name]["per_second"]:
                     results[name] = r

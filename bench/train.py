@@ -97,7 +97,7 @@ def main() -> None:
     import keras
 
     from defect_assets.ml.cnn import make_scratch_cnn, training_flops_per_image
-    from defect_assets.ml.training import FitSettings, fit, seed_everything
+    from defect_assets.ml.training import FitSettings, seed_everything
 
     n_img = args.steps * args.batch
     x, y = elpv_augmented(args.size, limit=max(64, n_img // 48 + 1))

@@ -22,13 +22,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_upload(args) -> int:
-    from defect_assets.defs.resources import default_resources
     from defect_assets.storage import LocalObjectStore
     from defect_assets.storage.batches import BatchError, upload_folder
+    from defect_assets.storage.env import open_store
 
     # --landing: a local folder; otherwise the configured landing zone (local, or Azure Blob
     # when DEFECT_ASSETS_STORAGE=azure)
-    landing = LocalObjectStore(args.landing) if args.landing else default_resources()["landing_zone"].open()
+    landing = LocalObjectStore(args.landing) if args.landing else open_store("landing")
     try:
         m = upload_folder(args.folder, landing, args.batch, args.class_folders, args.overwrite,
                           progress=lambda n: print(f"  {n} files uploaded", flush=True))

@@ -52,13 +52,31 @@ def seed_landing(dataset: str, landing, batches: int, limit: int | None, workdir
     raise SystemExit(f"unknown dataset {dataset!r} (elpv or synthetic)")
 
 
-def materialize_batches(defs, instance, batch_ids: list[str], force: bool, run_config: dict) -> list[str]:
+def quiet(level: str = "WARNING") -> dict:
+    """The loggers part of a run config: the console shows this level and above."""
+    return {"console": {"config": {"log_level": level}}}
+
+
+def run_job(defs, instance, job, what: str, run_config=None, hint: str = "", **kwargs):
+    """Execute ``job`` of ``defs`` in this process, recorded in ``instance``; on failure print
+    every failed step's message and stop with the run id (and ``hint``)."""
+    result = defs.resolve_job_def(job.name).execute_in_process(instance=instance, run_config=run_config,
+                                                                raise_on_error=False, **kwargs)
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_failure:
+                say(f"    FAILED: {ev.message}")
+        raise SystemExit(f"{what} failed; run `./run dev` and open run {result.run_id} for details{hint}")
+    return result
+
+
+def materialize_batches(defs, instance, batch_ids: list[str], force: bool, run_config) -> list[str]:
     import dagster as dg
 
+    from defect_assets.defs.jobs import prepare_batch_job
     from defect_assets.defs.landing.sensors import ETAG_TAG
     from defect_assets.storage.batches import list_batches
 
-    job = defs.resolve_job_def("prepare_batch_job")
     etags = list_batches(defs.resources["landing_zone"].open())
     done = []
     built = instance.get_materialized_partitions(dg.AssetKey("augmented_training_set"))
@@ -69,41 +87,33 @@ def materialize_batches(defs, instance, batch_ids: list[str], force: bool, run_c
         t0 = time.perf_counter()
         say(f"[{i}/{len(batch_ids)}] {b}: raw_images -> image_labels -> labeled_patches -> augmented_training_set ...")
         # tagged like the landing-zone sensor's runs, so the sensor knows this manifest is built
-        result = job.execute_in_process(partition_key=b, instance=instance, run_config=run_config,
-                                        raise_on_error=False, tags={ETAG_TAG: etags.get(b, "")})
-        if not result.success:
-            for ev in result.all_events:
-                if ev.is_failure:
-                    say(f"    FAILED: {ev.message}")
-            raise SystemExit(f"batch {b} failed; run `dagster dev` and open run {result.run_id} for details")
+        result = run_job(defs, instance, prepare_batch_job, f"batch {b}", run_config, partition_key=b,
+                         tags={ETAG_TAG: etags.get(b, "")})
         say(f"    done in {time.perf_counter() - t0:.1f}s (run {result.run_id[:8]})")
         done.append(b)
     return done
 
 
-QUICK_TRAINING = {  # --quick: a smoke run of the whole chain in about a minute (tiny models)
-    "scratch_cnn_model": {"config": {"filters": [8, 16], "epochs": 2, "images_per_epoch": 512, "batch_size": 32}},
-    "fine_tuned_vgg16_model": {"config": {"cut_block": 1, "epochs": 1, "fine_tune_epochs": 1,
-                                          "images_per_epoch": 256, "batch_size": 32}},
-    "elastic_net_model": {"config": {"search_C": []}},
-}
+def quick_training():
+    """--quick: a smoke run of the whole chain in about a minute (tiny models)."""
+    from defect_assets.defs.models.families import ElasticNetConfig, ScratchCNNConfig, VGG16Config
+
+    return {"scratch_cnn_model": ScratchCNNConfig(filters=[8, 16], epochs=2, images_per_epoch=512, batch_size=32),
+            "fine_tuned_vgg16_model": VGG16Config(cut_block=1, epochs=1, fine_tune_epochs=1, images_per_epoch=256,
+                                                  batch_size=32),
+            "elastic_net_model": ElasticNetConfig(search_C=[])}
 
 
-def train_models(defs, instance, run_config: dict) -> list[dict]:
-    """Run train_models_job (all three families on every built batch); returns their cards."""
+def train_models(defs, instance, run_config) -> list[dict]:
+    """Run train_models_job (every family on every built batch); returns their cards."""
+    from defect_assets.defs.jobs import train_models_job
+    from defect_assets.defs.models.families import MODEL_ASSETS
     from defect_assets.storage.registry import ModelRegistry
 
-    job = defs.resolve_job_def("train_models_job")
     t0 = time.perf_counter()
-    result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
-    if not result.success:
-        for ev in result.all_events:
-            if ev.is_failure:
-                say(f"    FAILED: {ev.message}")
-        raise SystemExit(f"training failed; run `dagster dev` and open run {result.run_id} for details")
+    result = run_job(defs, instance, train_models_job, "training", run_config)
     registry = ModelRegistry(defs.resources["artifact_store"].open())
-    versions = [result.output_for_node(n)["version"].iloc[0]
-                for n in ("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model")]
+    versions = [result.output_for_node(asset)["version"].iloc[0] for asset in MODEL_ASSETS]
     say(f"    trained in {time.perf_counter() - t0:.0f}s (run {result.run_id[:8]})")
     return [registry.card(v) for v in versions]
 
@@ -115,27 +125,25 @@ def model_table(cards: list[dict]) -> str:
     return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
-def evaluate_models(defs, instance) -> tuple[pd.DataFrame, dict, list[str]]:
-    """Run evaluate_job; returns (test-split table of the three families, champion row, failed checks)."""
-    job = defs.resolve_job_def("evaluate_job")
+def evaluate_models(defs, instance):
+    """Run evaluate_job; returns (test-split table of every family, the champion, failed checks)."""
+    import dagster as dg
+
+    from defect_assets.defs.jobs import evaluate_job
+    from defect_assets.defs.models.families import EVALUATION_ASSETS
+
     t0 = time.perf_counter()
-    result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-    if not result.success:
-        for ev in result.all_events:
-            if ev.is_failure:
-                say(f"    FAILED: {ev.message}")
-        raise SystemExit(f"evaluation failed; run `dagster dev` and open run {result.run_id} for details")
-    rows = pd.concat([result.output_for_node(f"{f}_evaluation")
-                      for f in ("scratch_cnn", "fine_tuned_vgg16", "elastic_net")], ignore_index=True)
-    champion = result.output_for_node("champion_model").iloc[0].to_dict()
+    result = run_job(defs, instance, evaluate_job, "evaluation", dg.RunConfig(loggers=quiet()))
+    rows = pd.concat([result.output_for_node(asset) for asset in EVALUATION_ASSETS], ignore_index=True)
+    champion = result.output_for_node("champion_model")
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     say(f"    evaluated in {time.perf_counter() - t0:.0f}s (run {result.run_id[:8]})")
     return rows, champion, failed
 
 
 def evaluation_table(rows: pd.DataFrame) -> str:
-    cols = ["model_family", "threshold", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"]
+    cols = ["model_family", "threshold", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
+            "pr_auc"]
     return rows[cols].rename(columns={"model_family": "family", "balanced_accuracy": "bal_acc"}).to_string(
         index=False, float_format=lambda v: f"{v:.3f}")
 
@@ -183,19 +191,17 @@ def start_service(data_dir: Path, port: int) -> tuple[int, str, Path]:
 def deploy_and_score(defs, instance, data_dir: Path, port: int) -> None:
     """Start the scoring service, promote the champion (deploy_job smoke-tests it over HTTP),
     and score one real ELPV image with the client."""
+    import dagster as dg
+
+    from defect_assets.defs.deploy.assets import DeployConfig
+    from defect_assets.defs.jobs import deploy_job
     from defect_assets.serving.client import DefectClient, format_table
 
     pid, url, log_file = start_service(data_dir, port)
     say(f"    scoring service starting at {url} (pid {pid}, log {log_file})")
-    result = defs.resolve_job_def("deploy_job").execute_in_process(
-        instance=instance, raise_on_error=False,
-        run_config={"ops": {"deployed_endpoint": {"config": {"service_url": url}}},
-                    "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-    if not result.success:
-        for ev in result.all_events:
-            if ev.is_failure:
-                say(f"    FAILED: {ev.message}")
-        raise SystemExit(f"deployment failed (service log: {log_file})")
+    result = run_job(defs, instance, deploy_job, "deployment",
+                     dg.RunConfig(ops={"deployed_endpoint": DeployConfig(service_url=url)}, loggers=quiet()),
+                     hint=f" (service log: {log_file})")
     dep = result.output_for_node("deployed_endpoint").iloc[0]
     say(f"    {url} serves {dep['model_version']} (smoke test p50 {dep['smoke_latency_ms']} ms)")
     from defect_assets.datasets.elpv import elpv_labels, elpv_root
@@ -245,7 +251,7 @@ def summarize(store, batch_ids: list[str]) -> str:
 
 def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, force: bool = False,
              patch_size: int = 64, quick: bool = False, serve: bool = True, port: int = 8000) -> int:
-    from defect_assets.defs.resources import default_data_dir
+    from defect_assets.storage.env import default_data_dir
 
     data_dir = default_data_dir()
     t_start = time.perf_counter()
@@ -265,27 +271,30 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
         instance.add_dynamic_partitions(BATCHES, new)
     say(f"2. Registered {len(new)} new batch partition(s); {len(known | set(batch_ids))} in total")
     say("3. Materializing every asset for every batch")
-    run_config = {"ops": {"labeled_patches": {"config": {"size": patch_size}},
-                          **({"backbone_features": {"config": {"blocks": [1]}}} if quick else {})},
-                  "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    built = materialize_batches(defs, instance, batch_ids, force, run_config)
+    import dagster as dg
+
+    from defect_assets.defs.models.assets import FeatureConfig
+    from defect_assets.defs.models.families import FAMILY_NAMES, MODEL_ASSETS
+    from defect_assets.defs.patches.assets import PatchConfig
+
+    prepare = dg.RunConfig(ops={"labeled_patches": PatchConfig(size=patch_size),
+                                **({"backbone_features": FeatureConfig(blocks=[1])} if quick else {})},
+                           loggers=quiet())
+    built = materialize_batches(defs, instance, batch_ids, force, prepare)
     say("")
     say(summarize(artifacts, batch_ids))
     say("")
-    import dagster as dg
-
-    trained = all(instance.get_latest_materialization_event(dg.AssetKey(a)) is not None
-                  for a in ("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model"))
+    trained = all(instance.get_latest_materialization_event(dg.AssetKey(a)) is not None for a in MODEL_ASSETS)
     if built or force or not trained:
-        say("4. Training the three model families on every batch (train_models_job; live per-epoch progress below)")
-        cards = train_models(defs, instance, {"ops": QUICK_TRAINING if quick else {},
-                                              "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+        say(f"4. Training the {len(FAMILY_NAMES)} model families on every batch (train_models_job; live per-epoch "
+            "progress below)")
+        cards = train_models(defs, instance, dg.RunConfig(ops=quick_training() if quick else {}, loggers=quiet("INFO")))
     else:
         from defect_assets.storage.registry import ModelRegistry
 
         say("4. Models are up to date with the batches (use --force to retrain)")
         reg = ModelRegistry(artifacts)
-        cards = [reg.latest(f) for f in ("scratch_cnn", "fine_tuned_vgg16", "elastic_net")]
+        cards = [reg.latest(f) for f in FAMILY_NAMES]
     say("")
     say("Validation metrics (validation split, threshold 0.5), side by side:")
     say(model_table(cards))
@@ -296,9 +305,9 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say(f"Test split ({int(rows['test_patches'].iloc[0])} patches never used for training or choosing), side by side:")
     say(evaluation_table(rows))
     say("")
-    say(f"Champion: {champion['model_version']} ({champion['model_family']}); checks: "
+    say(f"Champion: {champion.model_version} ({champion.family}); checks: "
         + ("all passed" if not failed else "FAILED " + ", ".join(failed)))
-    say(f"HTML report: {artifacts.url}/{champion['report_html']}")
+    say(f"HTML report: {artifacts.url}/{champion.report_html}")
     from defect_assets.pipeline.evaluate import HISTORY_CSV
 
     say(f"Evaluation history (CSV for Excel/PowerBI): {artifacts.url}/{HISTORY_CSV}")

@@ -5,12 +5,13 @@ run takes seconds (the full job's model features are tested elsewhere)."""
 import dagster as dg
 
 from defect_assets.defs.ingest.assets import image_labels, raw_images
-from defect_assets.defs.landing.sensors import PREPARE_BATCH_JOB, landing_zone_sensor
+from defect_assets.defs.landing.sensors import build_landing_zone_sensor
 from defect_assets.defs.resources import default_resources
+
+ingest_only_job = dg.define_asset_job("prepare_batch_job", selection=dg.AssetSelection.groups("ingest"))
 
 defs = dg.Definitions(
     assets=[raw_images, image_labels],
-    jobs=[dg.define_asset_job(PREPARE_BATCH_JOB, selection=dg.AssetSelection.groups("ingest"))],
-    sensors=[landing_zone_sensor],
+    sensors=[build_landing_zone_sensor(ingest_only_job)],
     resources=default_resources(),
 )

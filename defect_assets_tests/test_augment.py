@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defect_assets.ml.augment import N_VARIANTS, RandomAffine, augment_48, random_affine_variants, rotate_contexts, variant_table
+from defect_assets.ml.augment import (
+    N_VARIANTS,
+    RandomAffine,
+    augment_48,
+    random_affine_variants,
+    rotate_contexts,
+    variant_table,
+)
 from defect_assets.ml.patches import center_crop, context_size
 from defect_assets_tests.conftest import smooth_image
 

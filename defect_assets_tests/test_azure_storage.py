@@ -45,7 +45,7 @@ def store(azurite) -> AzureBlobObjectStore:
 def sas_token(permissions: str = "rwdlac") -> str:
     return generate_account_sas(ACCOUNT, ACCOUNT_KEY, ResourceTypes(service=True, container=True, object=True),
                                 AccountSasPermissions.from_string(permissions),
-                                expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+                                expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
 
 
 def azure_env(monkeypatch, azurite, credential: str = "key") -> tuple[str, str]:

@@ -13,7 +13,12 @@ from defect_assets.defs.deploy.assets import deployed_endpoint
 from defect_assets.defs.deploy.resources import ScoringService, scoring_service_from_env
 from defect_assets.defs.evaluation.assets import CHECK_RECALL, champion_model, evaluation_assets
 from defect_assets.defs.ingest.assets import image_labels, raw_images
-from defect_assets.defs.models.assets import backbone_features, elastic_net_model, fine_tuned_vgg16_model, scratch_cnn_model
+from defect_assets.defs.models.assets import (
+    backbone_features,
+    elastic_net_model,
+    fine_tuned_vgg16_model,
+    scratch_cnn_model,
+)
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.defs.patches.assets import augmented_training_set, labeled_patches
 from defect_assets.defs.resources import default_resources
@@ -79,12 +84,12 @@ def test_deployment_waits_for_the_service_and_smoke_tests_it(evaluated):
     data_dir, store, registry, versions, _ = evaluated
     settings = ServiceSettings(store=store, api_key=API_KEY, reload_seconds=0.1)
     with ServiceThread(settings) as svc:
-        assert svc.app.state.holder.current is None  # nothing in production yet: not ready
+        assert svc.app.state.service.holder.current is None  # nothing in production yet: not ready
         result = deploy(evaluated, ScoringService(url=svc.url, api_key=API_KEY))
         assert result.success
-        served = svc.app.state.holder.current
+        served = svc.app.state.service.holder.current
         assert served.version == versions["a"] and served.threshold == 0.4
-        calls = svc.app.state.batcher.stats()
+        calls = svc.app.state.service.batcher.stats()
     meta = {k: v.value for k, v in result.asset_materializations_for_node("deployed_endpoint")[0].metadata.items()}
     assert meta["service_url"] == svc.url and meta["model_version"] == versions["a"]
     assert meta["golden_patches"] == len(registry.card(versions["a"])["golden"]["patch_ids"]) > 10

@@ -31,8 +31,7 @@ import pytest
 from PIL import Image
 
 from defect_assets.ml.images import encode_png
-from defect_assets.ml.preprocess import prepare_patch
-from defect_assets.pipeline.evaluate import scorer_for
+from defect_assets.ml.scorer import load_registered
 from defect_assets.pipeline.patching import patches_of
 from defect_assets.serving.client import DefectClient, ServiceError, multipart
 from defect_assets.serving.settings import ServiceSettings
@@ -49,13 +48,13 @@ API_KEY = "k3y-Only-The-Test-Knows-0f9a8b7c"
 def _template() -> tuple[Path, dict]:
     """Built once per test process: a registry with a trained tiny model A, an untrained B, a
     model whose artifact is not a Keras file (its hash is right) and the patches A learned from."""
-    from defect_assets.serving.tiny import register_tiny_model, synthetic_patch_set
+    from defect_assets.pipeline.tiny import register_tiny_model, synthetic_patch_set
     from defect_assets.storage.formats import write_value
 
     root = Path(tempfile.mkdtemp(prefix="serving-template-"))
     store = LocalObjectStore(root / "artifacts")
     registry = ModelRegistry(store)
-    patches = synthetic_patch_set(size=32, seed=0)
+    patches = synthetic_patch_set(size=32, seed=0, store=store)
     a = register_tiny_model(registry, {"synthetic": patches}, epochs=3, seed=0)
     b = register_tiny_model(registry, {"synthetic": patches}, seed=1, train=False)
     base = {k: v for k, v in a.items() if k not in ("version", "family", "created", "files")}
@@ -113,8 +112,8 @@ class ServiceThread:
 
 
 def expected_proba(registry: ModelRegistry, version: str, images: list[bytes]) -> np.ndarray:
-    scorer = scorer_for(registry, version)
-    return scorer.predict_proba(np.stack([prepare_patch(im, scorer.input_size, scorer.channels) for im in images]))
+    scorer = load_registered(registry, version)
+    return scorer.predict_images(images)
 
 
 def raw_request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict]:
@@ -261,10 +260,10 @@ def test_concurrent_requests_share_model_calls(service):
     svc, registry, versions = service
     images = [png_bytes(smooth_image(32, 32, seed=s)) for s in range(48)]
     want = expected_proba(registry, versions["a"], images)
-    before = svc.app.state.batcher.model_calls
+    before = svc.app.state.service.batcher.model_calls
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda im: DefectClient(svc.url).predict([im])[0], images))
-    calls = svc.app.state.batcher.model_calls - before
+    calls = svc.app.state.service.batcher.model_calls - before
     got = np.array([r["probabilities"]["defect"] for r in results])
     np.testing.assert_allclose(got, want[:, 1], atol=1e-5)
     assert calls < len(images) / 2, f"{calls} model calls for {len(images)} concurrent requests: not batched"
@@ -297,7 +296,7 @@ def test_swapping_the_model_during_a_stream_loses_no_request(service):
         time.sleep(0.6)
         registry.promote(versions["b"], threshold=0.5)
         deadline = time.monotonic() + 20
-        while svc.app.state.holder.current.version != versions["b"] and time.monotonic() < deadline:
+        while svc.app.state.service.holder.current.version != versions["b"] and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.6)
         stop.set()

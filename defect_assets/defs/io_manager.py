@@ -1,5 +1,6 @@
 """The IO manager that puts asset values into the artifact store in open formats:
-DataFrames as Parquet, ArrayTables as Parquet + .npy, each as an atomic version under
+DataFrames as Parquet, ArrayTables as Parquet + .npy, typed documents (dataclasses with
+``to_dict``/``from_dict``, e.g. the champion) as JSON, each as an atomic version under
 ``<asset>/<partition>/``. A downstream asset that reads several partitions gets a dict
 {partition: value}."""
 
@@ -32,7 +33,8 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext):
         store = self.store.open()
         if not context.has_asset_partitions:
-            return read_value(store, asset_prefix(context.asset_key, None))
+            # a document comes back as the type the downstream parameter is annotated with
+            return read_value(store, asset_prefix(context.asset_key, None), context.dagster_type.typing_type)
         keys = context.asset_partition_keys
         if context.has_partition_key and keys == [context.partition_key]:
             return read_value(store, asset_prefix(context.asset_key, keys[0]))

@@ -1,8 +1,12 @@
-"""Jobs: per-batch data preparation, and training of the three model families on every batch."""
+"""Jobs: per-batch data preparation, training of every model family, evaluation, deployment,
+and retraining (training through deployment). Referenced as objects by the sensors, the
+schedule and the main job."""
 
 import dagster as dg
 
-ingest_job = dg.define_asset_job(
+from defect_assets.defs.models.families import MODEL_ASSETS
+
+prepare_batch_job = dg.define_asset_job(
     "prepare_batch_job",
     selection=dg.AssetSelection.groups("ingest", "patches") | dg.AssetSelection.assets("backbone_features"),
     description="Ingest one landing-zone batch: labels, patches, augmented set and backbone features.",
@@ -10,8 +14,8 @@ ingest_job = dg.define_asset_job(
 
 train_models_job = dg.define_asset_job(
     "train_models_job",
-    selection=dg.AssetSelection.assets("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model"),
-    description="Train the three model families on every built batch and register them.",
+    selection=dg.AssetSelection.assets(*MODEL_ASSETS),
+    description="Train every model family on every built batch and register them.",
 )
 
 evaluate_job = dg.define_asset_job(
@@ -20,8 +24,16 @@ evaluate_job = dg.define_asset_job(
     description="Evaluate every family on the test split, append the history, pick and check the champion.",
 )
 
+deploy_job = dg.define_asset_job(
+    "deploy_job",
+    selection=dg.AssetSelection.assets("deployed_endpoint"),
+    description="Promote the current champion (if its checks passed) and check the scoring service serves it.",
+)
+
 retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.groups("models", "evaluation", "deploy") - dg.AssetSelection.assets("backbone_features"),
-    description="Retrain the three families, evaluate them, pick the champion behind its checks (and deploy it).",
+    description="Retrain every family, evaluate them, pick the champion behind its checks, and deploy it.",
 )
+
+all_jobs = [prepare_batch_job, train_models_job, evaluate_job, deploy_job, retrain_job]

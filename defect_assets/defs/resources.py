@@ -1,26 +1,11 @@
-"""Storage resources: an abstract store resource with a local-folder and an Azure Blob
-implementation. Assets ask for ``StorageResource`` and never learn which; ``default_resources``
-picks one from environment variables only:
-
-| variable | meaning |
-|---|---|
-| ``DEFECT_ASSETS_STORAGE`` | ``local`` (default: folders under ``DEFECT_ASSETS_DATA_DIR`` or ./data) or ``azure`` |
-| ``DEFECT_ASSETS_AZURE_ACCOUNT_URL`` | ``https://<account>.blob.core.windows.net`` (no SAS in it) |
-| ``DEFECT_ASSETS_AZURE_LANDING_CONTAINER`` | landing-zone container (default ``landing``) |
-| ``DEFECT_ASSETS_AZURE_ARTIFACT_CONTAINER`` | artifact-store container (default ``artifacts``) |
-| ``DEFECT_ASSETS_AZURE_LANDING_PREFIX`` / ``..._ARTIFACT_PREFIX`` | optional key prefix inside each container |
-| ``DEFECT_ASSETS_AZURE_CREATE_CONTAINERS`` | ``1`` (default) creates missing containers, ``0`` does not |
-| ``AZURE_STORAGE_KEY`` | shared account key, or else |
-| ``AZURE_STORAGE_SAS_TOKEN`` | a SAS token, or else neither: DefaultAzureCredential (managed identity, az login, ...) |
-
-Secrets are read through ``dg.EnvVar`` at run time: the UI and the run config show the
-variable's name, never its value, and the resource's repr leaves the credential out.
+"""Storage resources: the stores that ``storage.env`` chooses from the environment, wrapped for
+Dagster. Assets ask for ``StorageResource`` and never learn which kind it is. The variables are
+documented in ``defect_assets.storage.env``; secrets reach Dagster only as ``dg.EnvVar``, so the
+UI and run config show a variable's name, never its value, and a resource's repr leaves the
+credential out.
 """
 
-
-import os
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dagster as dg
 import pydantic
@@ -32,31 +17,7 @@ from dagster_azure.blob import (
 )
 
 from defect_assets.storage import LocalObjectStore, ObjectStore
-
-DATA_DIR_ENV = "DEFECT_ASSETS_DATA_DIR"
-STORAGE_ENV = "DEFECT_ASSETS_STORAGE"
-AZURE_ACCOUNT_URL_ENV = "DEFECT_ASSETS_AZURE_ACCOUNT_URL"
-AZURE_LANDING_CONTAINER_ENV = "DEFECT_ASSETS_AZURE_LANDING_CONTAINER"
-AZURE_ARTIFACT_CONTAINER_ENV = "DEFECT_ASSETS_AZURE_ARTIFACT_CONTAINER"
-AZURE_LANDING_PREFIX_ENV = "DEFECT_ASSETS_AZURE_LANDING_PREFIX"
-AZURE_ARTIFACT_PREFIX_ENV = "DEFECT_ASSETS_AZURE_ARTIFACT_PREFIX"
-AZURE_CREATE_CONTAINERS_ENV = "DEFECT_ASSETS_AZURE_CREATE_CONTAINERS"
-AZURE_KEY_ENV = "AZURE_STORAGE_KEY"
-AZURE_SAS_TOKEN_ENV = "AZURE_STORAGE_SAS_TOKEN"
-
-
-def env_number(name: str, default: float, cast=float, minimum: float = 0, unit: str = "") -> float:
-    """A numeric setting from the environment, with a clear error naming the variable."""
-    raw = os.environ.get(name, str(default))
-    try:
-        return max(minimum, cast(raw))
-    except ValueError:
-        kind = "a whole number" if cast is int else "a number"
-        raise ValueError(f"{name}={raw!r} is not {kind}{' of ' + unit if unit else ''}") from None
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or Path.cwd() / "data").resolve()
+from defect_assets.storage.env import StoreConfig, store_config
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -125,52 +86,28 @@ class AzureBlobStorage(StorageResource, AzureBlobStorageResource):
         return self._store
 
 
-def azure_credential_from_env():
-    """The credential kind whose variable is set (only its presence is read here; the value is
-    read at run time through dg.EnvVar)."""
-    if os.environ.get(AZURE_KEY_ENV):
-        return AzureBlobStorageKeyCredential(key=dg.EnvVar(AZURE_KEY_ENV))
-    if os.environ.get(AZURE_SAS_TOKEN_ENV):
-        return AzureBlobStorageSASTokenCredential(token=dg.EnvVar(AZURE_SAS_TOKEN_ENV))
-    return AzureBlobStorageDefaultCredential()
-
-
-def azure_storage_from_env(container_env: str, default_container: str, prefix_env: str) -> AzureBlobStorage:
-    account_url = os.environ.get(AZURE_ACCOUNT_URL_ENV, "").strip()
-    if not account_url:
-        raise ValueError(f"{STORAGE_ENV}=azure needs {AZURE_ACCOUNT_URL_ENV} (https://<account>.blob.core.windows.net)")
-    if urlsplit(account_url).query:  # never echo the URL: the query may be a SAS token
-        raise ValueError(f"{AZURE_ACCOUNT_URL_ENV} must not carry a query string; "
-                         f"put a SAS token in {AZURE_SAS_TOKEN_ENV}")
-    return AzureBlobStorage(
-        account_url=account_url,
-        credential=azure_credential_from_env(),
-        container=os.environ.get(container_env) or default_container,
-        prefix=os.environ.get(prefix_env, ""),
-        create_container=os.environ.get(AZURE_CREATE_CONTAINERS_ENV, "1").strip().lower() not in ("0", "false", "no"),
-    )
+def storage_resource(config: StoreConfig) -> StorageResource:
+    """The resource for a store chosen by ``storage.env``; a secret travels as ``dg.EnvVar``."""
+    if config.kind == "local":
+        return LocalStorage(root=config.root)
+    credential = {
+        "key": lambda: AzureBlobStorageKeyCredential(key=dg.EnvVar(config.credential_env)),
+        "sas": lambda: AzureBlobStorageSASTokenCredential(token=dg.EnvVar(config.credential_env)),
+        "default": AzureBlobStorageDefaultCredential,
+    }[config.credential_kind]()
+    return AzureBlobStorage(account_url=config.account_url, credential=credential, container=config.container,
+                            prefix=config.prefix, create_container=config.create_container)
 
 
 def default_resources(data_dir: Path | None = None, storage: str | None = None) -> dict:
     """The embedded default: landing zone and artifact store as folders under data/; with
-    DEFECT_ASSETS_STORAGE=azure, two Blob containers (see the module docstring). An explicit
-    ``data_dir`` means local folders unless ``storage`` says otherwise."""
+    DEFECT_ASSETS_STORAGE=azure, two Blob containers. An explicit ``data_dir`` means local
+    folders unless ``storage`` says otherwise."""
+    from defect_assets.defs.deploy.resources import scoring_service_from_env
     from defect_assets.defs.io_manager import ArtifactIOManager
 
-    if storage is None:
-        storage = "local" if data_dir is not None else os.environ.get(STORAGE_ENV, "local")
-    storage = storage.strip().lower() or "local"
-    if storage == "azure":
-        landing = azure_storage_from_env(AZURE_LANDING_CONTAINER_ENV, "landing", AZURE_LANDING_PREFIX_ENV)
-        artifacts = azure_storage_from_env(AZURE_ARTIFACT_CONTAINER_ENV, "artifacts", AZURE_ARTIFACT_PREFIX_ENV)
-    elif storage == "local":
-        data_dir = data_dir or default_data_dir()
-        landing = LocalStorage(root=str(data_dir / "landing"))
-        artifacts = LocalStorage(root=str(data_dir / "artifacts"))
-    else:
-        raise ValueError(f"{STORAGE_ENV}={storage!r}: use 'local' or 'azure'")
-    from defect_assets.defs.deploy.resources import scoring_service_from_env
-
+    landing = storage_resource(store_config("landing", data_dir, storage))
+    artifacts = storage_resource(store_config("artifacts", data_dir, storage))
     return {
         "landing_zone": landing,
         "artifact_store": artifacts,

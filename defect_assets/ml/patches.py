@@ -71,8 +71,6 @@ def crop_centered(image: np.ndarray, cx: float, cy: float, side: int) -> np.ndar
     pad_l, pad_t = max(0, -x0), max(0, -y0)
     pad_r, pad_b = max(0, x0 + side - w), max(0, y0 + side - h)
     if pad_l or pad_t or pad_r or pad_b:
-        y_lo, y_hi = max(0, y0), min(h, y0 + side)
-        x_lo, x_hi = max(0, x0), min(w, x0 + side)
         # Reflect the whole image (cheap relative to decoding it) so mirrored pixels are right
         # even when the window hangs far over the edge.
         pads = ((pad_t, pad_b), (pad_l, pad_r)) + (((0, 0),) if image.ndim == 3 else ())

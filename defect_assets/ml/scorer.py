@@ -1,21 +1,45 @@
-"""One way to score patches with any registered model: the small inferencer that evaluation,
-the champion checks and the scoring service all import. ``load_scorer`` needs only the card
-and a way to read the version's files; Keras models load with safe_mode=True."""
+"""The one inference seam (in the spirit of anomalib's inferencer): ``load_registered`` loads a
+registered model (every file hash-checked by the registry, Keras archives with
+``safe_mode=True``) and returns a ``Scorer`` that takes full-size images or model-sized patches
+and applies the preprocessing training used (``ml.preprocess.prepare_patch``).
+
+Evaluation, the champion's checks, the deployment smoke test, the scoring service and the
+client-side examples all score through it, so what was evaluated is what is served. The
+service's compiled fast path (``compiled=True``: the forward pass traced once into a TensorFlow
+graph, same weights and operations) is an option of this loader, not a second one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 
+from defect_assets.ml.images import DEFAULT_MAX_PIXELS
+from defect_assets.ml.preprocess import prepare_patch, to_pixels
+
 KERAS_FILE = "model.keras"
 LINEAR_FILE = "linear.npz"
+CHUNK = 256  # patches per model call: bounded memory for any number of inputs
+
+
+class ModelSource(Protocol):
+    """What the loader needs of a model registry (``storage.registry.ModelRegistry``)."""
+
+    def card(self, version: str) -> dict: ...
+
+    def read_file(self, version: str, name: str) -> bytes: ...  # hash-checked against the card
 
 
 class Scorer:
-    def __init__(self, card: dict, predict: Callable[[np.ndarray], np.ndarray]):
+    """A loaded model plus its preprocessing: ``predict_images`` for photos as they come,
+    ``predict_proba`` for patches already at the model's input size."""
+
+    def __init__(self, card: dict, predict: Callable[[np.ndarray], np.ndarray], compiled: bool = False):
         self.card = card
         self._predict = predict
+        self.compiled = compiled
 
     @property
     def version(self) -> str:
@@ -33,6 +57,29 @@ class Scorer:
     def channels(self) -> int:
         return int(self.card["input"]["channels"])
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one patch as callers pass it: (size, size) for gray, (size, size, 3) for colour."""
+        return (self.input_size, self.input_size) + ((self.channels,) if self.channels != 1 else ())
+
+    def prepare(self, image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """One image (encoded bytes, a PIL image or a uint8 array of any size) -> the model's
+        input patch, exactly as image-level training patches were made. A patch already at
+        the input size passes through unchanged."""
+        return prepare_patch(image, self.input_size, self.channels, max_pixels)
+
+    def pixels(self, image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """One image decoded as the model sees colour (gray or RGB), at its own size: what
+        sliding-window inspection cuts its windows from."""
+        return to_pixels(image, self.channels, max_pixels)
+
+    def predict_images(self, images: Iterable, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Full-size images (bytes, PIL images or arrays, any mix) -> (N, K) class probabilities."""
+        patches = [self.prepare(im, max_pixels) for im in images]
+        if not patches:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self.predict_proba(np.stack(patches))
+
     def predict_proba(self, patches: np.ndarray) -> np.ndarray:
         """(N, size, size[, C]) uint8 patches -> (N, K) class probabilities."""
         patches = np.asarray(patches)
@@ -41,22 +88,54 @@ class Scorer:
         expected = (self.input_size, self.input_size, self.channels)
         if patches.ndim != 4 or patches.shape[1:] != expected:
             raise ValueError(f"model {self.version} expects patches of shape (N, {expected}), got {patches.shape}")
-        return self._predict(patches)
+        if len(patches) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return np.concatenate([self._predict(patches[lo:lo + CHUNK]) for lo in range(0, len(patches), CHUNK)])
+
+    def warm(self, batch_sizes: Sequence[int] = (1, 8)) -> None:
+        """Run the model once per batch size (a compiled path traces then), and refuse a model
+        whose output is misshaped or not finite."""
+        for n in batch_sizes:
+            p = self.predict_proba(np.full((n, *self.input_shape), 128, np.uint8))
+            if p.shape != (n, len(self.classes)) or not np.isfinite(p).all():
+                raise ValueError(f"model {self.version} gave {p.shape} non-finite or misshaped probabilities")
 
 
-def load_scorer(card: dict, read_file: Callable[[str], bytes]) -> Scorer:
+def _graph(model, size: int, channels: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` traced once for any batch size, uint8 in: one call releases the GIL once
+    instead of once per layer (eager Keras spends milliseconds of Python per call)."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
+                          input_signature=[tf.TensorSpec([None, size, size, channels], tf.uint8)])
+    return lambda x: np.asarray(forward(np.ascontiguousarray(x, dtype=np.uint8))).astype(np.float32)
+
+
+def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = False) -> Scorer:
+    """A scorer from a card and a reader of the version's (already verified) files."""
     kind = card.get("kind")
+    size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
     if kind == "keras":
         from defect_assets.ml.training import model_from_bytes, predict_proba
 
         model = model_from_bytes(read_file(KERAS_FILE))
+        if compiled:
+            return Scorer(card, _graph(model, size, channels), compiled=True)
         return Scorer(card, lambda x: predict_proba(model, x))
     if kind == "features+linear":
         from defect_assets.ml.backbone import extract_features, feature_extractor
         from defect_assets.ml.linear import LinearSoftmax
 
         linear = LinearSoftmax.from_bytes(read_file(LINEAR_FILE))
-        size, ch = int(card["input"]["size"]), int(card["input"]["channels"])
-        fx = feature_extractor((size, size, ch), tuple(card["features"]["blocks"]), card["features"]["weights"])
+        fx = feature_extractor((size, size, channels), tuple(card["features"]["blocks"]), card["features"]["weights"])
+        if compiled:
+            features = _graph(fx, size, channels)
+            return Scorer(card, lambda x: linear.predict_proba(features(x)), compiled=True)
         return Scorer(card, lambda x: linear.predict_proba(extract_features(fx, x)))
     raise ValueError(f"unknown model kind {kind!r} in card of {card.get('version')}")
+
+
+def load_registered(registry: ModelSource, version: str, compiled: bool = False) -> Scorer:
+    """The registered model ``version``, every file checked against the hash in its card."""
+    card = registry.card(version)
+    return load_scorer(card, lambda name: registry.read_file(version, name), compiled)

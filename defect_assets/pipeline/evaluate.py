@@ -14,7 +14,7 @@ import pandas as pd
 from defect_assets.ml import plots
 from defect_assets.ml.evaluation import binary_report, choose_threshold, multiclass_report
 from defect_assets.ml.report_html import render_report
-from defect_assets.ml.scorer import Scorer, load_scorer
+from defect_assets.ml.scorer import Scorer, load_registered
 from defect_assets.pipeline.training import data_version, split_data
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.formats import ArrayTable
@@ -36,16 +36,10 @@ class EvalSettings:
     cost_false_alarm: float = 1.0
 
 
-def scorer_for(registry: ModelRegistry, version: str) -> Scorer:
-    """Load a model exactly as the scoring service does: from the registry, hashes checked."""
-    card = registry.card(version)
-    return load_scorer(card, lambda name: registry.read_file(version, name))
-
-
 def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayTable], settings: EvalSettings,
              store: ObjectStore, scorer: Scorer | None = None) -> tuple[dict, dict[str, bytes]]:
     """Returns (report, {plot name: PNG}); writes report.json and report.html to the store."""
-    scorer = scorer or scorer_for(registry, version)
+    scorer = scorer or load_registered(registry, version)
     card = scorer.card
     classes, task = card["classes"], card["task"]
     val = split_data(patch_sets, "validation", task, classes)
@@ -63,7 +57,7 @@ def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayT
         report = multiclass_report(test.y, p_test, classes)
         score, hist_classes = 1 - p_test[:, 0], classes
     dv = data_version(patch_sets)
-    stamp = dt.datetime.now(dt.timezone.utc)
+    stamp = dt.datetime.now(dt.UTC)
     eid = "eval-" + stamp.strftime("%Y%m%dT%H%M%S%f")[:-3] + "-" + hashlib.sha256(
         f"{version}:{dv['id']}:{settings}".encode()).hexdigest()[:8]
     report.update({"evaluation_id": eid, "evaluated_at": stamp.isoformat(timespec="seconds"),

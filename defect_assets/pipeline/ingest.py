@@ -20,6 +20,12 @@ def image_key(sha256: str, fmt: str) -> str:
     return f"images/{sha256[:2]}/{sha256}.{_EXT.get(fmt, 'img')}"
 
 
+def stored_image_key(store: ObjectStore, sha256: str) -> str | None:
+    """Where the content-addressed copy of an image lives (any format), or None."""
+    found = [o.key for o in store.list(f"images/{sha256[:2]}/{sha256}.")]
+    return found[0] if found else None
+
+
 def _put_once(store: ObjectStore, key: str, data: bytes) -> None:
     if not store.exists(key):  # content-addressed: same key, same bytes
         store.write_bytes(key, data)

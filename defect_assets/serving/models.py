@@ -6,8 +6,8 @@ reference to the current ServedModel; a request takes that reference once when i
 it finishes on the model it started with even if a new one is swapped in meanwhile.
 
 ``ModelHolder.refresh`` polls the registry's production pointer; a new pointer is loaded
-(hash-checked by the registry, ``safe_mode=True`` by the scorer) and warmed beside the old
-model, then swapped in by one assignment. A load that fails for any reason (a corrupt copy,
+through the one inference seam (``ml.scorer.load_registered``: hash-checked, ``safe_mode=True``,
+its compiled fast path) and warmed beside the old model, then swapped in by one assignment. A load that fails for any reason (a corrupt copy,
 a Keras error, an unreadable store) keeps the old model serving and is logged and reported on
 /v1/model; the same pointer is not retried until it changes.
 """
@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from defect_assets.ml.labels import is_defect_label
-from defect_assets.ml.scorer import Scorer
-from defect_assets.pipeline.evaluate import scorer_for
+from defect_assets.ml.scorer import Scorer, load_registered
 from defect_assets.storage.registry import ModelRegistry
 
 log = logging.getLogger("defect_assets.serving")
@@ -35,7 +34,7 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -93,42 +92,6 @@ class ServedModel:
         return [(n, is_defect_label(n)) for n in names]
 
 
-def load_for_serving(registry: ModelRegistry, version: str) -> Scorer:
-    """The scorer the service uses. A Keras model is loaded exactly as ``load_scorer`` loads it
-    (hash-checked bytes, ``safe_mode=True``) and its forward pass, with the same uint8 -> float32
-    cast, is traced once into a TensorFlow graph with a free batch dimension. Same weights, same
-    operations, same numbers; but one call releases the GIL once instead of once per layer:
-    eager Keras spends milliseconds of Python per call, which starved the event loop under load.
-    Other kinds load through ``scorer_for`` unchanged."""
-    card = registry.card(version)
-    if card.get("kind") != "keras":
-        return scorer_for(registry, version)
-    import tensorflow as tf
-
-    from defect_assets.ml.scorer import KERAS_FILE
-    from defect_assets.ml.training import model_from_bytes
-
-    model = model_from_bytes(registry.read_file(version, KERAS_FILE))
-    size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
-    forward = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
-                          input_signature=[tf.TensorSpec([None, size, size, channels], tf.uint8)])
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x if x.ndim == 4 else x[..., None], dtype=np.uint8)
-        return np.asarray(forward(x)).astype(np.float32)
-
-    return Scorer(card, predict)
-
-
-def warm(scorer: Scorer, batch_sizes=(1, 8)) -> None:
-    """Run the model once per batch size so the first real request pays no start-up cost."""
-    shape = (scorer.input_size, scorer.input_size) + ((scorer.channels,) if scorer.channels != 1 else ())
-    for n in batch_sizes:
-        p = scorer.predict_proba(np.full((n, *shape), 128, np.uint8))
-        if p.shape != (n, len(scorer.classes)) or not np.isfinite(p).all():
-            raise ValueError(f"model {scorer.version} gave {p.shape} non-finite or misshaped probabilities on warm-up")
-
-
 class ModelHolder:
     """The current ServedModel (or None before the first successful load) and the reload logic."""
 
@@ -161,8 +124,8 @@ class ModelHolder:
                 if old is not None and old.version == version:
                     scorer = old.scorer  # same artifact, new threshold or metadata
                 else:
-                    scorer = load_for_serving(self.registry, version)
-                    warm(scorer, (1, self.warm_batch))
+                    scorer = load_registered(self.registry, version, compiled=True)
+                    scorer.warm((1, self.warm_batch))
             except Exception as e:  # noqa: BLE001 - any failure keeps the old model serving
                 self._failed(version, key, f"{type(e).__name__}: {e}")
                 return False

@@ -85,3 +85,7 @@ class Ready(BaseModel):
     status: str
     model_version: str
     last_reload_error: dict | None
+
+
+ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (401, 413, 415, 422, 503)}
+"""The error answers of the model routes, for the OpenAPI document."""

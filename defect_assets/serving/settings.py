@@ -12,9 +12,9 @@
 | ``DEFECT_ASSETS_MAX_WAIT_MS`` | 5 | micro-batching: a batch goes to the model when full or when its oldest request waited this long |
 | ``DEFECT_ASSETS_RELOAD_SECONDS`` | 5 | how often the production pointer is polled for a new model |
 
-The artifact store (where the model registry lives) is the one ``default_resources()`` picks:
-``DEFECT_ASSETS_STORAGE``, ``DEFECT_ASSETS_DATA_DIR`` and the Azure variables of
-``defect_assets.defs.resources``. The API key is never printed: it is left out of the repr.
+The artifact store (where the model registry lives) is the one ``defect_assets.storage.env``
+chooses: ``DEFECT_ASSETS_STORAGE``, ``DEFECT_ASSETS_DATA_DIR`` and the Azure variables. The
+API key is never printed: it is left out of the repr.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 
 from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.env import env_flag, env_number, open_store
 
 API_KEY_ENV = "DEFECT_ASSETS_API_KEY"
 API_KEY_HEADER = "X-API-Key"
@@ -83,24 +84,15 @@ class ServiceSettings:
     @classmethod
     def from_env(cls, store: ObjectStore | None = None, environ: dict | None = None) -> ServiceSettings:
         env = os.environ if environ is None else environ
-        if store is None:
-            from defect_assets.defs.resources import default_resources
-
-            store = default_resources()["artifact_store"].open()
         kinds = {f.name: f.type for f in fields(cls)}
         values = {}
         for name, var in _ENV.items():
-            raw = env.get(var, "").strip()
-            if not raw:
+            if not env.get(var, "").strip():
                 continue
             kind = kinds[name]
-            try:
-                if kind == "bool":
-                    values[name] = raw.lower() not in ("0", "false", "no", "off")
-                elif kind == "int":
-                    values[name] = int(raw.replace("_", ""))
-                else:
-                    values[name] = float(raw)
-            except ValueError:
-                raise ValueError(f"{var}={raw!r} is not a valid {kind}") from None
-        return cls(store=store, api_key=env.get(API_KEY_ENV) or None, **values)
+            if kind == "bool":
+                values[name] = env_flag(var, True, env)
+            else:
+                values[name] = env_number(var, 0, int if kind == "int" else float, float("-inf"), environ=env)
+        return cls(store=store if store is not None else open_store("artifacts"),
+                   api_key=env.get(API_KEY_ENV) or None, **values)

@@ -1,7 +1,8 @@
 """Checking a deployment from the outside: wait until the service reports the promoted model,
-then send it the model's golden patches as PNG files and compare what comes back with the
-probabilities the trained model gave them (recorded in its card). No Dagster here; the
-``deployed_endpoint`` asset calls these."""
+then send it the model's golden inputs (``pipeline.golden``: full-size source photos for
+image-level labels, the window around the mark for points and boxes) and compare what comes
+back with the probabilities the trained model gave them (recorded in its card). Standard
+library and the client only; the ``deployed_endpoint`` asset calls these."""
 
 from __future__ import annotations
 
@@ -10,32 +11,11 @@ import time
 
 import numpy as np
 
-from defect_assets.ml.images import encode_png
-from defect_assets.pipeline.patching import patches_of
 from defect_assets.serving.client import DefectClient, ServiceError
-from defect_assets.storage.formats import ArrayTable
 
 
 class DeploymentError(RuntimeError):
     """The service did not take the new model, or it answers differently from the trained one."""
-
-
-def golden_patches(card: dict, patch_sets: dict[str, ArrayTable]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(patch ids, patches, recorded probabilities) of the card's golden set found in the patch sets."""
-    golden = card.get("golden") or {}
-    ids = [str(i) for i in golden.get("patch_ids", [])]
-    wanted = set(ids)
-    found: dict[str, np.ndarray] = {}
-    for ps in patch_sets.values():
-        rows = [i for i, pid in enumerate(ps.table["patch_id"].astype(str)) if pid in wanted]
-        if rows:
-            px = np.asarray(patches_of(ps))[rows]
-            found.update(zip(ps.table["patch_id"].astype(str).iloc[rows], px))
-    keep = [i for i, pid in enumerate(ids) if pid in found]
-    if not keep:
-        return [], np.zeros((0,), np.uint8), np.zeros((0, len(card.get("classes", []))), np.float32)
-    proba = np.asarray(golden["proba"], np.float64)[keep]
-    return [ids[i] for i in keep], np.stack([found[ids[i]] for i in keep]), proba
 
 
 def wait_for_version(client: DefectClient, version: str, threshold: float | None, timeout: float,
@@ -63,14 +43,14 @@ def wait_for_version(client: DefectClient, version: str, threshold: float | None
         time.sleep(poll)
 
 
-def smoke_test(client: DefectClient, version: str, patches: np.ndarray, expected: np.ndarray,
+def smoke_test(client: DefectClient, version: str, uploads: list[bytes], expected: np.ndarray,
                tolerance: float = 1e-4, latency_requests: int = 5) -> dict:
-    """Score the golden patches over HTTP (one request with all of them, then a few single-image
+    """Score the golden inputs over HTTP (one request with all of them, then a few single-image
     requests for latency); every answer must name ``version`` and match ``expected``."""
-    if len(patches) == 0:
-        raise DeploymentError("no golden patches to smoke-test with (none of the card's golden ids are in "
-                              "labeled_patches)")
-    pngs = [encode_png(p) for p in patches]
+    if len(uploads) == 0:
+        raise DeploymentError("no golden inputs to smoke-test with (none of the card's golden patches was found "
+                              "with its source image)")
+    pngs = list(uploads)
     t0 = time.perf_counter()
     results = client.predict(pngs)
     batch_ms = (time.perf_counter() - t0) * 1000

@@ -112,7 +112,7 @@ def upload_files(store: ObjectStore, batch_id: str, files, class_folders: bool |
     if not entries:
         raise BatchError(f"batch {batch_id!r} would hold no files")
     manifest = Manifest(batch=batch_id, files=entries, class_folders=class_folders, source=source,
-                        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     store.write_bytes(manifest_key(batch_id), manifest.to_json())
     return manifest
 

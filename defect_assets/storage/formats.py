@@ -87,7 +87,7 @@ def write_versioned(store: ObjectStore, prefix: str, write_files, meta: dict) ->
 def dt_stamp() -> str:
     import datetime as dt
 
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
 
 
 def current_version(store: ObjectStore, prefix: str) -> dict | None:
@@ -117,7 +117,16 @@ def read_array_table(store: ObjectStore, prefix: str) -> ArrayTable:
 
 
 def write_value(store: ObjectStore, prefix: str, value) -> str:
-    """Store a DataFrame or an ArrayTable as one atomic version under prefix."""
+    """Store a DataFrame, an ArrayTable or a document (an object with ``to_dict()``, stored as
+    JSON) as one atomic version under prefix."""
+    if hasattr(value, "to_dict") and not isinstance(value, pd.DataFrame):
+        doc = value.to_dict()
+
+        def doc_files(vprefix: str) -> dict:
+            write_json(store, f"{vprefix}/document.json", doc)
+            return {"document": f"{vprefix}/document.json"}
+
+        return write_versioned(store, prefix, doc_files, {"kind": "document", "type": type(value).__name__})
     if isinstance(value, ArrayTable):
         return write_array_table(store, prefix, value)
     if isinstance(value, pd.DataFrame):
@@ -126,14 +135,18 @@ def write_value(store: ObjectStore, prefix: str, value) -> str:
             return {"table": f"{vprefix}/table.parquet"}
 
         return write_versioned(store, prefix, files, {"kind": "table", "rows": len(value)})
-    raise TypeError(f"cannot store a {type(value).__name__}: use a DataFrame or an ArrayTable")
+    raise TypeError(f"cannot store a {type(value).__name__}: use a DataFrame, an ArrayTable or a document")
 
 
-def read_value(store: ObjectStore, prefix: str):
-    """The current version stored under prefix (DataFrame or ArrayTable)."""
+def read_value(store: ObjectStore, prefix: str, as_type: type | None = None):
+    """The current version stored under prefix: a DataFrame, an ArrayTable, or a document (a
+    dict, or ``as_type.from_dict(doc)`` when a type with that constructor is given)."""
     meta = current_version(store, prefix)
     if meta is None:
         raise FileNotFoundError(f"nothing stored at {store.url}/{prefix}: materialize it first")
     if meta["kind"] == "array_table":
         return read_array_table(store, prefix)
+    if meta["kind"] == "document":
+        doc = read_json(store, meta["files"]["document"])
+        return as_type.from_dict(doc) if as_type is not None and hasattr(as_type, "from_dict") else doc
     return read_table(store, meta["files"]["table"])

@@ -73,10 +73,12 @@ class LocalObjectStore(ObjectStore):
         return ObjectInfo(key=normalize_key(key), size=st.st_size, etag=_etag(st))
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
-        if not self.root.exists():
+        # walk only below the prefix's folder part ("images/ab/abc" -> images/ab)
+        start = self.root / normalize_key(prefix.rsplit("/", 1)[0]) if "/" in prefix.strip("/") else self.root
+        if not start.is_dir():
             return []
         out = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 if name.startswith(_TMP_PREFIX):

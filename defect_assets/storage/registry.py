@@ -20,7 +20,7 @@ class RegistryError(KeyError):
 
 
 def _stamp() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")[:-3]
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
 
 
 class ModelRegistry:
@@ -38,7 +38,7 @@ class ModelRegistry:
             self.store.write_bytes(f"{prefix}/{name}", data)
             hashes[name] = hashlib.sha256(data).hexdigest()
         full = {**card, "version": version, "family": family,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "files": hashes}
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "files": hashes}
         self.store.write_bytes(f"{prefix}/card.json", json.dumps(full, indent=2, sort_keys=True, default=str).encode())
         return full
 
@@ -89,6 +89,6 @@ class ModelRegistry:
         for name in card["files"]:
             self.read_file(version, name)  # verifies the hash: never promote a broken copy
         doc = {"version": version, "family": card["family"],
-               "promoted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **extra}
+               "promoted": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **extra}
         self.store.write_bytes(self._production_key, json.dumps(doc, indent=2, sort_keys=True, default=str).encode())
         return doc

@@ -10,9 +10,9 @@ import time
 
 import dagster as dg
 
-from defect_assets.defs.resources import env_number
+from defect_assets.defs.jobs import retrain_job
+from defect_assets.storage.env import env_number
 
-RETRAIN_JOB = "retrain_job"
 MIN_INTERVAL_ENV = "DEFECT_ASSETS_RETRAIN_MIN_INTERVAL_MINUTES"
 UPSTREAM = ("augmented_training_set", "backbone_features", "image_labels")
 
@@ -31,22 +31,30 @@ def newest_upstream(instance: dg.DagsterInstance) -> int:
     return newest
 
 
-@dg.sensor(name="retrain_sensor", job_name=RETRAIN_JOB, minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Retrains, evaluates and picks the champion when new batches or labels were built "
-                       f"(at most once per ${MIN_INTERVAL_ENV} minutes, default 60).")
-def retrain_sensor(context: dg.SensorEvaluationContext):
-    state = json.loads(context.cursor) if context.cursor else {"upstream": None, "requested_at": 0.0}
-    newest = newest_upstream(context.instance)
-    if state["upstream"] is None:
-        # First tick: whatever exists was built by a run that trains on its own (e.g. the main job);
-        # remember it and react to what comes next.
-        context.update_cursor(json.dumps({"upstream": newest, "requested_at": 0.0}))
-        return dg.SkipReason(f"first tick: watching training inputs from event {newest}")
-    if newest <= state["upstream"]:
-        return dg.SkipReason("no new batch or label since the last retraining request")
-    wait = min_interval_minutes() * 60 - (time.time() - state["requested_at"])
-    if wait > 0:
-        return dg.SkipReason(f"new training data; retraining waits {wait / 60:.1f} more minute(s) (minimum interval)")
-    context.update_cursor(json.dumps({"upstream": newest, "requested_at": time.time()}))
-    return dg.RunRequest(run_key=f"retrain-{newest}", tags={"defect_assets/upstream_event": str(newest)})
+def build_retrain_sensor(job=retrain_job) -> dg.SensorDefinition:
+    """The sensor for ``job`` (the code location's retrain_job; a test may pass another one)."""
+
+    @dg.sensor(name="retrain_sensor", job=job, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Retrains, evaluates and picks the champion when new batches or labels were built "
+                           f"(at most once per ${MIN_INTERVAL_ENV} minutes, default 60).")
+    def retrain_sensor(context: dg.SensorEvaluationContext):
+        state = json.loads(context.cursor) if context.cursor else {"upstream": None, "requested_at": 0.0}
+        newest = newest_upstream(context.instance)
+        if state["upstream"] is None:
+            # First tick: whatever exists was built by a run that trains on its own (e.g. the main job);
+            # remember it and react to what comes next.
+            context.update_cursor(json.dumps({"upstream": newest, "requested_at": 0.0}))
+            return dg.SkipReason(f"first tick: watching training inputs from event {newest}")
+        if newest <= state["upstream"]:
+            return dg.SkipReason("no new batch or label since the last retraining request")
+        wait = min_interval_minutes() * 60 - (time.time() - state["requested_at"])
+        if wait > 0:
+            return dg.SkipReason(f"new training data; retraining waits {wait / 60:.1f} more minute(s) (minimum interval)")
+        context.update_cursor(json.dumps({"upstream": newest, "requested_at": time.time()}))
+        return dg.RunRequest(run_key=f"retrain-{newest}", tags={"defect_assets/upstream_event": str(newest)})
+
+    return retrain_sensor
+
+
+retrain_sensor = build_retrain_sensor()

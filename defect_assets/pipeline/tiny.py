@@ -15,10 +15,13 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from defect_assets.ml.images import encode_png, sha256_bytes
 from defect_assets.ml.labels import is_defect_label
 from defect_assets.ml.patches import PatchSpec, context_size, cut_image_patches
 from defect_assets.ml.synthetic import make_surface_scene
+from defect_assets.pipeline.ingest import image_key
 from defect_assets.pipeline.patching import PATCH_COLUMNS
+from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.registry import ModelRegistry
 
@@ -28,18 +31,24 @@ SPLITS = ("train", "train", "train", "train", "train", "validation", "test")
 
 
 def synthetic_patch_set(n_scenes: int = 28, size: int = 32, seed: int = 0, width: int = 192, height: int = 160,
-                        defects: tuple[int, int] = (1, 2), negatives_per_positive: float = 1.5) -> ArrayTable:
-    """Patches of generated scenes as a labeled_patches value (table + contexts), split by scene."""
+                        defects: tuple[int, int] = (1, 2), negatives_per_positive: float = 1.5,
+                        store: ObjectStore | None = None) -> ArrayTable:
+    """Patches of generated scenes as a labeled_patches value (table + contexts), split by scene.
+    With a store, each scene is also stored as ingestion stores images (content-addressed PNG),
+    so the golden-set lookup finds every patch's source photo."""
     spec = PatchSpec(size=size, negatives_per_positive=negatives_per_positive)
     rows, contexts = [], []
     for i, child in enumerate(np.random.SeedSequence(seed).spawn(n_scenes)):
         rng = np.random.default_rng(child)
         img, found = make_surface_scene(rng, width, height, defects=int(rng.integers(defects[0], defects[1] + 1)),
                                         min_separation=size + 8)
-        image_id = f"synthetic-{seed}-{i:04d}"
+        png = encode_png(img)
+        image_id = sha256_bytes(png)
+        if store is not None:
+            store.write_bytes(image_key(image_id, "PNG"), png)
         labels = [dict(kind="point", label=d.kind, x=d.x, y=d.y) for d in found]
         for k, cut in enumerate(cut_image_patches(img, labels, spec, rng)):
-            rows.append(dict(patch_id=f"{image_id}-{k:03d}", image_id=image_id, image=f"{image_id}.png",
+            rows.append(dict(patch_id=f"{image_id[:16]}-{k:03d}", image_id=image_id, image=f"scene-{seed}-{i:04d}.png",
                              kind=cut.kind, label=cut.label, is_defect=is_defect_label(cut.label),
                              x=cut.x, y=cut.y, split=SPLITS[i % len(SPLITS)]))
             contexts.append(cut.context)

@@ -1,0 +1,100 @@
+"""The one list of model families. Model assets, evaluation assets, the evaluation history, the
+champion, the jobs and the main job's tables are all built from ``MODEL_FAMILIES``: adding a
+family is one entry here (its settings class and what it trains on) plus its training function
+in ``pipeline/families.py``."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+
+from defect_assets.pipeline import families as train
+
+
+class ElasticNetConfig(dg.Config):
+    task: str = "binary"
+    """'binary' (defect or not) or 'multiclass' (every label, e.g. ELPV's 4 levels)."""
+    C: float = 0.05
+    l1_ratio: float = 0.5
+    class_weight_balanced: bool = True
+    search_C: list[float] = [0.02, 0.05, 0.2]
+    """Candidates tried (every trial is recorded); empty: just C."""
+    search_l1_ratio: list[float] = []
+    seed: int = 0
+    shuffle_labels: bool = False
+    """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
+
+
+class KerasTrainConfig(dg.Config):
+    task: str = "binary"
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 30
+    images_per_epoch: int = 8192
+    """Augmented images drawn per epoch (the 48x set is large; 0 = all of it)."""
+    train_angle_step: int = 90
+    """Use the augmented views whose angle is a multiple of this: 90 keeps quarter turns and
+    mirrors (8 views; ELPV cells are axis-aligned), 15 keeps all 48 (orientation-free defects
+    such as dents)."""
+    patience: int = 8
+    dropout: float = 0.3
+    class_weight_balanced: bool = True
+    seed: int = 0
+    search_learning_rate: list[float] = []
+    search_dropout: list[float] = []
+    search_batch_size: list[int] = []
+    shuffle_labels: bool = False
+    """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
+
+
+class ScratchCNNConfig(KerasTrainConfig):
+    architecture: str = "small_vgg"
+    """'small_vgg' (default: 4 stages of two 3x3 conv + BatchNorm) or 'lenet' (as in DIGITS)."""
+    filters: list[int] = [16, 32, 64, 128]
+
+
+class VGG16Config(KerasTrainConfig):
+    cut_block: int = 3
+    """Keep VGG16 blocks 1..cut_block (activations "somewhere earlier in the network")."""
+    weights: str = "offline"
+    learning_rate: float = 1e-3
+    """Head phase."""
+    epochs: int = 4
+    fine_tune_learning_rate: float = 1e-4
+    fine_tune_epochs: int = 4
+    images_per_epoch: int = 4096
+    patience: int = 4
+
+
+KERAS_INPUTS = ("augmented_training_set", "labeled_patches")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    config: type[dg.Config]
+    train: Callable[..., train.TrainedModel]
+    inputs: tuple[str, ...]
+    """Upstream assets it trains on (every built batch of each)."""
+    kinds: frozenset[str]
+
+    @property
+    def asset(self) -> str:
+        return f"{self.name}_model"
+
+    @property
+    def evaluation(self) -> str:
+        return f"{self.name}_evaluation"
+
+
+MODEL_FAMILIES: tuple[ModelFamily, ...] = (
+    ModelFamily("scratch_cnn", ScratchCNNConfig, train.train_scratch_cnn, KERAS_INPUTS,
+                frozenset({"tensorflow", "keras"})),
+    ModelFamily("fine_tuned_vgg16", VGG16Config, train.train_fine_tuned_vgg16, KERAS_INPUTS,
+                frozenset({"tensorflow", "keras"})),
+    ModelFamily("elastic_net", ElasticNetConfig, train.train_elastic_net, ("backbone_features",),
+                frozenset({"scikitlearn"})),
+)
+FAMILY_NAMES = tuple(f.name for f in MODEL_FAMILIES)
+MODEL_ASSETS = tuple(f.asset for f in MODEL_FAMILIES)
+EVALUATION_ASSETS = tuple(f.evaluation for f in MODEL_FAMILIES)

@@ -1,0 +1,186 @@
+"""The champion and the gates in front of production, without Dagster.
+
+``pick_champion`` chooses the best evaluated candidate by a validation metric (never a test
+metric) and returns a typed ``Champion``. Each gate is a function returning a ``GateResult``;
+the Dagster layer runs each as its own blocking asset check. ``PromotionDecision`` is what
+deployment reads: the champion plus the outcome of every gate, approved only when all passed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from defect_assets.ml.metrics import summary_metrics
+from defect_assets.ml.scorer import load_registered
+from defect_assets.ml.splits import find_leaks
+from defect_assets.pipeline.golden import golden_set
+from defect_assets.pipeline.training import split_data
+from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.formats import ArrayTable
+from defect_assets.storage.registry import ModelRegistry
+
+NO_LEAK = "no_image_in_two_splits"
+NOT_WORSE = "not_worse_than_production"
+RECALL = "defect_recall_above_floor"
+EXPORT_PARITY = "stored_model_matches_trained_model"
+GATES = (NO_LEAK, NOT_WORSE, RECALL, EXPORT_PARITY)
+GATE_DESCRIPTIONS = {
+    NO_LEAK: "No source image has patches in two splits",
+    NOT_WORSE: "At least as good as the production model on the same test split",
+    RECALL: "Defect recall on the test split at or above the floor",
+    EXPORT_PARITY: "The stored artifact, loaded as the service loads it and fed the full-size source images, "
+                   "predicts what the trained model did",
+}
+TEST_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+PARITY_TOLERANCE = 1e-4
+
+
+def _number(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The candidate for production and the settings its gates apply."""
+
+    model_version: str
+    family: str
+    metric: str
+    validation_value: float
+    threshold: float | None
+    """Binary: the defect threshold chosen on validation; None: arg-max."""
+    evaluation_id: str
+    report_html: str
+    test_metrics: dict[str, float | None]
+    min_defect_recall: float
+    tolerance: float
+    candidates: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> Champion:
+        return cls(**doc)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    description: str | None = None
+    """Why it failed (None when it passed)."""
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Whether the champion may go to production: every gate ran on this champion and passed."""
+
+    champion: Champion
+    gates: dict[str, bool | None]
+    """Gate name -> passed, or None when it has not run on this champion."""
+
+    @property
+    def approved(self) -> bool:
+        return all(self.gates.get(g) is True for g in GATES)
+
+    @property
+    def failed(self) -> list[str]:
+        return [g for g in GATES if self.gates.get(g) is False]
+
+    @property
+    def missing(self) -> list[str]:
+        return [g for g in GATES if self.gates.get(g) is None]
+
+    def reason(self) -> str:
+        parts = []
+        if self.failed:
+            parts.append(f"champion checks failed ({', '.join(self.failed)})")
+        if self.missing:
+            parts.append(f"champion checks have not run on it ({', '.join(self.missing)})")
+        return "; ".join(parts) or "approved"
+
+
+def pick_champion(evaluations: pd.DataFrame, registry: ModelRegistry, metric: str = "roc_auc",
+                  min_defect_recall: float = 0.6, tolerance: float = 0.0) -> Champion:
+    """The evaluated candidate with the best validation ``metric`` (ties: the first listed)."""
+    if not len(evaluations):
+        raise ValueError("no evaluated candidate to choose a champion from")
+    table = evaluations.reset_index(drop=True).copy()
+    cards = {v: registry.card(v) for v in table["model_version"]}
+    table["val_metric"] = [cards[v]["validation"].get(metric, np.nan) for v in table["model_version"]]
+    best = table.sort_values("val_metric", ascending=False, kind="stable").iloc[0]
+    cols = ["model_family", "model_version", "val_metric", "accuracy", "recall", "f1", "roc_auc"]
+    candidates = [{k: (v if isinstance(v, str) else _number(v)) for k, v in row.items()}
+                  for row in table[cols].to_dict("records")]
+    return Champion(
+        model_version=str(best["model_version"]), family=str(best["model_family"]), metric=metric,
+        validation_value=float(best["val_metric"]), threshold=_number(best.get("threshold")),
+        evaluation_id=str(best.get("evaluation_id", "")), report_html=str(best.get("report_html", "")),
+        test_metrics={k: _number(best[k]) for k in TEST_METRICS if k in best.index},
+        min_defect_recall=float(min_defect_recall), tolerance=float(tolerance), candidates=candidates)
+
+
+def leak_gate(patch_tables: list[pd.DataFrame]) -> GateResult:
+    """No source image has patches in two splits, across every batch the models saw."""
+    leaks = find_leaks(patch_tables)
+    return GateResult(NO_LEAK, leaks.empty, None if leaks.empty else f"{len(leaks)} image(s) in two splits",
+                      {"leaked_images": len(leaks), "batches": len(patch_tables)})
+
+
+def recall_gate(champion: Champion) -> GateResult:
+    recall = champion.test_metrics.get("recall")
+    ok = recall is not None and recall >= champion.min_defect_recall
+    shown = "undefined" if recall is None else f"{recall:.3f}"
+    return GateResult(RECALL, ok, None if ok else f"defect recall {shown} < floor {champion.min_defect_recall}",
+                      {"recall": recall if recall is not None else float("nan"), "floor": champion.min_defect_recall})
+
+
+def not_worse_gate(champion: Champion, registry: ModelRegistry, patch_sets: dict[str, ArrayTable]) -> GateResult:
+    """Test ROC AUC of the candidate vs the production model, on the same test patches."""
+    candidate = load_registered(registry, champion.model_version)
+    card = candidate.card
+    test = split_data(patch_sets, "test", card["task"], card["classes"])
+    cand_auc = summary_metrics(test.y, candidate.predict_proba(test.x))["roc_auc"]
+    prod = registry.production()
+    if prod is None:
+        return GateResult(NOT_WORSE, True, None, {"candidate_roc_auc": cand_auc, "production": "none yet"})
+    prod_scorer = load_registered(registry, prod["version"])
+    prod_auc = summary_metrics(test.y, prod_scorer.predict_proba(test.x))["roc_auc"] \
+        if prod_scorer.classes == candidate.classes else float("-inf")
+    ok = bool(cand_auc >= prod_auc - champion.tolerance)
+    return GateResult(NOT_WORSE, ok,
+                      None if ok else f"test ROC AUC {cand_auc:.4f} < production {prod['version']} {prod_auc:.4f}",
+                      {"candidate_roc_auc": cand_auc, "production_roc_auc": prod_auc,
+                       "production_version": prod["version"], "test_patches": len(test.y)})
+
+
+def parity_gate(champion: Champion, registry: ModelRegistry, patch_sets: dict[str, ArrayTable],
+                store: ObjectStore, tolerance: float = PARITY_TOLERANCE) -> GateResult:
+    """The stored artifact, loaded through the seam as the service loads it (hash check,
+    safe_mode, compiled), fed the golden patches' full-size source images, gives the
+    probabilities the in-memory model gave at training."""
+    try:
+        scorer = load_registered(registry, champion.model_version, compiled=True)
+    except Exception as e:  # noqa: BLE001 - a model that cannot load fails the gate with the reason
+        return GateResult(EXPORT_PARITY, False, f"the stored model does not load: {type(e).__name__}: {e}"[:500],
+                          {"golden_patches": 0})
+    golden = golden_set(scorer.card, patch_sets, store)
+    if not len(golden):
+        return GateResult(EXPORT_PARITY, False, "no golden patch with its source image found to compare",
+                          {"golden_patches": 0})
+    diff = float(np.abs(golden.score(scorer) - golden.expected).max())
+    ok = diff <= tolerance
+    whole = sum(k == "image" for k in golden.kinds)
+    return GateResult(EXPORT_PARITY, ok,
+                      None if ok else f"stored model differs from the trained one by {diff:.3g} (tolerance {tolerance:g})",
+                      {"golden_patches": len(golden), "from_whole_images": whole, "max_abs_difference": diff})

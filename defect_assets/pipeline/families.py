@@ -1,0 +1,170 @@
+"""The training function of each model family, without Dagster. Each one takes its settings
+(any object with the family's attributes and a ``model_dump()``: the Dagster config class),
+the upstream values it trains on (asset name -> {batch: value}), a registry and a logger; it
+trains (with the small hyperparameter search), registers the best model with its card, and
+returns a ``TrainedModel``. ``defs/models/families.py`` lists the families; adding one is an
+entry there plus a function here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from defect_assets.pipeline import training as T
+from defect_assets.pipeline.search import grid, run_trials
+from defect_assets.storage.formats import ArrayTable
+from defect_assets.storage.registry import ModelRegistry
+
+Inputs = dict[str, dict[str, ArrayTable]]
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainedModel:
+    card: dict
+    trials: pd.DataFrame
+    history: pd.DataFrame | None = None
+    """Per-epoch curves (Keras families)."""
+    notes: dict | None = None
+    """Family-specific figures for the UI (e.g. how many features the elastic net kept)."""
+
+
+def train_elastic_net(config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
+    """Elastic-net logistic regression (L1 + L2) on the pretrained features of every batch; C
+    (and l1_ratio) picked on the validation split. Stored as plain arrays (no pickle)."""
+    from defect_assets.ml.linear import fit_elastic_net
+    from defect_assets.ml.metrics import summary_metrics
+
+    feats = inputs["backbone_features"]
+    classes = T.task_classes(sorted({str(v) for f in feats.values() for v in f.table["label"]}), config.task)
+    parts = {s: [(f.arrays["features"][(f.table["split"] == s).to_numpy()], f.table[f.table["split"] == s])
+                 for _, f in sorted(feats.items())] for s in ("train", "validation")}
+    xs = {s: np.concatenate([np.asarray(a) for a, _ in parts[s]]) for s in parts}
+    ys = {s: T.task_targets(pd.concat([t for _, t in parts[s]]), config.task, classes) for s in parts}
+    if config.shuffle_labels:
+        log("elastic_net: training on PERMUTED labels (shuffle_labels=True, a sanity check)")
+        ys["train"] = np.random.default_rng(config.seed).permutation(ys["train"])
+    T.check_trainable(T.SplitData(xs["train"], ys["train"], None),
+                      T.SplitData(xs["validation"], ys["validation"], None), classes)
+    base = {"C": config.C, "l1_ratio": config.l1_ratio}
+    t0 = time.perf_counter()
+
+    def train(s):
+        m = fit_elastic_net(xs["train"], ys["train"], classes, C=s["C"], l1_ratio=s["l1_ratio"],
+                            class_weight="balanced" if config.class_weight_balanced else None, seed=config.seed)
+        return m, summary_metrics(ys["validation"], m.predict_proba(xs["validation"]))
+
+    model, best, trials = run_trials(grid(base, {"C": config.search_C, "l1_ratio": config.search_l1_ratio}), train,
+                                     log=log)
+    seconds = time.perf_counter() - t0
+    val_proba = model.predict_proba(xs["validation"])
+    metrics = summary_metrics(ys["validation"], val_proba)
+    val_table = pd.concat([t for _, t in parts["validation"]], ignore_index=True)
+    any_f = next(iter(feats.values()))
+    card = registry.register("elastic_net", {"linear.npz": model.to_bytes()}, {
+        "kind": "features+linear", "task": config.task, "classes": classes,
+        "config": {**config.model_dump(), **best}, "data_version": T.data_version(feats),
+        "features": {"blocks": any_f.attrs["blocks"], "weights": any_f.attrs["weights"]},
+        "input": {"size": any_f.attrs["size"], "channels": any_f.attrs["channels"]},
+        "validation": metrics, "training_seconds": seconds, "trials": trials.to_dict("records"),
+        "golden": T.golden_record(T.SplitData(xs["validation"], ys["validation"], val_table), val_proba),
+        "nonzero_features": model.nonzero_features})
+    log(f"elastic_net_model {card['version']}: validation AUC {metrics['roc_auc']:.3f}, "
+        f"{model.nonzero_features}/{xs['train'].shape[1]} features used")
+    return TrainedModel(card, trials, notes={"nonzero_features": model.nonzero_features})
+
+
+def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, log: Log,
+                  build_for: Callable, phases_for: Callable) -> TrainedModel:
+    """The shared part of the Keras families: data, label-shuffle sanity switch, search, register.
+    build_for(settings, train, k) -> model; phases_for(settings, train, val, k) -> [(name, fit)]."""
+    augmented, patches = inputs["augmented_training_set"], inputs["labeled_patches"]
+    classes = T.task_classes(T.all_labels(patches), config.task)
+    train = T.augmented_data(augmented, config.task, classes, config.train_angle_step)
+    val = T.split_data(patches, "validation", config.task, classes)
+    if config.shuffle_labels:
+        log(f"{family}: training on PERMUTED labels (shuffle_labels=True, a sanity check)")
+        train.y = np.random.default_rng(config.seed).permutation(train.y)
+    T.check_trainable(train, val, classes)
+    log(f"{family}: {len(train.y):,} augmented training images, {len(val.y)} validation patches, classes {classes}")
+    base = {"learning_rate": config.learning_rate, "dropout": config.dropout, "batch_size": config.batch_size}
+    settings = grid(base, {"learning_rate": config.search_learning_rate, "dropout": config.search_dropout,
+                           "batch_size": config.search_batch_size})
+
+    def one(s):
+        card, hist = T.train_keras_family(
+            family, lambda: build_for(s, train, len(classes)), phases_for(s, train, val, len(classes)),
+            train, val, classes, config.task, {**config.model_dump(), **s}, T.data_version(patches), registry, log)
+        return (card, hist), card["validation"]
+
+    (card, hist), _, trials = run_trials(settings, one, log=log)
+    return TrainedModel(card, trials, history=hist)
+
+
+def _fit_settings(config, s: dict, epochs: int, lr: float):
+    from defect_assets.ml.training import FitSettings
+
+    return FitSettings(epochs=epochs, batch_size=int(s["batch_size"]), learning_rate=lr,
+                       images_per_epoch=config.images_per_epoch or None, patience=config.patience,
+                       class_weight=config.class_weight_balanced, seed=config.seed)
+
+
+def _input_shape(train: T.SplitData) -> tuple[int, int, int]:
+    return train.x.shape[1:3] + ((train.x.shape[3],) if train.x.ndim == 4 else (1,))
+
+
+def train_scratch_cnn(config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
+    """A CNN trained from scratch on the augmented training set of every batch, validated on
+    the untouched validation split, with early stopping and learning-rate reduction."""
+    from defect_assets.ml.cnn import bn_momentum_for, make_scratch_cnn
+    from defect_assets.ml.training import fit, seed_everything
+
+    def build(s, train, k):
+        seed_everything(config.seed)
+        steps = config.epochs * (config.images_per_epoch or len(train.y)) // int(s["batch_size"])
+        return make_scratch_cnn(_input_shape(train), k, config.architecture, tuple(config.filters),
+                                float(s["dropout"]), bn_momentum_for(steps))
+
+    def phases(s, train, val, k):
+        fs = _fit_settings(config, s, config.epochs, float(s["learning_rate"]))
+        on_epoch = T.epoch_logger("scratch_cnn", config.epochs, log)
+        return [("train", lambda m: fit(m, train.x, train.y, val.x, val.y, fs, k, on_epoch))]
+
+    return _keras_family("scratch_cnn", config, inputs, registry, log, build, phases)
+
+
+def train_fine_tuned_vgg16(config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
+    """Pretrained VGG16 cut at a block, with a new head: first the head alone, then the top
+    kept block fine-tuned at a lower learning rate."""
+    from defect_assets.ml.cnn import make_vgg16_transfer, set_trainable_blocks
+    from defect_assets.ml.training import fit, seed_everything
+
+    def build(s, train, k):
+        seed_everything(config.seed)
+        return make_vgg16_transfer(_input_shape(train), k, config.cut_block, float(s["dropout"]), config.weights)
+
+    def phases(s, train, val, k):
+        head = _fit_settings(config, s, config.epochs, float(s["learning_rate"]))
+        tune = _fit_settings(config, s, config.fine_tune_epochs, config.fine_tune_learning_rate)
+        total = config.epochs + config.fine_tune_epochs
+        head_log = T.epoch_logger("fine_tuned_vgg16", total, log)
+        tune_log = T.epoch_logger("fine_tuned_vgg16", total, log, offset=config.epochs)
+
+        def head_phase(m):
+            set_trainable_blocks(m, None)
+            return fit(m, train.x, train.y, val.x, val.y, head, k, head_log)
+
+        def tune_phase(m):
+            n = set_trainable_blocks(m, config.cut_block)
+            log(f"fine_tuned_vgg16: fine-tuning block {config.cut_block} ({n} conv layers) "
+                f"at lr {config.fine_tune_learning_rate:g}")
+            return fit(m, train.x, train.y, val.x, val.y, tune, k, tune_log)
+
+        return [("head", head_phase), ("fine_tune", tune_phase)] if config.fine_tune_epochs > 0 \
+            else [("head", head_phase)]
+
+    return _keras_family("fine_tuned_vgg16", config, inputs, registry, log, build, phases)

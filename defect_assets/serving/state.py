@@ -1,0 +1,67 @@
+"""What every route of the service shares: its settings, the model holder (hot reload), the
+micro-batcher, and the API-key check. One ``ServiceState`` per app, reached by routes through
+the ``service`` dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from defect_assets.serving.batching import MicroBatcher
+from defect_assets.serving.errors import ApiError
+from defect_assets.serving.models import ModelHolder, ServedModel
+from defect_assets.serving.settings import API_KEY_HEADER, ServiceSettings
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    holder: ModelHolder
+    batcher: MicroBatcher
+    loader: ThreadPoolExecutor
+    """One thread that loads models, so a reload never blocks the event loop."""
+
+    def serving(self) -> ServedModel:
+        """The model to answer with, or 503 when none is loaded yet."""
+        model = self.holder.current
+        if model is None:
+            why = f" (last load failed: {self.holder.last_error['error']})" if self.holder.last_error else ""
+            raise ApiError(503, "not_ready", f"no model is loaded yet{why}; see /readyz")
+        return model
+
+    async def score(self, model: ServedModel, patches: np.ndarray) -> np.ndarray:
+        """Class probabilities from the micro-batcher, or 503 past the request timeout."""
+        timeout = self.settings.request_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.batcher.score(model, patches)
+        except TimeoutError:
+            raise ApiError(503, "timeout", f"scoring took over {timeout:.0f}s") from None
+
+
+async def service(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                          description="the service's API key (DEFECT_ASSETS_API_KEY)")
+
+
+def require_key(route: str):
+    """A dependency that answers 401 unless the request carries the key (when ``route`` is
+    protected by the settings)."""
+
+    async def check(key: str | None = Security(key_header), state: ServiceState = Depends(service)) -> None:
+        if not state.settings.protects(route):
+            return
+        # async: runs on the event loop, no thread hop per request. compare_digest on bytes: constant time, and no TypeError on non-ASCII input
+        if key is None or not hmac.compare_digest(key.encode(), (state.settings.api_key or "").encode()):
+            raise ApiError(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header")
+
+    return Depends(check)
