@@ -1,80 +1,99 @@
-"""The deployed_endpoint asset: it never runs behind a failed champion check; it promotes the
-champion with its threshold; with a service configured it waits for the service to report the
-new version and smoke-tests it over HTTP on the golden patches; a service that never takes the
-model fails the asset with the reason."""
+"""The deployed_endpoint asset behind the champion's blocking checks, on evaluations really
+computed by the evaluation assets (a tiny trained model as every family's candidate, its
+patches and source photos stored as the upstream assets leave them): a failed gate blocks
+deployment in the run and in any later run; a passing champion is promoted with its threshold
+and test metrics; with a service configured, deployment waits for it and smoke-tests it over
+HTTP; tampered weights fail the parity gate and deployment refuses."""
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import dagster as dg
-import pandas as pd
 import pytest
 
-from defect_assets.defs.deploy.assets import deployed_endpoint
 from defect_assets.defs.deploy.resources import ScoringService, scoring_service_from_env
-from defect_assets.defs.evaluation.assets import CHECK_RECALL, champion_model, evaluation_assets
-from defect_assets.defs.ingest.assets import image_labels, raw_images
-from defect_assets.defs.models.assets import (
-    backbone_features,
-    elastic_net_model,
-    fine_tuned_vgg16_model,
-    scratch_cnn_model,
-)
+from defect_assets.defs.models.families import MODEL_FAMILIES
 from defect_assets.defs.partitions import BATCHES
-from defect_assets.defs.patches.assets import augmented_training_set, labeled_patches
 from defect_assets.defs.resources import default_resources
-from defect_assets.pipeline.evaluate import HISTORY_COLUMNS
+from defect_assets.pipeline import champion as C
+from defect_assets.pipeline.training import card_summary
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage.formats import write_value
 from defect_assets_tests.test_serving import API_KEY, ServiceThread, model_registry
 
-# the real graph up to deployment; only the last two run, the rest is read from the store
-ASSETS = [raw_images, image_labels, labeled_patches, augmented_training_set, backbone_features, scratch_cnn_model,
-          fine_tuned_vgg16_model, elastic_net_model, *evaluation_assets, champion_model, deployed_endpoint]
-SELECTED = [champion_model, deployed_endpoint]
+EVALUATED = [f.evaluation for f in MODEL_FAMILIES] + ["evaluation_history"]
+GATED = ["champion_model", "deployed_endpoint"]
+
+
+def all_assets() -> list:
+    """Every asset and asset check of the code location (only the selection runs)."""
+    from defect_assets.definitions import defs
+    from defect_assets.defs.evaluation.checks import champion_checks
+
+    return [*defs.assets, *champion_checks]
 
 
 @pytest.fixture
 def evaluated(tmp_path):
-    """A registry with the tiny model as every family's evaluated candidate, its patches stored
-    as labeled_patches of batch 'synthetic' (as the real upstream assets would leave them)."""
+    """The tiny model registered as every family's latest model (the model assets' stored values)
+    and really evaluated on the synthetic batch's test split by the evaluation assets."""
     store, registry, versions = model_registry(tmp_path / "data")
-    for family in ("scratch_cnn", "fine_tuned_vgg16", "elastic_net"):
-        row = {c: None for c in HISTORY_COLUMNS} | {
-            "evaluation_id": f"eval-test-{family}", "evaluated_at": "2026-11-23T00:00:00+00:00",
-            "model_family": family, "model_version": versions["a"], "task": "binary", "threshold": 0.4,
-            "accuracy": 0.9, "balanced_accuracy": 0.9, "precision": 0.9, "recall": 0.8, "f1": 0.85,
-            "roc_auc": 0.95, "pr_auc": 0.9, "test_patches": 14}
-        write_value(store, f"{family}_evaluation/__all__", pd.DataFrame([row]))
+    summary = card_summary(registry.card(versions["a"]))
+    for family in MODEL_FAMILIES:
+        write_value(store, f"{family.asset}/__all__", summary)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(BATCHES, ["synthetic"])
-    return tmp_path / "data", store, registry, versions, instance
+    data_dir = tmp_path / "data"
+    result = run(data_dir, instance, EVALUATED, ScoringService())
+    assert result.success
+    return data_dir, store, registry, versions, instance
+
+
+def run(data_dir, instance, selection, service: ScoringService, ops: dict | None = None):
+    return dg.materialize(all_assets(), selection=selection, instance=instance, raise_on_error=False,
+                          resources={**default_resources(data_dir), "scoring_service": service},
+                          run_config={"ops": ops or {}})
 
 
 def deploy(evaluated, service: ScoringService, ops: dict | None = None):
     data_dir, _, _, _, instance = evaluated
-    return dg.materialize(ASSETS, selection=SELECTED, instance=instance, raise_on_error=False,
-                          resources={**default_resources(data_dir), "scoring_service": service},
-                          run_config={"ops": ops or {}})
+    return run(data_dir, instance, GATED, service, ops)
 
 
 def materialized(result) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 
 
+def failure_text(result, step: str) -> str:
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == step)
+    return str(failure.event_specific_data.error)
+
+
 @pytest.mark.slow
 def test_a_failed_champion_check_leaves_deployment_alone_and_a_passing_one_promotes(evaluated):
-    _, _, registry, versions, _ = evaluated
-    blocked = deploy(evaluated, ScoringService(), {"champion_model": {"config": {"min_defect_recall": 0.95}}})
+    data_dir, _, registry, versions, instance = evaluated
+    evaluation = run(data_dir, instance, ["scratch_cnn_evaluation"], ScoringService()).output_for_node(
+        "scratch_cnn_evaluation").iloc[0]
+    assert 0 < evaluation["test_patches"] and 0.5 < evaluation["roc_auc"] <= 1  # really computed, better than chance
+    blocked = deploy(evaluated, ScoringService(), {"champion_model": {"config": {"min_defect_recall": 1.01}}})
     checks = {c.check_name: c.passed for c in blocked.get_asset_check_evaluations()}
-    assert checks[CHECK_RECALL] is False
+    assert checks == {C.NO_LEAK: True, C.NOT_WORSE: True, C.RECALL: False, C.EXPORT_PARITY: True}
     assert "champion_model" in materialized(blocked) and "deployed_endpoint" not in materialized(blocked)
     assert registry.production() is None  # nothing was promoted
+    later = dg.materialize(all_assets(), selection=["deployed_endpoint"], instance=instance,
+                           resources=default_resources(data_dir), raise_on_error=False)
+    assert not later.success and f"champion checks failed ({C.RECALL})" in failure_text(later, "deployed_endpoint")
 
     promoted = deploy(evaluated, ScoringService())  # no service configured: promote only
     assert promoted.success and "deployed_endpoint" in materialized(promoted)
     pointer = registry.production()
-    assert pointer["version"] == versions["a"] and pointer["threshold"] == 0.4
-    assert pointer["test_metrics"]["recall"] == 0.8 and pointer["run_id"] == promoted.run_id
+    champion = promoted.output_for_node("champion_model")
+    assert pointer["version"] == versions["a"] == champion.model_version
+    assert pointer["threshold"] == pytest.approx(float(evaluation["threshold"]))  # chosen on validation
+    assert pointer["test_metrics"]["recall"] == pytest.approx(float(evaluation["recall"]))
+    assert pointer["run_id"] == promoted.run_id
     meta = promoted.asset_materializations_for_node("deployed_endpoint")[0].metadata
     assert meta["service_url"].value == "none configured: promoted only"
 
@@ -88,7 +107,7 @@ def test_deployment_waits_for_the_service_and_smoke_tests_it(evaluated):
         result = deploy(evaluated, ScoringService(url=svc.url, api_key=API_KEY))
         assert result.success
         served = svc.app.state.service.holder.current
-        assert served.version == versions["a"] and served.threshold == 0.4
+        assert served.version == versions["a"] and served.threshold == registry.production()["threshold"]
         calls = svc.app.state.service.batcher.stats()
     meta = {k: v.value for k, v in result.asset_materializations_for_node("deployed_endpoint")[0].metadata.items()}
     assert meta["service_url"] == svc.url and meta["model_version"] == versions["a"]
@@ -105,11 +124,61 @@ def test_a_service_that_never_takes_the_model_fails_the_asset_with_the_reason(ev
     result = deploy(evaluated, ScoringService(url="http://127.0.0.1:9", api_key=API_KEY),
                     {"deployed_endpoint": {"config": {"wait_seconds": 1.0}}})
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
-                   and e.step_key == "deployed_endpoint")
-    text = str(failure.event_specific_data.error)
+    text = failure_text(result, "deployed_endpoint")
     assert "did not report" in text and versions["a"] in text and API_KEY not in text
     assert registry.production()["version"] == versions["a"]  # promoted; the service will catch up
+
+
+def perturbed_keras_archive(data: bytes) -> bytes:
+    """The same .keras archive with every weight nudged by 2%: a valid model, a different one."""
+    import keras
+
+    from defect_assets.ml.training import model_from_bytes, model_to_bytes
+
+    model = model_from_bytes(data)
+    model.set_weights([w * 1.02 if w.dtype.kind == "f" else w for w in model.get_weights()])
+    keras.backend.clear_session(free_memory=False)
+    return model_to_bytes(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tamper", ["bytes", "weights"])
+def test_tampered_weights_fail_the_parity_check_and_deployment_refuses(evaluated, tamper):
+    """'bytes': the stored file no longer matches the hash in its card. 'weights': a valid model
+    with other weights whose card hash was rewritten to match (an export bug, or someone
+    fixing the hash by hand): only the golden probabilities can tell."""
+    import hashlib
+    import json
+
+    _, store, registry, versions, _ = evaluated
+    version = versions["a"]
+    key = f"models/{registry.family_of(version)}/{version}/model.keras"
+    original = store.read_bytes(key)
+    if tamper == "bytes":
+        with zipfile.ZipFile(io.BytesIO(original)) as z:
+            assert "model.weights.h5" in z.namelist()  # a real archive, its weights about to change
+        store.write_bytes(key, original[:-64] + bytes(b ^ 0xFF for b in original[-64:]))
+    else:
+        store.write_bytes(key, perturbed_keras_archive(original))
+        card_key = key.rsplit("/", 1)[0] + "/card.json"
+        card = json.loads(store.read_bytes(card_key))
+        card["files"]["model.keras"] = hashlib.sha256(store.read_bytes(key)).hexdigest()
+        store.write_bytes(card_key, json.dumps(card).encode())
+
+    result = deploy(evaluated, ScoringService())
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    parity = checks[C.EXPORT_PARITY]
+    assert parity.passed is False
+    if tamper == "bytes":
+        assert "does not match the hash" in parity.description
+    else:
+        assert parity.metadata["max_abs_difference"].value > 1e-3 and "differs from the trained one" in parity.description
+    assert "deployed_endpoint" not in materialized(result) and registry.production() is None
+
+    later = dg.materialize(all_assets(), selection=["deployed_endpoint"],
+                           instance=evaluated[4], resources=default_resources(evaluated[0]), raise_on_error=False)
+    assert not later.success and registry.production() is None
+    assert C.EXPORT_PARITY in failure_text(later, "deployed_endpoint")
 
 
 def test_scoring_service_from_env_reads_the_key_only_through_envvar(monkeypatch):

@@ -100,9 +100,9 @@ def trained(tmp_path_factory):
 
 
 def _all_assets():
-    from defect_assets.definitions import defs
+    from defect_assets_tests.test_deploy import all_assets
 
-    return list(defs.assets)
+    return all_assets()
 
 
 def _run(trained, selection, ops, extra=()):
@@ -113,7 +113,8 @@ def _run(trained, selection, ops, extra=()):
 
 @pytest.mark.slow
 def test_evaluation_chain_champion_and_a_bad_model_blocked(trained):
-    from defect_assets.defs.evaluation.assets import CHECK_NOT_WORSE
+    from defect_assets.defs.models.families import EVALUATION_ASSETS, MODEL_ASSETS
+    from defect_assets.pipeline.champion import NOT_WORSE as CHECK_NOT_WORSE
     from defect_assets.pipeline.evaluate import HISTORY_PARQUET
     from defect_assets.storage.registry import ModelRegistry
     from defect_assets_tests.test_model_assets import TINY
@@ -125,9 +126,8 @@ def test_evaluation_chain_champion_and_a_bad_model_blocked(trained):
     def after_champion() -> None:
         """A plain downstream asset: it must not run when a champion check fails."""
 
-    models = ["scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model"]
-    downstream = ["scratch_cnn_evaluation", "fine_tuned_vgg16_evaluation", "elastic_net_evaluation",
-                  "evaluation_history", "champion_model", "after_champion"]
+    models = list(MODEL_ASSETS)
+    downstream = [*EVALUATION_ASSETS, "evaluation_history", "champion_model", "after_champion"]
     ops = {k: TINY["ops"][k] for k in models}
     good = _run(trained, models + downstream, ops, extra=[after_champion])
     assert good.success
@@ -136,7 +136,7 @@ def test_evaluation_chain_champion_and_a_bad_model_blocked(trained):
     assert all(e.passed for e in good.get_asset_check_evaluations())
     registry = ModelRegistry(store)
     champion = good.output_for_node("champion_model")
-    version = str(champion["model_version"].iloc[0])
+    version = champion.model_version
     registry.promote(version)  # what deployment will do
     hist1 = pd.read_parquet(store.local_path(HISTORY_PARQUET))
     csv1 = store.read_bytes(HISTORY_CSV)

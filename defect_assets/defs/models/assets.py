@@ -81,4 +81,5 @@ def build_model_asset(family: ModelFamily) -> dg.AssetsDefinition:
     return _model
 
 
-model_assets = [build_model_asset(f) for f in MODEL_FAMILIES]
+models_by_family = {f.name: build_model_asset(f) for f in MODEL_FAMILIES}
+model_assets = list(models_by_family.values())

@@ -1,0 +1,84 @@
+"""retrain_sensor and nightly_retrain_schedule of the real code location, ticked by a real
+dagster-daemon: a burst of three new batches gives exactly one retraining run, and the schedule
+(set to every minute) starts retrain_job on its own. The instance queues runs without
+launching them (QueuedRunCoordinator, limit 0): what is tested is what the daemon decides,
+not another training run."""
+
+import json
+import os
+import subprocess
+import time
+
+import dagster as dg
+import pytest
+
+from defect_assets.defs.automation.sensors import UPSTREAM_EVENT_TAG, newest_upstream
+from defect_assets.defs.partitions import BATCHES
+from defect_assets_tests.azurite import REPO
+from defect_assets_tests.daemon import DAGSTER_BIN, Daemon, wait_for
+
+QUEUE_ONLY = """telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 0
+"""
+
+
+def built(instance: dg.DagsterInstance, batch: str) -> None:
+    """What a prepare_batch_job run leaves behind for the sensor: new training inputs of a batch."""
+    instance.report_runless_asset_event(dg.AssetMaterialization("augmented_training_set", partition=batch))
+
+
+def runs_of(instance: dg.DagsterInstance, tag: str, name: str) -> list:
+    return instance.get_runs(dg.RunsFilter(tags={tag: name}))
+
+
+@pytest.mark.slow
+def test_a_real_daemon_retrains_once_per_burst_and_runs_the_nightly_schedule(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(QUEUE_ONLY)
+    (tmp_path / "workspace.yaml").write_text(
+        "load_from:\n  - python_module:\n      module_name: defect_assets.definitions\n"
+        f"      working_directory: {REPO}\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data"),
+           "DEFECT_ASSETS_RETRAIN_SENSOR_INTERVAL_SECONDS": "2", "DEFECT_ASSETS_RETRAIN_MIN_INTERVAL_MINUTES": "60",
+           "DEFECT_ASSETS_NIGHTLY_CRON": "* * * * *", "DEFECT_ASSETS_STORAGE": "local"}
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.get()  # the daemon's instance, read and written from this process
+    instance.add_dynamic_partitions(BATCHES, ["b0", "b1", "b2", "b3"])
+    built(instance, "b0")  # trained on already (e.g. by the main job): the sensor starts from here
+
+    def cli(*args):
+        return subprocess.run([str(DAGSTER_BIN), *args, "-w", "workspace.yaml"], cwd=tmp_path, env=env,
+                              check=True, capture_output=True, text=True, timeout=120)
+
+    cli("sensor", "cursor", "retrain_sensor", "--set",
+        json.dumps({"upstream": newest_upstream(instance), "requested_at": 0.0}))
+    cli("sensor", "start", "retrain_sensor")  # setting a cursor by hand leaves a sensor stopped
+    cli("schedule", "start", "nightly_retrain_schedule")
+    daemon = Daemon(tmp_path, env)
+    try:
+        daemon.start()
+        for batch in ("b1", "b2", "b3"):  # a burst spread over several sensor ticks
+            built(instance, batch)
+            time.sleep(3)
+        wait_for("a retraining run from the sensor", lambda: runs_of(instance, "dagster/sensor_name", "retrain_sensor"),
+                 daemon, 90)
+        wait_for("a run from the nightly schedule",
+                 lambda: runs_of(instance, "dagster/schedule_name", "nightly_retrain_schedule"), daemon, 150)
+        time.sleep(6)  # three more sensor ticks: the burst must not ask again
+    finally:
+        daemon.stop_all()
+
+    from_sensor = runs_of(instance, "dagster/sensor_name", "retrain_sensor")
+    assert len(from_sensor) == 1, [r.tags for r in from_sensor]
+    run = from_sensor[0]
+    assert run.job_name == "retrain_job" and run.status == dg.DagsterRunStatus.QUEUED
+    assert int(run.tags[UPSTREAM_EVENT_TAG]) > 0
+    scheduled = runs_of(instance, "dagster/schedule_name", "nightly_retrain_schedule")
+    assert scheduled and {r.job_name for r in scheduled} == {"retrain_job"}
+    instance.dispose()
