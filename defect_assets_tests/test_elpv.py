@@ -1,18 +1,26 @@
 """The real ELPV data set, read from the installed package, and the CLI's main job on a slice of it."""
 
+import hashlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
-from defect_assets.datasets.elpv import elpv_labels, seed_elpv
+from defect_assets.datasets.elpv import elpv_labels, elpv_root, seed_elpv
+from defect_assets.defs.models.families import FAMILY_NAMES
 from defect_assets.ml.labels import is_defect_label
+from defect_assets.ml.scorer import load_registered
+from defect_assets.ml.splits import assign_split
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import list_batches, read_manifest
+from defect_assets.storage.registry import ModelRegistry
 
 
 def test_elpv_labels_are_the_published_counts():
@@ -43,6 +51,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def expected_slice(limit: int, batches: int) -> pd.DataFrame:
+    """The cells the main job seeds for --limit/--batches, each with its batch, binary class and
+    split, computed here from the package's files (content hash -> split), not by the pipeline."""
+    df = elpv_labels()
+    order = np.random.default_rng(0).permutation(len(df))[:limit]
+    rows = []
+    for b, idx in enumerate(np.array_split(order, batches), start=1):
+        for i in np.sort(idx):
+            path, p = df["path"].iloc[i], float(df["probability"].iloc[i])
+            sha = hashlib.sha256((elpv_root() / path).read_bytes()).hexdigest()
+            rows.append({"batch": f"elpv-{b:02d}", "class": "defect" if p >= 0.5 else "ok", "split": assign_split(sha)})
+    return pd.DataFrame(rows)
+
+
+def printed_table(out: str, header: str) -> list[list[str]]:
+    """The rows of the table printed after the line starting with ``header`` (up to a blank line)."""
+    lines = out.split(header, 1)[1].splitlines()[1:]
+    rows = []
+    for line in lines[1:]:
+        if not line.strip():
+            break
+        if len(line.split()) > 1:  # not the index-name line pandas prints under a crosstab's header
+            rows.append(line.split())
+    return rows
+
+
 def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data")}
     port = free_port()
@@ -58,17 +92,48 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
             except ProcessLookupError:
                 pass
     assert out.returncode == 0, out.stdout + out.stderr
-    assert re.search(rf"http://127.0.0.1:{port} serves \S+ \(smoke test", out.stdout), out.stdout
-    assert re.search(r"^cell\d{4}\.png\s+(defect|ok)", out.stdout, re.M), out.stdout
-    assert "Total images ingested: 40" in out.stdout
-    assert re.search(r"elpv-01\s+20\s+0\s+20\s+\d+", out.stdout), out.stdout
-    for family in ("scratch_cnn", "fine_tuned_vgg16", "elastic_net"):
-        assert re.search(rf"^\s*{family}\s+{family}-\S+\s+[01]\.\d{{3}}", out.stdout, re.M), out.stdout
-    assert "Augmented training images (train split x 48):" in out.stdout
-    assert (tmp_path / "home" / "dagster.yaml").exists()
-    assert "Test split (" in out.stdout and re.search(r"Champion: \S+ \((scratch_cnn|fine_tuned_vgg16|elastic_net)\)", out.stdout)
-    html = re.search(r"HTML report: (\S+\.html)", out.stdout).group(1)
+    text = out.stdout
+    cells = expected_slice(40, 2)
+
+    # counts: images per batch, and patches per class and split, as computed independently above
+    per_batch = {r[0]: [int(v) for v in r[1:]] for r in printed_table(text, "Images per batch:")}
+    # columns: images, rejected, patches, augmented (48 views of every train patch)
+    assert per_batch == {b: [len(g), 0, len(g), 48 * int((g["split"] == "train").sum())]
+                         for b, g in cells.groupby("batch")}
+    crosstab = pd.crosstab(cells["class"], cells["split"], margins=True, margins_name="total")
+    shown = {r[0]: [int(v) for v in r[1:]] for r in printed_table(text, "Patches per split and class")}
+    assert shown == {k: crosstab.loc[k].tolist() for k in crosstab.index}
+    assert f"Total images ingested: {len(cells)}" in text
+
+    # metrics: every family evaluated on exactly the test cells; printed = stored; each figure in its
+    # range and consistent with the stored confusion matrix
+    test = cells[cells["split"] == "test"]
+    history = pd.read_parquet(tmp_path / "data" / "artifacts" / "evaluation_history" / "evaluation_history.parquet")
+    assert sorted(history["model_family"]) == sorted(FAMILY_NAMES)
+    printed = {r[0]: [float(v) for v in r[1:]] for r in printed_table(text, "Test split (")}
+    for row in history.to_dict("records"):
+        n, tn, fp, fn, tp = (int(row[k]) for k in ("test_patches", "tn", "fp", "fn", "tp"))
+        assert n == len(test) == tn + fp + fn + tp and tp + fn == int((test["class"] == "defect").sum())
+        assert row["accuracy"] == pytest.approx((tp + tn) / n)
+        assert row["recall"] == pytest.approx(tp / (tp + fn) if tp + fn else 0.0)
+        assert 0.0 <= row["roc_auc"] <= 1.0 and 0.0 <= row["threshold"] <= 1.0
+        cols = ["threshold", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"]
+        np.testing.assert_allclose(printed[row["model_family"]], [row[c] for c in cols], atol=5e-4)
+
+    champion = re.search(r"Champion: (\S+) \((\S+)\); checks: all passed", text)
+    assert champion and champion.group(2) in FAMILY_NAMES, text
+    html = re.search(r"HTML report: (\S+\.html)", text).group(1)
     assert open(html).read().startswith("<!doctype html>")
+
+    # the deployed champion answers the example with what the seam computes in this process
+    assert f"http://127.0.0.1:{port} serves {champion.group(1)}" in text
+    example = re.search(r"Example: \S+ score (\S+) --url", text).group(1)
+    registry = ModelRegistry(LocalObjectStore(tmp_path / "data" / "artifacts"))
+    want = load_registered(registry, champion.group(1)).predict_images([Path(example).read_bytes()])[0, 1]
+    scored = next(r for r in printed_table(text, "Example:") if r[0] == Path(example).name)
+    assert scored[-2] == champion.group(1) and float(scored[-3]) == pytest.approx(float(want), abs=1e-4)
+    assert (tmp_path / "home" / "dagster.yaml").exists()
+
     again = subprocess.run([*cmd, "--no-serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("already materialized") == 2
     assert "Models are up to date" in again.stdout
