@@ -267,7 +267,8 @@ def run_bench(args, data_dir: str, version: str) -> None:
     s, n, h = results["service"], results["naive"], results["hello"]
     print(f"service / naive throughput:     {s['per_second'] / max(n['per_second'], 1e-9):6.1f}x  (target >= 10x)")
     print(f"service p99 latency:            {s['p99']:6.1f} ms (target <= 100 ms)")
-    print(f"service / hello-world requests: {100 * s['per_second'] / max(h['per_second'], 1e-9):6.1f}%  (target >= 30%)")
+    print(f"service / hello-world requests: {100 * s['per_second'] / max(h['per_second'], 1e-9):6.1f}%"
+          "  (target >= 30%)")
     print(f"micro-batching: {batching['model_calls']:,} model calls for {batching['images']:,} images "
           f"(mean batch {batching['mean_batch']}, largest {batching['largest_batch']})")
     for name, r in results.items():

@@ -37,7 +37,8 @@ def elpv_augmented(size: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
     for rel, p in zip(labels["path"], labels["probability"]):
         data = (root / rel).read_bytes()
         if assign_split(sha256_bytes(data)) == "train":
-            (cut,) = cut_image_patches(decode_image(data), [dict(kind="image", label=str(p))], PatchSpec(size=size), None)
+            (cut,) = cut_image_patches(decode_image(data), [dict(kind="image", label=str(p))],
+                                       PatchSpec(size=size), None)
             ctx.append(cut.context)
             ys.append(int(is_defect_label(str(p))))
         if len(ctx) >= limit:
@@ -143,7 +144,8 @@ def main() -> None:
     print(f"{'pipeline (defect_assets fit)':<36}{r1:>10.1f}{g1:>10.1f}{g1 / tf_peak:>9.0%}{pipe_total:>8.1f}")
     print(f"{'plain model.fit script':<36}{r2:>10.1f}{g2:>10.1f}{g2 / tf_peak:>9.0%}{plain_total:>8.1f}")
     print(f"matmul peak: TensorFlow {tf_peak:.0f} GFLOP/s, NumPy {np_peak:.0f} GFLOP/s (float32 4096^3)")
-    print(f"pipeline / peak: {g1 / tf_peak:.0%} (target >= 40%)   pipeline / plain script: {r1 / r2:.2f} (target >= 0.95)")
+    print(f"pipeline / peak: {g1 / tf_peak:.0%} (target >= 40%)   "
+          f"pipeline / plain script: {r1 / r2:.2f} (target >= 0.95)")
 
 
 def _fit_with_extra_callback(fit_fn, model, x, y, xv, yv, settings, callback):

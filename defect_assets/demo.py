@@ -25,7 +25,8 @@ def _instance():
     Path(home).mkdir(parents=True, exist_ok=True)
     cfg = Path(home) / "dagster.yaml"
     if not cfg.exists():  # SQLite storage in DAGSTER_HOME (the default), said explicitly; no telemetry
-        cfg.write_text("# project-local Dagster instance: SQLite run/event storage in this folder\ntelemetry:\n  enabled: false\n")
+        cfg.write_text("# project-local Dagster instance: SQLite run/event storage in this folder\n"
+                       "telemetry:\n  enabled: false\n")
     return dg.DagsterInstance.get()
 
 
@@ -255,7 +256,8 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
 
     data_dir = default_data_dir()
     t_start = time.perf_counter()
-    say(f"defect_assets main job: dataset={dataset}, data in {data_dir}, Dagster instance in {os.environ.get('DAGSTER_HOME')}")
+    say(f"defect_assets main job: dataset={dataset}, data in {data_dir}, "
+        f"Dagster instance in {os.environ.get('DAGSTER_HOME')}")
     from defect_assets.definitions import defs  # after the environment is settled
 
     res = defs.resources

@@ -173,7 +173,8 @@ def test_url_and_reprs_carry_no_secret(azurite, monkeypatch):
         for text in (repr(initialized.landing_zone), str(initialized.landing_zone), repr(initialized.io_manager),
                      initialized.landing_zone.open().url, repr(initialized.artifact_store.open())):
             assert ACCOUNT_KEY not in text and ACCOUNT_KEY[:20] not in text
-        assert initialized.landing_zone.open().url == f"{azurite.account_url}/{os.environ['DEFECT_ASSETS_AZURE_LANDING_CONTAINER']}"
+        assert initialized.landing_zone.open().url == (f"{azurite.account_url}/"
+                                                       f"{os.environ['DEFECT_ASSETS_AZURE_LANDING_CONTAINER']}")
 
     monkeypatch.setenv("DEFECT_ASSETS_AZURE_ACCOUNT_URL", f"{azurite.account_url}?{token}")
     with pytest.raises(ValueError, match="must not carry a query string") as err:
@@ -218,7 +219,8 @@ def test_whole_chain_on_azurite(blob_env, surface_folder, tmp_path):
     assert "b1/_manifest.json" in landing_names and "b1/points.csv" in landing_names
     stored = [b.name for b in artifacts.container.list_blobs()]
     assert sum(n.startswith("images/") for n in stored) == 6  # the 6 readable images, content-addressed
-    assert {n.split("/")[0] for n in stored} >= {"raw_images", "image_labels", "labeled_patches", "augmented_training_set"}
+    assert {n.split("/")[0] for n in stored} >= {"raw_images", "image_labels", "labeled_patches",
+                                                 "augmented_training_set"}
     assert not (tmp_path / "data").exists()
 
 

@@ -28,7 +28,8 @@ def test_upload_folder_then_refuse_then_overwrite(tmp_path, surface_folder):
     assert again.returncode == 2 and "already exists" in again.stderr
 
     (surface_folder / "extra.png").write_bytes((surface_folder / "synthetic_surface_0000.png").read_bytes())
-    over = cli("upload", str(surface_folder), "--batch", "line-7", "--landing", str(landing), "--overwrite", cwd=tmp_path)
+    over = cli("upload", str(surface_folder), "--batch", "line-7", "--landing", str(landing), "--overwrite",
+               cwd=tmp_path)
     assert over.returncode == 0
     assert list_batches(LocalObjectStore(landing))["line-7"] != etag
 

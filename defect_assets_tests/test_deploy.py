@@ -172,7 +172,8 @@ def test_tampered_weights_fail_the_parity_check_and_deployment_refuses(evaluated
     if tamper == "bytes":
         assert "does not match the hash" in parity.description
     else:
-        assert parity.metadata["max_abs_difference"].value > 1e-3 and "differs from the trained one" in parity.description
+        assert (parity.metadata["max_abs_difference"].value > 1e-3
+                and "differs from the trained one" in parity.description)
     assert "deployed_endpoint" not in materialized(result) and registry.production() is None
 
     later = dg.materialize(all_assets(), selection=["deployed_endpoint"],

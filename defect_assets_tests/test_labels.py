@@ -33,8 +33,10 @@ def records(df):
 def test_labels_csv_rows():
     df = parse_labels_csv("image,label,extra\na.png,ok,1\nsub/b.png,crack,2\n\n", "labels.csv")
     assert records(df) == [
-        dict(image="a.png", kind="image", label="ok", x=None, y=None, xmin=None, ymin=None, xmax=None, ymax=None, row=2),
-        dict(image="sub/b.png", kind="image", label="crack", x=None, y=None, xmin=None, ymin=None, xmax=None, ymax=None, row=3),
+        dict(image="a.png", kind="image", label="ok",
+             x=None, y=None, xmin=None, ymin=None, xmax=None, ymax=None, row=2),
+        dict(image="sub/b.png", kind="image", label="crack",
+             x=None, y=None, xmin=None, ymin=None, xmax=None, ymax=None, row=3),
     ]
 
 
@@ -111,6 +113,7 @@ def test_conflict_across_sources_and_validation_against_images():
 
 def test_binary_mapping_and_class_order():
     assert [is_defect_label(v) for v in ["0.0000", "0.3333", "0.6667", "1.0000"]] == [False, False, True, True]
-    assert [is_defect_label(v) for v in ["ok", "Good", "background", "crack", "dent"]] == [False, False, False, True, True]
+    assert ([is_defect_label(v) for v in ["ok", "Good", "background", "crack", "dent"]]
+            == [False, False, False, True, True])
     assert class_order(["1.0000", "0.3333", "0.0000", "0.6667"]) == ["0.0000", "0.3333", "0.6667", "1.0000"]
     assert class_order(["scratch", "dent", "background"]) == ["background", "dent", "scratch"]

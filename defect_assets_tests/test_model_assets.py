@@ -45,7 +45,8 @@ def prepared_batches(root, names: list[str], first_seed: int, n_images: int):
     instance.add_dynamic_partitions(BATCHES, names)
     cfg = {"ops": {k: v for k, v in TINY["ops"].items() if k in ("labeled_patches", "backbone_features")}}
     for b in names:
-        assert dg.materialize(BATCH_ASSETS, partition_key=b, instance=instance, resources=resources, run_config=cfg).success
+        assert dg.materialize(BATCH_ASSETS, partition_key=b, instance=instance, resources=resources,
+                              run_config=cfg).success
     return instance, resources, landing
 
 
@@ -54,7 +55,9 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     instance, resources, landing = prepared_batches(root, ["s1", "s2"], first_seed=10, n_images=16)
     result = dg.materialize(MODELS + BATCH_ASSETS, selection=MODELS, instance=instance, resources=resources,
-                            run_config={"ops": {k: TINY["ops"][k] for k in ("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model")}})
+                            run_config={"ops": {k: TINY["ops"][k] for k in ("scratch_cnn_model",
+                                                                            "fine_tuned_vgg16_model",
+                                                                            "elastic_net_model")}})
     return root, instance, resources, landing, result
 
 
@@ -129,7 +132,8 @@ def test_multiclass_task_keeps_every_label_and_evaluates_per_class(built):
     en_eval = next(a for a in evaluation_assets if a.key.to_user_string() == "elastic_net_evaluation")
     result = dg.materialize([elastic_net_model, en_eval, *BATCH_ASSETS], selection=[elastic_net_model, en_eval],
                             instance=instance, resources=resources,
-                            run_config={"ops": {"elastic_net_model": {"config": {"task": "multiclass", "search_C": []}}}})
+                            run_config={"ops": {"elastic_net_model": {"config": {"task": "multiclass",
+                                                                                 "search_C": []}}}})
     assert result.success
     card = ModelRegistry(LocalObjectStore(root / "data" / "artifacts")).latest("elastic_net")
     assert card["task"] == "multiclass" and card["classes"] == ["background", "dent", "scratch"]

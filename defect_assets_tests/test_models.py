@@ -40,7 +40,8 @@ def train_scratch(task, seed=0):
     xtr, ytr, xva, yva = task
     seed_everything(seed)
     model = make_scratch_cnn((32, 32, 1), 2, "small_vgg", filters=(8, 16), dropout=0.1)
-    res = fit(model, xtr, ytr, xva, yva, FitSettings(epochs=4, batch_size=32, learning_rate=3e-3, patience=4, seed=seed), 2)
+    res = fit(model, xtr, ytr, xva, yva,
+              FitSettings(epochs=4, batch_size=32, learning_rate=3e-3, patience=4, seed=seed), 2)
     return model, res, predict_proba(model, xva)
 
 

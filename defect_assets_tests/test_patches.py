@@ -93,7 +93,8 @@ def test_split_is_a_pure_function_of_the_image_and_has_the_right_proportions():
     first = [assign_split(s) for s in shas]
     assert first == [assign_split(s) for s in shas]
     frac = pd.Series(first).value_counts(normalize=True)
-    assert abs(frac["train"] - 0.70) < 0.03 and abs(frac["validation"] - 0.15) < 0.03 and abs(frac["test"] - 0.15) < 0.03
+    assert (abs(frac["train"] - 0.70) < 0.03 and abs(frac["validation"] - 0.15) < 0.03
+            and abs(frac["test"] - 0.15) < 0.03)
 
 
 def test_find_leaks():

@@ -21,7 +21,8 @@ ASSETS = [raw_images, image_labels, labeled_patches, augmented_training_set]
 def env(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     resources = default_resources(tmp_path / "data")
-    return instance, resources, LocalObjectStore(tmp_path / "data" / "landing"), LocalObjectStore(tmp_path / "data" / "artifacts")
+    return (instance, resources, LocalObjectStore(tmp_path / "data" / "landing"),
+            LocalObjectStore(tmp_path / "data" / "artifacts"))
 
 
 def run(env, batch, run_config=None):
@@ -91,7 +92,8 @@ def test_split_is_stable_when_a_batch_is_added(env, tmp_path):
     for i, (name, data) in enumerate(imgs.items()):
         (a if i < 20 else b).joinpath(name).write_bytes(data)
     (b / "img0.png").write_bytes(imgs["img0.png"])  # the same image arrives again in batch b
-    (a / "labels.csv").write_text("image,label\n" + "".join(f"img{i}.png,{'crack' if i % 3 else 'ok'}\n" for i in range(20)))
+    (a / "labels.csv").write_text("image,label\n"
+                                  + "".join(f"img{i}.png,{'crack' if i % 3 else 'ok'}\n" for i in range(20)))
     (b / "labels.csv").write_text("image,label\nimg0.png,ok\n" + "".join(f"img{i}.png,crack\n" for i in range(20, 30)))
     upload_folder(a, landing, "a")
     assert run(env, "a").success
@@ -134,7 +136,8 @@ def test_bad_label_row_fails_the_batch_with_file_row_and_reason(env, surface_fol
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "image_labels"
-    msg = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else failure.step_failure_data.error.message
+    msg = (failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause
+           else failure.step_failure_data.error.message)
     assert "points.csv:3: y 'not-a-number' is not a number" in msg
     assert materialized(result) == {"raw_images"}
 
@@ -166,7 +169,8 @@ def test_definitions_load():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.group_name and node.description and node.kinds, key
-    lineage = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
+    lineage = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+               for k in graph.get_all_asset_keys()}
     assert lineage["augmented_training_set"] == {"labeled_patches"}
     assert lineage["labeled_patches"] == {"raw_images", "image_labels"}
     assert lineage["elastic_net_model"] == {"backbone_features"}

@@ -64,7 +64,8 @@ def test_landing_sensor_does_not_rebuild_a_batch_built_at_the_same_manifest(tmp_
                           resources=resources, tags={ETAG_TAG: etag}).success
 
     def run_requests(cursor):
-        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"landing_zone": resources["landing_zone"]})
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                      resources={"landing_zone": resources["landing_zone"]})
         result = landing_zone_sensor(ctx)
         return result.run_requests or [], result.cursor
 

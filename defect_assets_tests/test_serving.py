@@ -249,7 +249,8 @@ def test_predictions_over_http_equal_the_in_process_scorer(service):
     ModelInfo.model_validate(info)
     card = registry.card(versions["a"])
     assert info["model_version"] == versions["a"] and info["threshold"] == 0.4
-    assert info["data_version"] == card["data_version"] and info["validation"]["roc_auc"] == card["validation"]["roc_auc"]
+    assert (info["data_version"] == card["data_version"]
+            and info["validation"]["roc_auc"] == card["validation"]["roc_auc"])
     assert raw_request(svc.port, "GET", "/healthz") == (200, {"status": "alive"})
     status, doc = raw_request(svc.port, "GET", "/openapi.json")
     assert status == 200 and {"/v1/predict", "/v1/inspect", "/v1/model", "/healthz", "/readyz"} <= set(doc["paths"])

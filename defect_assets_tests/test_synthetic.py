@@ -236,7 +236,8 @@ def test_rewrite_with_fewer_images_removes_stale_ones(tmp_path):
     write_synthetic_surfaces(tmp_path, seed=0, n_images=4, width=160, height=160, defects_per_image=(1, 1))
     (tmp_path / "notes.txt").write_text("keep me")
     write_synthetic_surfaces(tmp_path, seed=0, n_images=2, width=160, height=160, defects_per_image=(1, 1))
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["synthetic_surface_0000.png", "synthetic_surface_0001.png"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["synthetic_surface_0000.png",
+                                                              "synthetic_surface_0001.png"]
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 

@@ -36,7 +36,8 @@ def test_ui_shows_every_asset_with_lineage(tmp_path):
         nodes, deadline = None, time.time() + 120
         while time.time() < deadline:
             try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": QUERY}).encode(),
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql",
+                                             data=json.dumps({"query": QUERY}).encode(),
                                              headers={"Content-Type": "application/json"})
                 doc = json.load(urllib.request.urlopen(req, timeout=5))
                 nodes = doc.get("data", {}).get("assetNodes")
@@ -52,7 +53,8 @@ def test_ui_shows_every_asset_with_lineage(tmp_path):
                     for k in graph.get_all_asset_keys()}
         assert shown == expected
         assert shown["labeled_patches"] == {"raw_images", "image_labels"}
-        assert shown["champion_model"] >= {"scratch_cnn_evaluation", "fine_tuned_vgg16_evaluation", "elastic_net_evaluation"}
+        assert shown["champion_model"] >= {"scratch_cnn_evaluation", "fine_tuned_vgg16_evaluation",
+                                           "elastic_net_evaluation"}
     finally:
         proc.terminate()
         try:

@@ -43,7 +43,8 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         built = [pk for pk in keys if current_version(store, asset_prefix(context.asset_key, pk)) is not None]
         missing = sorted(set(keys) - set(built))
         if missing:
-            context.log.warning(f"{context.asset_key.to_user_string()}: not built yet for {missing}; using {len(built)} batch(es)")
+            context.log.warning(f"{context.asset_key.to_user_string()}: not built yet for {missing}; "
+                                f"using {len(built)} batch(es)")
         if not built:
             raise FileNotFoundError(f"{context.asset_key.to_user_string()} is not materialized for any batch yet")
         return {pk: read_value(store, asset_prefix(context.asset_key, pk)) for pk in built}

@@ -32,7 +32,8 @@ deploy_job = dg.define_asset_job(
 
 retrain_job = dg.define_asset_job(
     "retrain_job",
-    selection=dg.AssetSelection.groups("models", "evaluation", "deploy") - dg.AssetSelection.assets("backbone_features"),
+    selection=(dg.AssetSelection.groups("models", "evaluation", "deploy")
+               - dg.AssetSelection.assets("backbone_features")),
     description="Retrain every family, evaluate them, pick the champion behind its checks, and deploy it.",
 )
 

@@ -151,8 +151,8 @@ class RandomAffine:
     rotate: bool = True
 
 
-def random_affine_variants(contexts: np.ndarray, out_size: int, n_per_patch: int,
-                           rng: np.random.Generator, ranges: RandomAffine = RandomAffine()) -> tuple[np.ndarray, np.ndarray]:
+def random_affine_variants(contexts: np.ndarray, out_size: int, n_per_patch: int, rng: np.random.Generator,
+                           ranges: RandomAffine = RandomAffine()) -> tuple[np.ndarray, np.ndarray]:
     """n_per_patch random affine views of each context (edges clamped where a zoom-out reaches
     past the context). Returns (images (N*n, out, out[, C]), source index (N*n,))."""
     n, s = contexts.shape[0], contexts.shape[1]

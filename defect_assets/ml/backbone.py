@@ -47,7 +47,8 @@ def vgg16_conv_weights(weights: str = "offline") -> dict[str, list[np.ndarray]]:
             raise FileNotFoundError(f"ImageNet VGG16 weights are not cached ({KERAS_NOTOP}); use weights='offline'")
         vgg = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
         vgg.load_weights(str(path))
-        return {layer.name: layer.get_weights() for layer in vgg.layers if layer.name.endswith(tuple(f"conv{i}" for i in (1, 2, 3)))}
+        return {layer.name: layer.get_weights() for layer in vgg.layers
+                if layer.name.endswith(tuple(f"conv{i}" for i in (1, 2, 3)))}
     if weights != "offline":
         raise FileNotFoundError(f"VGG16 weights file not found: {weights}")
     try:
@@ -118,7 +119,8 @@ def feature_extractor(input_shape: tuple[int, int, int], blocks: tuple[int, ...]
             x = layer(x)
             layer.set_weights(pretrained[name])
         if b in blocks:
-            pooled += [layers.GlobalAveragePooling2D(name=f"block{b}_mean")(x), layers.GlobalMaxPooling2D(name=f"block{b}_max")(x)]
+            pooled += [layers.GlobalAveragePooling2D(name=f"block{b}_mean")(x),
+                       layers.GlobalMaxPooling2D(name=f"block{b}_max")(x)]
     out = layers.Concatenate(name="features")(pooled) if len(pooled) > 1 else pooled[0]
     return keras.Model(inputs, out, name="vgg16_features_" + "_".join(map(str, blocks)))
 

@@ -80,7 +80,8 @@ def _read_csv(text: str, source: str, required: list[str], problems: list[LabelP
     cols = [h.strip().lower() for h in header]
     missing = [c for c in required if c not in cols]
     if missing:
-        problems.append(LabelProblem(source, 1, f"header {header!r} lacks column(s) {missing}; expected {','.join(required)}"))
+        problems.append(LabelProblem(source, 1, f"header {header!r} lacks column(s) {missing}; "
+                                                f"expected {','.join(required)}"))
         return None, []
     rows = []
     for lineno, values in enumerate(reader, start=2):
@@ -104,7 +105,8 @@ def parse_labels_csv(text: str, source: str = "labels.csv", folder: str = "") ->
         elif not r["label"]:
             problems.append(LabelProblem(source, lineno, f"empty label for {r['image']!r}"))
         elif r["image"] in seen and seen[r["image"]] != r["label"]:
-            problems.append(LabelProblem(source, lineno, f"{r['image']!r} labeled {seen[r['image']]!r} earlier and {r['label']!r} here"))
+            problems.append(LabelProblem(source, lineno, f"{r['image']!r} labeled {seen[r['image']]!r} earlier "
+                                                         f"and {r['label']!r} here"))
         elif r["image"] not in seen:
             seen[r["image"]] = r["label"]
             out.append(_row(_join(folder, r["image"]), "image", r["label"], source, lineno))
@@ -202,10 +204,12 @@ def combine_labels(frames: list[pd.DataFrame]) -> pd.DataFrame:
             for _, r in grp.iloc[1:].iterrows():
                 if r["label"] != first["label"]:
                     problems.append(LabelProblem(str(r["source"]), int(r["row"]),
-                                                 f"{image!r} labeled {r['label']!r} here but {first['label']!r} in {first['source']}"))
+                                                 f"{image!r} labeled {r['label']!r} here but "
+                                                 f"{first['label']!r} in {first['source']}"))
     if problems:
         raise LabelFileError(problems)
-    return df.drop_duplicates(subset=["image", "kind", "label", "x", "y", "xmin", "ymin", "xmax", "ymax"]).reset_index(drop=True)
+    return (df.drop_duplicates(subset=["image", "kind", "label", "x", "y", "xmin", "ymin", "xmax", "ymax"])
+            .reset_index(drop=True))
 
 
 def validate_against_images(labels: pd.DataFrame, sizes: dict[str, tuple[int, int]],
@@ -225,10 +229,12 @@ def validate_against_images(labels: pd.DataFrame, sizes: dict[str, tuple[int, in
             continue
         w, h = sizes[r.image]
         if r.kind in ("point", "box") and not (r.x < w and r.y < h):
-            problems.append(LabelProblem(str(r.source), int(r.row), f"point ({r.x:g}, {r.y:g}) lies outside {r.image!r} ({w}x{h})"))
+            problems.append(LabelProblem(str(r.source), int(r.row),
+                                         f"point ({r.x:g}, {r.y:g}) lies outside {r.image!r} ({w}x{h})"))
             continue
         if r.kind == "box" and not (r.xmax <= w and r.ymax <= h):
-            problems.append(LabelProblem(str(r.source), int(r.row), f"box ends at ({r.xmax:g}, {r.ymax:g}) outside {r.image!r} ({w}x{h})"))
+            problems.append(LabelProblem(str(r.source), int(r.row),
+                                         f"box ends at ({r.xmax:g}, {r.ymax:g}) outside {r.image!r} ({w}x{h})"))
             continue
         keep.append(i)
     if problems:

@@ -29,6 +29,7 @@ def render_report(title: str, facts: dict, sections: list[tuple[str, pd.DataFram
         if table is not None:
             parts.append(_table(table))
         for png in images:
-            parts.append(f"<img alt='{html.escape(heading)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+            parts.append(f"<img alt='{html.escape(heading)}' "
+                         f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
     parts.append("</body></html>")
     return "\n".join(parts)

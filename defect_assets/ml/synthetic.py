@@ -294,7 +294,8 @@ def make_surface_scene(rng: np.random.Generator, width: int = 512, height: int =
 
 def _png_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=3)  # 4x faster than 6, ~13% larger
+    # compress_level=3: 4x faster than 6, ~13% larger
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
 
 

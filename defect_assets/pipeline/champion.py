@@ -182,5 +182,6 @@ def parity_gate(champion: Champion, registry: ModelRegistry, patch_sets: dict[st
     ok = diff <= tolerance
     whole = sum(k == "image" for k in golden.kinds)
     return GateResult(EXPORT_PARITY, ok,
-                      None if ok else f"stored model differs from the trained one by {diff:.3g} (tolerance {tolerance:g})",
+                      None if ok else f"stored model differs from the trained one by {diff:.3g} "
+                                      f"(tolerance {tolerance:g})",
                       {"golden_patches": len(golden), "from_whole_images": whole, "max_abs_difference": diff})

@@ -70,7 +70,8 @@ def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayT
         "roc": plots.roc_png(report, f"ROC, test split ({report['n']} patches)"),
         "confusion_matrix": plots.confusion_png(report["confusion_matrix"], classes, "confusion matrix, test"),
         "score_histogram": plots.score_histogram_png(test.y if task == "binary" else (test.y > 0).astype(int),
-                                                     score, hist_classes if task == "binary" else ["first class", "others"],
+                                                     score,
+                                                     hist_classes if task == "binary" else ["first class", "others"],
                                                      threshold, "scores by true class, test"),
     }
     if task == "binary":
@@ -137,14 +138,15 @@ def append_history(store: ObjectStore, rows: list[dict]) -> pd.DataFrame:
     import io
 
     old_csv = store.read_bytes(HISTORY_CSV) if store.exists(HISTORY_CSV) else b""
-    old = pd.read_csv(io.BytesIO(old_csv), dtype={"evaluation_id": str}) if old_csv else pd.DataFrame(columns=HISTORY_COLUMNS)
+    old = pd.read_csv(io.BytesIO(old_csv), dtype={"evaluation_id": str}) if old_csv \
+        else pd.DataFrame(columns=HISTORY_COLUMNS)
     known = set(old["evaluation_id"]) if len(old) else set()
     new = pd.DataFrame([r for r in rows if r["evaluation_id"] not in known], columns=HISTORY_COLUMNS)
     if len(new):
         lines = new.to_csv(index=False, header=not old_csv, lineterminator="\n").encode()
         store.write_bytes(HISTORY_CSV, old_csv + lines)
-    full = pd.read_csv(io.BytesIO(store.read_bytes(HISTORY_CSV)), dtype={"evaluation_id": str}) if (old_csv or len(new)) \
-        else pd.DataFrame(columns=HISTORY_COLUMNS)
+    full = pd.read_csv(io.BytesIO(store.read_bytes(HISTORY_CSV)), dtype={"evaluation_id": str}) \
+        if (old_csv or len(new)) else pd.DataFrame(columns=HISTORY_COLUMNS)
     with store.open_write(HISTORY_PARQUET) as f:
         full.to_parquet(f, index=False)
     return new

@@ -55,7 +55,8 @@ def synthetic_patch_set(n_scenes: int = 28, size: int = 32, seed: int = 0, width
     table = pd.DataFrame(rows, columns=PATCH_COLUMNS)
     table["is_defect"] = table["is_defect"].astype(bool)
     return ArrayTable(table, {"context": np.stack(contexts)},
-                      {"size": size, "context_size": context_size(size), "color": "L", "label_version": f"synthetic-{seed}"})
+                      {"size": size, "context_size": context_size(size), "color": "L",
+                       "label_version": f"synthetic-{seed}"})
 
 
 def register_tiny_model(registry: ModelRegistry, patch_sets: dict[str, ArrayTable] | None = None, size: int = 32,

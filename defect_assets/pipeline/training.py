@@ -86,9 +86,11 @@ def all_labels(patch_sets: dict[str, ArrayTable]) -> list[str]:
 
 def check_trainable(train: SplitData, val: SplitData, classes: list[str]) -> None:
     if len(train.y) == 0:
-        raise ValueError("no training patches: materialize labeled_patches / augmented_training_set for at least one batch")
+        raise ValueError("no training patches: materialize labeled_patches / augmented_training_set "
+                         "for at least one batch")
     if len(val.y) == 0:
-        raise ValueError("no validation patches: the validation split is empty (more images, or a larger validation_fraction)")
+        raise ValueError("no validation patches: the validation split is empty "
+                         "(more images, or a larger validation_fraction)")
     if len(np.unique(train.y)) < 2:
         raise ValueError(f"the training data has a single class ({classes[int(train.y[0])]}); a classifier needs two")
 
@@ -98,8 +100,8 @@ def input_spec(x: np.ndarray) -> dict:
 
 
 def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str, Callable]],
-                       train: SplitData, val: SplitData, classes: list[str], task: str, config: dict,
-                       dversion: dict, registry: ModelRegistry, log: Callable[[str], None]) -> tuple[dict, pd.DataFrame]:
+                       train: SplitData, val: SplitData, classes: list[str], task: str, config: dict, dversion: dict,
+                       registry: ModelRegistry, log: Callable[[str], None]) -> tuple[dict, pd.DataFrame]:
     """Build, run the fit phases (each a callable(model, phase_index) -> FitResult), score the
     validation split, register. Returns (card, per-epoch history)."""
     from defect_assets.ml.training import model_to_bytes, predict_proba

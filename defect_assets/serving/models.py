@@ -7,9 +7,10 @@ it finishes on the model it started with even if a new one is swapped in meanwhi
 
 ``ModelHolder.refresh`` polls the registry's production pointer; a new pointer is loaded
 through the one inference seam (``ml.scorer.load_registered``: hash-checked, ``safe_mode=True``,
-its compiled fast path) and warmed beside the old model, then swapped in by one assignment. A load that fails for any reason (a corrupt copy,
-a Keras error, an unreadable store) keeps the old model serving and is logged and reported on
-/v1/model; the same pointer is not retried until it changes.
+its compiled fast path) and warmed beside the old model, then swapped in by one assignment. A
+load that fails for any reason (a corrupt copy, a Keras error, an unreadable store) keeps the
+old model serving and is logged and reported on /v1/model; the same pointer is not retried
+until it changes.
 """
 
 from __future__ import annotations

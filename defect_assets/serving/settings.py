@@ -1,16 +1,21 @@
 """The scoring service's settings, read from environment variables (all optional):
 
-| variable | default | meaning |
-|---|---|---|
-| ``DEFECT_ASSETS_API_KEY`` | unset | the key clients send as ``X-API-Key``; unset: every route is open (a laptop on 127.0.0.1) |
-| ``DEFECT_ASSETS_PREDICT_REQUIRES_KEY`` | ``1`` | ``0``: /v1/predict is public even when a key is set (model, inspect stay protected) |
-| ``DEFECT_ASSETS_MAX_UPLOAD_BYTES`` | 20 MiB | request body cap; larger uploads get 413 before they are read |
-| ``DEFECT_ASSETS_MAX_PIXELS`` | 25,000,000 | pixel cap per image (decompression bombs are refused before decoding) |
-| ``DEFECT_ASSETS_MAX_IMAGES`` | 64 | images per /v1/predict request |
-| ``DEFECT_ASSETS_MAX_WINDOWS`` | 20,000 | sliding windows per /v1/inspect request (use a larger stride beyond it) |
-| ``DEFECT_ASSETS_MAX_BATCH`` | 16 | micro-batching: most patches in one model call |
-| ``DEFECT_ASSETS_MAX_WAIT_MS`` | 5 | micro-batching: a batch goes to the model when full or when its oldest request waited this long |
-| ``DEFECT_ASSETS_RELOAD_SECONDS`` | 5 | how often the production pointer is polled for a new model |
+- ``DEFECT_ASSETS_API_KEY`` (default: unset): the key clients send as ``X-API-Key``; unset:
+  every route is open (a laptop on 127.0.0.1)
+- ``DEFECT_ASSETS_PREDICT_REQUIRES_KEY`` (default: ``1``): ``0``: /v1/predict is public even when
+  a key is set (model, inspect stay protected)
+- ``DEFECT_ASSETS_MAX_UPLOAD_BYTES`` (default: 20 MiB): request body cap; larger uploads get 413
+  before they are read
+- ``DEFECT_ASSETS_MAX_PIXELS`` (default: 25,000,000): pixel cap per image (decompression bombs are
+  refused before decoding)
+- ``DEFECT_ASSETS_MAX_IMAGES`` (default: 64): images per /v1/predict request
+- ``DEFECT_ASSETS_MAX_WINDOWS`` (default: 20,000): sliding windows per /v1/inspect request (use a
+  larger stride beyond it)
+- ``DEFECT_ASSETS_MAX_BATCH`` (default: 16): micro-batching: most patches in one model call
+- ``DEFECT_ASSETS_MAX_WAIT_MS`` (default: 5): micro-batching: a batch goes to the model when full
+  or when its oldest request waited this long
+- ``DEFECT_ASSETS_RELOAD_SECONDS`` (default: 5): how often the production pointer is polled for a
+  new model
 
 The artifact store (where the model registry lives) is the one ``defect_assets.storage.env``
 chooses: ``DEFECT_ASSETS_STORAGE``, ``DEFECT_ASSETS_DATA_DIR`` and the Azure variables. The

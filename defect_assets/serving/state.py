@@ -60,7 +60,8 @@ def require_key(route: str):
     async def check(key: str | None = Security(key_header), state: ServiceState = Depends(service)) -> None:
         if not state.settings.protects(route):
             return
-        # async: runs on the event loop, no thread hop per request. compare_digest on bytes: constant time, and no TypeError on non-ASCII input
+        # async: runs on the event loop, no thread hop per request.
+        # compare_digest on bytes: constant time, and no TypeError on non-ASCII input
         if key is None or not hmac.compare_digest(key.encode(), (state.settings.api_key or "").encode()):
             raise ApiError(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header")
 

@@ -27,7 +27,8 @@ class BatchError(ValueError):
 
 def check_batch_id(batch_id: str) -> str:
     if not BATCH_ID_RE.match(batch_id or ""):
-        raise BatchError(f"invalid batch id {batch_id!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise BatchError(f"invalid batch id {batch_id!r}: use 1-64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
     return batch_id
 
 
@@ -62,7 +63,8 @@ class Manifest:
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
             raise BatchError(f"{where}: not a {MANIFEST_FORMAT} manifest")
         files = doc.get("files")
-        if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
+        if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("path"), str)
+                                                  for f in files):
             raise BatchError(f"{where}: manifest 'files' must be a list of {{path, bytes, sha256}}")
         return cls(batch=check_batch_id(doc.get("batch", "")), files=files, created=str(doc.get("created", "")),
                    class_folders=doc.get("class_folders"), source=str(doc.get("source", "")))

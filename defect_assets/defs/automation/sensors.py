@@ -57,7 +57,8 @@ def build_retrain_sensor(job=retrain_job) -> dg.SensorDefinition:
             return dg.SkipReason("no new batch or label since the last retraining request")
         wait = min_interval_minutes() * 60 - (time.time() - state["requested_at"])
         if wait > 0:
-            return dg.SkipReason(f"new training data; retraining waits {wait / 60:.1f} more minute(s) (minimum interval)")
+            return dg.SkipReason(f"new training data; retraining waits {wait / 60:.1f} more minute(s) "
+                                 "(minimum interval)")
         context.update_cursor(json.dumps({"upstream": newest, "requested_at": time.time()}))
         return dg.RunRequest(run_key=f"retrain-{newest}", tags={UPSTREAM_EVENT_TAG: str(newest)})
 

@@ -79,6 +79,7 @@ def deployed_endpoint(context: dg.AssetExecutionContext, config: DeployConfig, c
     out["smoke_latency_ms"] = smoke["latency_ms_p50"]
     meta.update({"service_url": dg.MetadataValue.url(url), "seconds_until_served": round(took, 2),
                  "smoke_latency_ms": smoke["latency_ms_p50"], "smoke_batch_latency_ms": smoke["batch_latency_ms"],
-                 "golden_patches": smoke["golden_patches"], "golden_whole_images": sum(k == "image" for k in golden.kinds),
+                 "golden_patches": smoke["golden_patches"],
+                 "golden_whole_images": sum(k == "image" for k in golden.kinds),
                  "max_abs_difference": smoke["max_abs_difference"], "smoke_test": md_table(pd.DataFrame([smoke]))})
     return dg.Output(pd.DataFrame([out]), metadata=meta)

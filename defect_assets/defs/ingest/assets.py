@@ -42,7 +42,8 @@ def raw_images(context: dg.AssetExecutionContext, config: IngestConfig,
                        progress=lambda i, n: context.log.info(f"raw_images[{batch}]: {i}/{n} files checked"))
     images, rejected = inv[inv["role"] == "image"], inv[inv["role"] == "rejected"]
     yield dg.Output(
-        ArrayTable(inv, attrs={"batch": batch, "class_folders": manifest.class_folders, "manifest_created": manifest.created}),
+        ArrayTable(inv, attrs={"batch": batch, "class_folders": manifest.class_folders,
+                               "manifest_created": manifest.created}),
         metadata={
             "images": len(images),
             "label_files": int((inv["role"] == "label_file").sum()),

@@ -39,7 +39,8 @@ def backbone_features(context: dg.AssetExecutionContext, config: FeatureConfig,
     t0 = time.perf_counter()
     fx = feature_extractor((x.shape[1], x.shape[2], channels), tuple(config.blocks), config.weights)
     feats = extract_features(fx, x, config.batch_size,
-                             progress=lambda i, n: context.log.info(f"backbone_features[{context.partition_key}]: {i}/{n} patches"))
+                             progress=lambda i, n: context.log.info(f"backbone_features[{context.partition_key}]: "
+                                                                    f"{i}/{n} patches"))
     seconds = time.perf_counter() - t0
     table = labeled_patches.table[["patch_id", "image_id", "label", "is_defect", "split"]]
     attrs = {"blocks": list(config.blocks), "weights": config.weights, "size": int(x.shape[1]), "channels": channels,

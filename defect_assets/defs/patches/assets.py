@@ -71,7 +71,8 @@ def _sample_sheet(images: np.ndarray, table: pd.DataFrame, per_class: int = 12, 
     group_name="patches",
     kinds={"numpy", "parquet"},
     check_specs=[dg.AssetCheckSpec(NO_SPLIT_LEAK, asset="labeled_patches", blocking=True,
-                                   description="No source image has patches in two splits, in this batch or across batches")],
+                                   description="No source image has patches in two splits, "
+                                               "in this batch or across batches")],
 )
 def labeled_patches(context: dg.AssetExecutionContext, config: PatchConfig, raw_images: ArrayTable,
                     image_labels: pd.DataFrame, artifact_store: StorageResource):

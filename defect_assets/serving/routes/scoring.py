@@ -90,7 +90,8 @@ async def inspect(request: Request, state: ServiceState = Depends(service),
                                              description="window step in pixels (default: a quarter window)"),
                   threshold: float | None = Query(None, ge=0, le=1, description="default: the production threshold"),
                   min_distance: float | None = Query(None, ge=0, le=100_000,
-                                                     description="pixels between located defects (default: one window)"),
+                                                     description="pixels between located defects "
+                                                                 "(default: one window)"),
                   heatmap: bool = Query(True, description="include the heatmap PNG")):
     """Score model-sized windows over a large photo (the dent workflow): defect probability
     per window, a heatmap PNG, and the defects located above the threshold."""
