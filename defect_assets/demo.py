@@ -143,10 +143,16 @@ def evaluate_models(defs, instance):
 
 
 def evaluation_table(rows: pd.DataFrame) -> str:
-    cols = ["model_family", "threshold", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
-            "pr_auc"]
-    return rows[cols].rename(columns={"model_family": "family", "balanced_accuracy": "bal_acc"}).to_string(
-        index=False, float_format=lambda v: f"{v:.3f}")
+    """Test-split figures side by side; accuracy and ROC AUC with their 95% bootstrap intervals."""
+    def interval(lo, hi):
+        return [f"{a:.3f}-{b:.3f}" for a, b in zip(rows[lo], rows[hi])]
+
+    table = pd.DataFrame({"family": rows["model_family"], "threshold": rows["threshold"],
+                          "accuracy": rows["accuracy"], "acc_ci95": interval("accuracy_ci_low", "accuracy_ci_high"),
+                          "bal_acc": rows["balanced_accuracy"], "precision": rows["precision"],
+                          "recall": rows["recall"], "f1": rows["f1"], "roc_auc": rows["roc_auc"],
+                          "auc_ci95": interval("roc_auc_ci_low", "roc_auc_ci_high"), "pr_auc": rows["pr_auc"]})
+    return table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
 def _alive(pid: int) -> bool:
@@ -304,7 +310,8 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("5. Evaluating on the held-out test split (threshold chosen on validation), picking the champion")
     rows, champion, failed = evaluate_models(defs, instance)
     say("")
-    say(f"Test split ({int(rows['test_patches'].iloc[0])} patches never used for training or choosing), side by side:")
+    say(f"Test split ({int(rows['test_patches'].iloc[0])} patches never used for training or choosing; majority-class "
+        f"baseline accuracy {rows['majority_baseline'].iloc[0]:.3f}), side by side:")
     say(evaluation_table(rows))
     say("")
     say(f"Champion: {champion.model_version} ({champion.family}); checks: "

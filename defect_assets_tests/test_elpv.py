@@ -65,10 +65,11 @@ def expected_slice(limit: int, batches: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def printed_table(out: str, header: str) -> list[list[str]]:
-    """The rows of the table printed after the line starting with ``header`` (up to a blank line)."""
+def printed_table(out: str, header: str, with_header: bool = False) -> list[list[str]]:
+    """The rows of the table printed after the line starting with ``header`` (up to a blank line);
+    with ``with_header``, the table's own header row first."""
     lines = out.split(header, 1)[1].splitlines()[1:]
-    rows = []
+    rows = [lines[0].split()] if with_header else []
     for line in lines[1:]:
         if not line.strip():
             break
@@ -110,15 +111,22 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     test = cells[cells["split"] == "test"]
     history = pd.read_parquet(tmp_path / "data" / "artifacts" / "evaluation_history" / "evaluation_history.parquet")
     assert sorted(history["model_family"]) == sorted(FAMILY_NAMES)
-    printed = {r[0]: [float(v) for v in r[1:]] for r in printed_table(text, "Test split (")}
+    header, *rows = printed_table(text, "Test split (", with_header=True)
+    printed = {r[0]: dict(zip(header[1:], r[1:])) for r in rows}
     for row in history.to_dict("records"):
         n, tn, fp, fn, tp = (int(row[k]) for k in ("test_patches", "tn", "fp", "fn", "tp"))
         assert n == len(test) == tn + fp + fn + tp and tp + fn == int((test["class"] == "defect").sum())
         assert row["accuracy"] == pytest.approx((tp + tn) / n)
         assert row["recall"] == pytest.approx(tp / (tp + fn) if tp + fn else 0.0)
         assert 0.0 <= row["roc_auc"] <= 1.0 and 0.0 <= row["threshold"] <= 1.0
-        cols = ["threshold", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"]
-        np.testing.assert_allclose(printed[row["model_family"]], [row[c] for c in cols], atol=5e-4)
+        shown = printed[row["model_family"]]
+        for col, key in [("threshold", "threshold"), ("accuracy", "accuracy"), ("bal_acc", "balanced_accuracy"),
+                         ("precision", "precision"), ("recall", "recall"), ("f1", "f1"), ("roc_auc", "roc_auc")]:
+            assert float(shown[col]) == pytest.approx(row[key], abs=5e-4), col
+        lo, hi = (float(v) for v in shown["acc_ci95"].split("-"))
+        assert lo <= row["accuracy"] <= hi and (lo, hi) == pytest.approx(
+            (row["accuracy_ci_low"], row["accuracy_ci_high"]), abs=5e-4)
+        assert row["majority_baseline"] == pytest.approx(max(tp + fn, tn + fp) / n)
 
     champion = re.search(r"Champion: (\S+) \((\S+)\); checks: all passed", text)
     assert champion and champion.group(2) in FAMILY_NAMES, text

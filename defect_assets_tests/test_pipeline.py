@@ -179,3 +179,39 @@ def test_definitions_load():
     assert defs.resolve_job_def("prepare_batch_job").partitions_def.name == BATCHES
     assert {s.name for s in defs.sensors} >= {"landing_zone_sensor", "retrain_sensor"}
     assert {s.name for s in defs.schedules} == {"nightly_retrain_schedule"}
+
+
+def test_a_group_column_keeps_every_image_of_a_part_in_one_split(env, tmp_path):
+    from defect_assets.ml.splits import assign_split
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    rows = []
+    for part in range(8):
+        for view in range(4):  # four photos of each part, all different pictures
+            name = f"part{part}-view{view}.png"
+            (folder / name).write_bytes(png_bytes(smooth_image(40, 48, seed=100 + part * 10 + view)))
+            rows.append({"image": name, "label": "scratch" if part % 2 else "ok", "group": f"part-{part}"})
+    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    _, _, landing, artifacts = env
+    upload_folder(folder, landing, "parts")
+    result = run(env, "parts")
+    assert result.success and check_results(result)[NO_SPLIT_LEAK].passed
+
+    table = read_value(artifacts, "labeled_patches/parts").table
+    assert len(table) == 32 and table["group"].nunique() == 8
+    per_group = table.groupby("group")["split"].unique()
+    assert {g: list(s) for g, s in per_group.items()} == {f"part-{p}": [assign_split(f"group:part-{p}")]
+                                                          for p in range(8)}
+    # dealt image by image instead, some part would have straddled two splits
+    by_image = table.assign(alone=[assign_split(sha) for sha in table["image_id"]]).groupby("group")["alone"]
+    assert (by_image.nunique() > 1).any()
+
+    rows[0]["group"] = "part-7"  # the same photo named in two groups (listed twice) is refused
+    pd.DataFrame([*rows, {**rows[0], "group": "part-0"}]).to_csv(folder / "labels.csv", index=False)
+    upload_folder(folder, landing, "parts-bad")
+    bad = run(env, "parts-bad")
+    assert not bad.success
+    failure = next(e for e in bad.all_events if e.is_step_failure)
+    text = str(failure.step_failure_data.error)
+    assert "part0-view0.png" in text and "in group 'part-7' earlier and group 'part-0' here" in text

@@ -69,7 +69,10 @@ def binary_report(y_test: np.ndarray, score_test: np.ndarray, threshold: float) 
         "roc_auc": float(skm.roc_auc_score(y, s)) if both else float("nan"),
         "pr_auc": float(skm.average_precision_score(y, s)) if y.sum() else float("nan"),
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
+        "majority_baseline": majority_baseline(y, 2),
     }
+    ci = bootstrap_intervals(y, s, pred == y)
+    out["accuracy_ci"], out["roc_auc_ci"] = ci["accuracy"], ci["roc_auc"] if both else [float("nan")] * 2
     if both:
         fpr, tpr, t = skm.roc_curve(y, s)
         prec, rec, t2 = skm.precision_recall_curve(y, s)
@@ -94,7 +97,10 @@ def multiclass_report(y_test: np.ndarray, proba_test: np.ndarray, classes: list[
             fpr, tpr, t = skm.roc_curve(yc, proba_test[:, c])
             curves[classes[c]] = _curve_points(fpr, tpr, t)
     aucs = [pc["roc_auc_ovr"] for pc in per_class if not np.isnan(pc["roc_auc_ovr"])]
+    # intervals: accuracy of the arg-max, and ROC AUC of "any class but the first" (the defect score)
+    ci = bootstrap_intervals((y > 0).astype(int), 1 - proba_test[:, 0], pred == y)
     return {
+        "majority_baseline": majority_baseline(y, k), "accuracy_ci": ci["accuracy"], "roc_auc_ci": ci["roc_auc"],
         "task": "multiclass", "classes": classes, "n": int(len(y)),
         "accuracy": float(skm.accuracy_score(y, pred)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)),
@@ -103,3 +109,56 @@ def multiclass_report(y_test: np.ndarray, proba_test: np.ndarray, classes: list[
         "per_class": per_class, "ovr_roc_curves": curves,
         "confusion_matrix": skm.confusion_matrix(y, pred, labels=list(range(k))).tolist(),
     }
+
+
+# --- baselines and intervals: how far a figure can move by chance alone -------------------------
+
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 20261126  # fixed: the same evaluation gives the same interval every time
+
+
+def majority_baseline(y: np.ndarray, num_classes: int | None = None) -> float:
+    """Accuracy of always answering the most frequent class of ``y`` (what an accuracy must beat)."""
+    y = np.asarray(y).astype(int)
+    if len(y) == 0:
+        return float("nan")
+    counts = np.bincount(y, minlength=num_classes or 0)
+    return float(counts.max() / len(y))
+
+
+def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def _auc_or_nan(y: np.ndarray, s: np.ndarray) -> float:
+    return float(skm.roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def bootstrap_intervals(y: np.ndarray, score: np.ndarray, correct: np.ndarray, level: float = 0.95,
+                        n_boot: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals over resampled test items, {name: [low, high]}: accuracy
+    (the share of ``correct`` decisions) and ROC AUC of the defect ``score`` against binary ``y``."""
+    y, score = np.asarray(y).astype(int), np.asarray(score, np.float64)
+    if len(y) == 0:
+        return {"accuracy": [float("nan")] * 2, "roc_auc": [float("nan")] * 2}
+    idx = _resamples(len(y), n_boot, seed)
+    acc = np.asarray(correct, np.float64)[idx].mean(axis=1)
+    aucs = np.array([_auc_or_nan(y[i], score[i]) for i in idx])
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    auc_ci = np.nanpercentile(aucs, q).tolist() if np.isfinite(aucs).any() else [float("nan")] * 2
+    return {"accuracy": np.percentile(acc, q).tolist(), "roc_auc": auc_ci}
+
+
+def paired_auc_difference(y: np.ndarray, candidate: np.ndarray, reference: np.ndarray, level: float = 0.95,
+                          n_boot: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, float]:
+    """ROC AUC of ``candidate`` minus that of ``reference``, both scored on the same items, with a
+    paired percentile bootstrap interval (each resample draws the same items for both). Seeded:
+    the same inputs give the same interval, so a gate built on it does not flip by chance."""
+    y = np.asarray(y).astype(int)
+    a, b = np.asarray(candidate, np.float64), np.asarray(reference, np.float64)
+    if not 0 < y.sum() < len(y):
+        raise ValueError("the paired AUC comparison needs both classes among the test items")
+    delta = _auc_or_nan(y, a) - _auc_or_nan(y, b)
+    diffs = np.array([_auc_or_nan(y[i], a[i]) - _auc_or_nan(y[i], b[i]) for i in _resamples(len(y), n_boot, seed)])
+    lo, hi = np.nanpercentile(diffs, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return {"delta": float(delta), "low": float(lo), "high": float(hi), "n": int(len(y)), "resamples": n_boot}

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-LABEL_COLUMNS = ["image", "kind", "label", "x", "y", "xmin", "ymin", "xmax", "ymax", "source", "row"]
+LABEL_COLUMNS = ["image", "kind", "label", "x", "y", "xmin", "ymin", "xmax", "ymax", "source", "row", "group"]
+"""``group`` (optional, from a ``group`` column of labels.csv or points.csv): a part, a vehicle, a
+module; every image of one group goes to the same split."""
 DEFAULT_POINT_LABEL = "defect"
 NEGATIVE_LABELS = ("ok", "good", "normal", "no_defect", "none", "background", "negative", "pass")
 
@@ -55,15 +57,15 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     for c in ("x", "y", "xmin", "ymin", "xmax", "ymax"):
         df[c] = df[c].astype("float64")
     df["row"] = df["row"].astype("int64")
-    for c in ("image", "kind", "label", "source"):
+    for c in ("image", "kind", "label", "source", "group"):
         df[c] = df[c].astype("string")
     return df
 
 
-def _row(image, kind, label, source, row, x=math.nan, y=math.nan, box=(math.nan,) * 4) -> dict:
+def _row(image, kind, label, source, row, x=math.nan, y=math.nan, box=(math.nan,) * 4, group=None) -> dict:
     xmin, ymin, xmax, ymax = box
     return dict(image=image, kind=kind, label=label, x=x, y=y, xmin=xmin, ymin=ymin,
-                xmax=xmax, ymax=ymax, source=source, row=row)
+                xmax=xmax, ymax=ymax, source=source, row=row, group=group or None)
 
 
 def _join(folder: str, name: str) -> str:
@@ -95,7 +97,7 @@ def _read_csv(text: str, source: str, required: list[str], problems: list[LabelP
 
 
 def parse_labels_csv(text: str, source: str = "labels.csv", folder: str = "") -> pd.DataFrame:
-    """``image,label`` rows -> image-level labels."""
+    """``image,label[,group]`` rows -> image-level labels (other columns are ignored)."""
     problems: list[LabelProblem] = []
     _, rows = _read_csv(text, source, ["image", "label"], problems)
     out, seen = [], {}
@@ -104,12 +106,14 @@ def parse_labels_csv(text: str, source: str = "labels.csv", folder: str = "") ->
             problems.append(LabelProblem(source, lineno, "empty image name"))
         elif not r["label"]:
             problems.append(LabelProblem(source, lineno, f"empty label for {r['image']!r}"))
-        elif r["image"] in seen and seen[r["image"]] != r["label"]:
-            problems.append(LabelProblem(source, lineno, f"{r['image']!r} labeled {seen[r['image']]!r} earlier "
-                                                         f"and {r['label']!r} here"))
+        elif r["image"] in seen and seen[r["image"]] != (r["label"], r.get("group") or None):
+            (label, group), now = seen[r["image"]], (r["label"], r.get("group") or None)
+            what = f"labeled {label!r}" if label != now[0] else f"in group {group!r}"
+            here = repr(now[0]) if label != now[0] else f"group {now[1]!r}"
+            problems.append(LabelProblem(source, lineno, f"{r['image']!r} {what} earlier and {here} here"))
         elif r["image"] not in seen:
-            seen[r["image"]] = r["label"]
-            out.append(_row(_join(folder, r["image"]), "image", r["label"], source, lineno))
+            seen[r["image"]] = (r["label"], r.get("group") or None)
+            out.append(_row(_join(folder, r["image"]), "image", r["label"], source, lineno, group=r.get("group")))
     if problems:
         raise LabelFileError(problems)
     return _frame(out)
@@ -140,7 +144,8 @@ def parse_points_csv(text: str, source: str = "points.csv", folder: str = "") ->
         y = _number(r["y"], "y", source, lineno, problems)
         label = (r.get("label") or DEFAULT_POINT_LABEL) if cols and "label" in cols else DEFAULT_POINT_LABEL
         if x is not None and y is not None:
-            out.append(_row(_join(folder, r["image"]), "point", label, source, lineno, x=x, y=y))
+            out.append(_row(_join(folder, r["image"]), "point", label, source, lineno, x=x, y=y,
+                            group=r.get("group")))
     if problems:
         raise LabelFileError(problems)
     return _frame(out)

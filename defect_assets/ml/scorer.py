@@ -32,14 +32,32 @@ class ModelSource(Protocol):
     def read_file(self, version: str, name: str) -> bytes: ...  # hash-checked against the card
 
 
+def dihedral_views(patches: np.ndarray, views: int) -> list[np.ndarray]:
+    """The first ``views`` of the 8 quarter turns and mirrors of (N, S, S[, C]) patches, the
+    identity first: 1 (no test-time views), 2 (+ mirror), 4 (quarter turns) or 8."""
+    if views not in (1, 2, 4, 8):
+        raise ValueError(f"test-time views must be 1, 2, 4 or 8, not {views}")
+    turns = [0] if views in (1, 2) else [0, 1, 2, 3]
+    out = [np.rot90(patches, k, axes=(1, 2)) for k in turns]
+    if views in (2, 8):
+        out += [np.flip(v, axis=2) for v in out]
+    return [np.ascontiguousarray(v) for v in out]
+
+
 class Scorer:
     """A loaded model plus its preprocessing: ``predict_images`` for photos as they come,
-    ``predict_proba`` for patches already at the model's input size."""
+    ``predict_proba`` for patches already at the model's input size. When the card asks for
+    test-time views (``inference.views``: the quarter turns and mirrors of each patch), the
+    probabilities are their average: evaluation and serving get the very same numbers."""
 
     def __init__(self, card: dict, predict: Callable[[np.ndarray], np.ndarray], compiled: bool = False):
         self.card = card
         self._predict = predict
         self.compiled = compiled
+
+    @property
+    def views(self) -> int:
+        return int((self.card.get("inference") or {}).get("views", 1))
 
     @property
     def version(self) -> str:
@@ -90,7 +108,13 @@ class Scorer:
             raise ValueError(f"model {self.version} expects patches of shape (N, {expected}), got {patches.shape}")
         if len(patches) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        return np.concatenate([self._predict(patches[lo:lo + CHUNK]) for lo in range(0, len(patches), CHUNK)])
+        return np.concatenate([self._views(patches[lo:lo + CHUNK]) for lo in range(0, len(patches), CHUNK)])
+
+    def _views(self, chunk: np.ndarray) -> np.ndarray:
+        if self.views == 1:
+            return self._predict(chunk)
+        views = dihedral_views(chunk, self.views)
+        return np.mean([self._predict(v) for v in views], axis=0).astype(np.float32)
 
     def warm(self, batch_sizes: Sequence[int] = (1, 8)) -> None:
         """Run the model once per batch size (a compiled path traces then), and refuse a model

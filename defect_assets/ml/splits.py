@@ -43,3 +43,14 @@ def find_leaks(tables: list[pd.DataFrame]) -> pd.DataFrame:
     leaked = n[n > 1].index
     out = both[both["image_id"].isin(leaked)].groupby("image_id")["split"].apply(lambda s: ",".join(sorted(s)))
     return out.rename("splits").reset_index()
+
+
+def find_group_leaks(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Groups (parts, modules) that have patches in more than one split: columns group, splits."""
+    frames = [t[["group", "split"]] for t in tables if len(t) and "group" in t.columns]
+    both = pd.concat(frames, ignore_index=True).dropna().drop_duplicates() if frames else pd.DataFrame()
+    if both.empty:
+        return pd.DataFrame(columns=["group", "splits"])
+    n = both.groupby("group")["split"].nunique()
+    leaked = both[both["group"].isin(n[n > 1].index)]
+    return leaked.groupby("group")["split"].apply(lambda s: ",".join(sorted(s))).rename("splits").reset_index()

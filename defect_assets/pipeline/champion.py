@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from defect_assets.ml.evaluation import paired_auc_difference
 from defect_assets.ml.metrics import summary_metrics
 from defect_assets.ml.scorer import load_registered
-from defect_assets.ml.splits import find_leaks
+from defect_assets.ml.splits import find_group_leaks, find_leaks
 from defect_assets.pipeline.golden import golden_set
 from defect_assets.pipeline.training import split_data
 from defect_assets.storage.base import ObjectStore
@@ -30,7 +31,8 @@ EXPORT_PARITY = "stored_model_matches_trained_model"
 GATES = (NO_LEAK, NOT_WORSE, RECALL, EXPORT_PARITY)
 GATE_DESCRIPTIONS = {
     NO_LEAK: "No source image has patches in two splits",
-    NOT_WORSE: "At least as good as the production model on the same test split",
+    NOT_WORSE: "Not worse than the production model on the same test images: the paired bootstrap 95% interval "
+               "of the ROC AUC difference stays above -margin",
     RECALL: "Defect recall on the test split at or above the floor",
     EXPORT_PARITY: "The stored artifact, loaded as the service loads it and fed the full-size source images, "
                    "predicts what the trained model did",
@@ -61,7 +63,8 @@ class Champion:
     report_html: str
     test_metrics: dict[str, float | None]
     min_defect_recall: float
-    tolerance: float
+    margin: float
+    """Non-inferiority margin of the not-worse gate, in test ROC AUC."""
     candidates: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -111,7 +114,7 @@ class PromotionDecision:
 
 
 def pick_champion(evaluations: pd.DataFrame, registry: ModelRegistry, metric: str = "roc_auc",
-                  min_defect_recall: float = 0.6, tolerance: float = 0.0) -> Champion:
+                  min_defect_recall: float = 0.6, margin: float = 0.02) -> Champion:
     """The evaluated candidate with the best validation ``metric`` (ties: the first listed)."""
     if not len(evaluations):
         raise ValueError("no evaluated candidate to choose a champion from")
@@ -127,14 +130,17 @@ def pick_champion(evaluations: pd.DataFrame, registry: ModelRegistry, metric: st
         validation_value=float(best["val_metric"]), threshold=_number(best.get("threshold")),
         evaluation_id=str(best.get("evaluation_id", "")), report_html=str(best.get("report_html", "")),
         test_metrics={k: _number(best[k]) for k in TEST_METRICS if k in best.index},
-        min_defect_recall=float(min_defect_recall), tolerance=float(tolerance), candidates=candidates)
+        min_defect_recall=float(min_defect_recall), margin=float(margin), candidates=candidates)
 
 
 def leak_gate(patch_tables: list[pd.DataFrame]) -> GateResult:
-    """No source image has patches in two splits, across every batch the models saw."""
-    leaks = find_leaks(patch_tables)
-    return GateResult(NO_LEAK, leaks.empty, None if leaks.empty else f"{len(leaks)} image(s) in two splits",
-                      {"leaked_images": len(leaks), "batches": len(patch_tables)})
+    """No source image, and no group (part, module), has patches in two splits, across every
+    batch the models saw."""
+    leaks, group_leaks = find_leaks(patch_tables), find_group_leaks(patch_tables)
+    ok = leaks.empty and group_leaks.empty
+    why = None if ok else f"{len(leaks)} image(s) and {len(group_leaks)} group(s) in two splits"
+    return GateResult(NO_LEAK, ok, why, {"leaked_images": len(leaks), "leaked_groups": len(group_leaks),
+                                         "batches": len(patch_tables)})
 
 
 def recall_gate(champion: Champion) -> GateResult:
@@ -146,22 +152,33 @@ def recall_gate(champion: Champion) -> GateResult:
 
 
 def not_worse_gate(champion: Champion, registry: ModelRegistry, patch_sets: dict[str, ArrayTable]) -> GateResult:
-    """Test ROC AUC of the candidate vs the production model, on the same test patches."""
+    """Candidate vs production on the same test patches: the paired bootstrap interval of the
+    difference in ROC AUC (of the defect score) must not reach below -margin. The bootstrap is
+    seeded, so the same two models on the same images give the same verdict every time, and an
+    identical retrain (difference 0 on every resample) always passes."""
     candidate = load_registered(registry, champion.model_version)
     card = candidate.card
     test = split_data(patch_sets, "test", card["task"], card["classes"])
-    cand_auc = summary_metrics(test.y, candidate.predict_proba(test.x))["roc_auc"]
+    cand_p = candidate.predict_proba(test.x)
+    cand_auc = summary_metrics(test.y, cand_p)["roc_auc"]
     prod = registry.production()
     if prod is None:
         return GateResult(NOT_WORSE, True, None, {"candidate_roc_auc": cand_auc, "production": "none yet"})
     prod_scorer = load_registered(registry, prod["version"])
-    prod_auc = summary_metrics(test.y, prod_scorer.predict_proba(test.x))["roc_auc"] \
-        if prod_scorer.classes == candidate.classes else float("-inf")
-    ok = bool(cand_auc >= prod_auc - champion.tolerance)
-    return GateResult(NOT_WORSE, ok,
-                      None if ok else f"test ROC AUC {cand_auc:.4f} < production {prod['version']} {prod_auc:.4f}",
-                      {"candidate_roc_auc": cand_auc, "production_roc_auc": prod_auc,
-                       "production_version": prod["version"], "test_patches": len(test.y)})
+    if prod_scorer.classes != candidate.classes:
+        return GateResult(NOT_WORSE, False, f"production {prod['version']} has classes {prod_scorer.classes}, "
+                          f"the candidate {candidate.classes}: not comparable", {"production_version": prod["version"]})
+    prod_p = prod_scorer.predict_proba(test.x)
+    defect = (test.y > 0).astype(int)  # binary: class 1; multi-class: any class but the first
+    diff = paired_auc_difference(defect, 1 - cand_p[:, 0], 1 - prod_p[:, 0])
+    ok = bool(diff["low"] >= -champion.margin)
+    meta = {"candidate_roc_auc": cand_auc, "production_roc_auc": summary_metrics(test.y, prod_p)["roc_auc"],
+            "production_version": prod["version"], "auc_difference": diff["delta"],
+            "difference_ci95_low": diff["low"], "difference_ci95_high": diff["high"], "margin": champion.margin,
+            "test_patches": len(test.y), "bootstrap_resamples": diff["resamples"]}
+    why = None if ok else (f"test ROC AUC {diff['delta']:+.4f} vs production {prod['version']}, 95% interval "
+                           f"[{diff['low']:+.4f}, {diff['high']:+.4f}] reaches below -{champion.margin}")
+    return GateResult(NOT_WORSE, ok, why, meta)
 
 
 def parity_gate(champion: Champion, registry: ModelRegistry, patch_sets: dict[str, ArrayTable],

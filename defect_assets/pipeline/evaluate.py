@@ -26,6 +26,8 @@ HISTORY_COLUMNS = [
     "trained_on_data_version", "threshold_method", "threshold", "test_patches", "test_defects",
     "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",
     "tn", "fp", "fn", "tp", "report_json", "report_html",
+    # added with issue 10 (appended at the end: older files gain empty values, see append_history)
+    "majority_baseline", "accuracy_ci_low", "accuracy_ci_high", "roc_auc_ci_low", "roc_auc_ci_high",
 ]
 
 
@@ -88,6 +90,7 @@ def facts(report: dict) -> dict:
     return {"model": report["model_version"], "evaluated at": report["evaluated_at"],
             "test split": f"{report['n']} patches from batches {', '.join(report['data_version']['batches'])}",
             "trained on": ", ".join(report["trained_on"]["batches"]),
+            "majority-class baseline": f"accuracy {report['majority_baseline']:.4f} (always the most frequent class)",
             "decision": (f"defect when probability >= {report['threshold']:.4f} (threshold chosen on the validation "
                          f"split by {report['threshold_method']})") if report["task"] == "binary" else "arg-max class"}
 
@@ -98,8 +101,18 @@ def metric_table(report: dict) -> pd.DataFrame:
     return pd.DataFrame([{k: report[k] for k in keys}])
 
 
+def interval_table(report: dict) -> pd.DataFrame:
+    """Accuracy and ROC AUC with their 95% bootstrap intervals, beside the majority baseline."""
+    return pd.DataFrame([
+        {"figure": "accuracy", "value": report["accuracy"], "ci95_low": report["accuracy_ci"][0],
+         "ci95_high": report["accuracy_ci"][1], "majority_baseline": report["majority_baseline"]},
+        {"figure": "roc_auc", "value": report["roc_auc"], "ci95_low": report["roc_auc_ci"][0],
+         "ci95_high": report["roc_auc_ci"][1], "majority_baseline": 0.5}])
+
+
 def sections(report: dict, pngs: dict[str, bytes]) -> list:
-    out = [("Metrics on the test split", metric_table(report), [])]
+    out = [("Metrics on the test split", metric_table(report), []),
+           ("Intervals (95% bootstrap over test items) and the majority-class baseline", interval_table(report), [])]
     if report["task"] == "multiclass":
         out.append(("Per class", pd.DataFrame(report["per_class"]), []))
     cm = pd.DataFrame(report["confusion_matrix"], columns=[f"pred {c}" for c in report["classes"]])
@@ -125,6 +138,9 @@ def history_row(report: dict) -> dict:
         "tn": cm[0][0] if binary else np.nan, "fp": cm[0][1] if binary else np.nan,
         "fn": cm[1][0] if binary else np.nan, "tp": cm[1][1] if binary else np.nan,
         "report_json": report["report_json"], "report_html": report["report_html"],
+        "majority_baseline": report["majority_baseline"],
+        "accuracy_ci_low": report["accuracy_ci"][0], "accuracy_ci_high": report["accuracy_ci"][1],
+        "roc_auc_ci_low": report["roc_auc_ci"][0], "roc_auc_ci_high": report["roc_auc_ci"][1],
     }
 
 
@@ -134,12 +150,21 @@ HISTORY_PARQUET = "evaluation_history/evaluation_history.parquet"
 
 def append_history(store: ObjectStore, rows: list[dict]) -> pd.DataFrame:
     """Append rows whose evaluation_id is new. The CSV grows by appended lines only (older bytes
-    unchanged); the Parquet copy is rewritten with the same older rows plus the new ones."""
+    unchanged); the Parquet copy is rewritten with the same older rows plus the new ones. When
+    the schema gained columns (always at the end), the CSV is rewritten once, atomically, with
+    the older rows' values unchanged and the new columns empty for them."""
     import io
 
     old_csv = store.read_bytes(HISTORY_CSV) if store.exists(HISTORY_CSV) else b""
     old = pd.read_csv(io.BytesIO(old_csv), dtype={"evaluation_id": str}) if old_csv \
         else pd.DataFrame(columns=HISTORY_COLUMNS)
+    if old_csv and list(old.columns) != HISTORY_COLUMNS:
+        if list(old.columns) != HISTORY_COLUMNS[:len(old.columns)]:
+            raise ValueError(f"{store.url}/{HISTORY_CSV} has columns {list(old.columns)}, which are not a "
+                             "prefix of the current schema; move it aside to start a new history")
+        old = old.reindex(columns=HISTORY_COLUMNS)
+        old_csv = old.to_csv(index=False, lineterminator="\n").encode()
+        store.write_bytes(HISTORY_CSV, old_csv)  # the one-time schema migration
     known = set(old["evaluation_id"]) if len(old) else set()
     new = pd.DataFrame([r for r in rows if r["evaluation_id"] not in known], columns=HISTORY_COLUMNS)
     if len(new):

@@ -54,5 +54,7 @@ def normalize_batch_labels(inventory: pd.DataFrame, artifacts: ObjectStore,
 def label_version(labels: pd.DataFrame) -> str:
     """A short content hash of a label table: same labels, same version."""
     cols = ["image_id", "kind", "label", "x", "y", "xmin", "ymin", "xmax", "ymax"]
+    if "group" in labels.columns and labels["group"].notna().any():
+        cols.append("group")  # batches without groups keep the versions they had before groups existed
     canon = labels[cols].sort_values(cols).to_csv(index=False)
     return hashlib.sha256(canon.encode()).hexdigest()[:12]

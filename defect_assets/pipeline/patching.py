@@ -17,7 +17,7 @@ from defect_assets.ml.splits import DEFAULT_SALT, assign_split
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.formats import ArrayTable
 
-PATCH_COLUMNS = ["patch_id", "image_id", "image", "kind", "label", "is_defect", "x", "y", "split"]
+PATCH_COLUMNS = ["patch_id", "image_id", "image", "kind", "label", "is_defect", "x", "y", "split", "group"]
 
 
 @dataclass(frozen=True)
@@ -40,26 +40,44 @@ def build_patch_set(inventory: pd.DataFrame, labels: pd.DataFrame, artifacts: Ob
     (seed, image content), so rebuilding gives the same patches."""
     images = inventory[inventory["role"] == "image"].drop_duplicates("path").set_index("path")
     by_image = {img: grp.to_dict("records") for img, grp in labels.groupby("image", sort=True)}
+    groups = image_groups(labels)
     rows, contexts = [], []
     for i, (path, recs) in enumerate(by_image.items()):
         meta = images.loc[path]
         sha = str(meta["sha256"])
         pixels = decode_image(artifacts.read_bytes(meta["stored_key"]), spec.color)
         rng = np.random.default_rng([seed, int(sha[:12], 16)])
-        sp = assign_split(sha, split.train, split.validation, split.salt)
+        group = groups.get(path)
+        # a group (a part, a module) goes to one split as a whole; an image without one goes alone
+        sp = assign_split(f"group:{group}" if group else sha, split.train, split.validation, split.salt)
         for k, cut in enumerate(cut_image_patches(pixels, recs, spec, rng)):
             rows.append(dict(patch_id=f"{sha[:16]}-{k:03d}", image_id=sha, image=path, kind=cut.kind,
                              label=cut.label, is_defect=is_defect_label(cut.label, defect_threshold),
-                             x=cut.x, y=cut.y, split=sp))
+                             x=cut.x, y=cut.y, split=sp, group=group))
             contexts.append(cut.context)
         if progress and ((i + 1) % 100 == 0 or i + 1 == len(by_image)):
             progress(i + 1, len(by_image))
     table = pd.DataFrame(rows, columns=PATCH_COLUMNS)
     table["is_defect"] = table["is_defect"].astype(bool)
+    table["group"] = table["group"].astype("string")
     ctx = np.stack(contexts) if contexts else _empty_context(spec)
     return ArrayTable(table, {"context": ctx},
                       {"size": spec.size, "context_size": context_size(spec.size), "color": spec.color,
                        "split": {"train": split.train, "validation": split.validation, "salt": split.salt}})
+
+
+def image_groups(labels: pd.DataFrame) -> dict[str, str]:
+    """image -> its group, from the labels' ``group`` column (images without one are left out).
+    An image named in two groups is a labeling error."""
+    if "group" not in labels.columns:
+        return {}
+    named = labels[labels["group"].notna() & (labels["group"].astype(str).str.len() > 0)]
+    per_image = named.groupby("image")["group"].unique()
+    clash = {img: sorted(map(str, g)) for img, g in per_image.items() if len(g) > 1}
+    if clash:
+        shown = "; ".join(f"{img}: {', '.join(g)}" for img, g in list(clash.items())[:10])
+        raise ValueError(f"{len(clash)} image(s) are in more than one group ({shown})")
+    return {str(img): str(g[0]) for img, g in per_image.items()}
 
 
 def patches_of(patch_set: ArrayTable) -> np.ndarray:

@@ -16,6 +16,7 @@ from defect_assets.pipeline.evaluate import (
     append_history,
     evaluate,
     history_row,
+    interval_table,
     metric_table,
 )
 from defect_assets.storage.formats import ArrayTable
@@ -51,7 +52,11 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
         cm.insert(0, "true", report["classes"])
         meta = {"model_version": version, "threshold": report.get("threshold") or 0.0,
                 **{k: float(v) for k, v in metrics.iloc[0].items()},
-                "metrics": md_table(metrics.round(4)), "confusion_matrix": md_table(cm),
+                "majority_baseline": float(report["majority_baseline"]),
+                "accuracy_ci95": f"{report['accuracy_ci'][0]:.4f} - {report['accuracy_ci'][1]:.4f}",
+                "roc_auc_ci95": f"{report['roc_auc_ci'][0]:.4f} - {report['roc_auc_ci'][1]:.4f}",
+                "metrics": md_table(metrics.round(4)), "intervals": md_table(interval_table(report).round(4)),
+                "confusion_matrix": md_table(cm),
                 "report_html": dg.MetadataValue.path(f"{store.url}/{report['report_html']}"),
                 "test_patches": report["n"], "data_version": report["data_version"]["id"]}
         for name, png in pngs.items():
@@ -89,8 +94,9 @@ class ChampionConfig(dg.Config):
     """Validation metric that picks the candidate (never a test metric)."""
     min_defect_recall: float = 0.6
     """Gate: recall on the defect class (test split, at the chosen threshold) must reach this."""
-    tolerance: float = 0.0
-    """Gate: the candidate may trail production by at most this much test ROC AUC."""
+    margin: float = 0.02
+    """Gate: non-inferiority margin in test ROC AUC. The paired bootstrap 95% interval of (candidate -
+    production) must stay above -margin; about the interval's half-width on ~450 test cells."""
 
 
 @dg.asset(group_name="evaluation", kinds={"python"}, ins=EVALUATION_INS)
@@ -101,7 +107,7 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, ar
     trained model); a failing one stops everything downstream, deployment included."""
     table = pd.concat([evaluations[name] for name in EVALUATION_INS], ignore_index=True)
     registry = ModelRegistry(artifact_store.open())
-    champion = pick_champion(table, registry, config.metric, config.min_defect_recall, config.tolerance)
+    champion = pick_champion(table, registry, config.metric, config.min_defect_recall, config.margin)
     card = registry.card(champion.model_version)
     context.log.info(f"champion candidate: {champion.model_version} "
                      f"(validation {config.metric} {champion.validation_value:.4f})")

@@ -10,7 +10,7 @@ from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.augment import RandomAffine
 from defect_assets.ml.patches import PatchSpec
-from defect_assets.ml.splits import DEFAULT_SALT, find_leaks
+from defect_assets.ml.splits import DEFAULT_SALT, find_group_leaks, find_leaks
 from defect_assets.ml.visual import contact_sheet
 from defect_assets.pipeline.labeling import label_version
 from defect_assets.pipeline.patching import SplitSpec, build_augmented_set, build_patch_set, patches_of
@@ -89,7 +89,8 @@ def labeled_patches(context: dg.AssetExecutionContext, config: PatchConfig, raw_
                          progress=lambda i, n: context.log.info(f"labeled_patches[{batch}]: {i}/{n} images cut"))
     ps.attrs["label_version"] = label_version(image_labels)
     t = ps.table
-    leaks = find_leaks([t, *stored_patch_tables(store, exclude=batch).values()])
+    tables = [t, *stored_patch_tables(store, exclude=batch).values()]
+    leaks, group_leaks = find_leaks(tables), find_group_leaks(tables)
     yield dg.Output(ps, metadata={
         "patches": len(t),
         "images": int(t["image_id"].nunique()),
@@ -100,11 +101,14 @@ def labeled_patches(context: dg.AssetExecutionContext, config: PatchConfig, raw_
         else dg.MetadataValue.md("(no patches)"),
         "label_version": ps.attrs["label_version"],
     })
+    clean = leaks.empty and group_leaks.empty
     yield dg.AssetCheckResult(
-        check_name=NO_SPLIT_LEAK, passed=len(leaks) == 0, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"leaked_images": len(leaks), "leaks": md_table(leaks)},
-        description=None if len(leaks) == 0 else
-        f"{len(leaks)} source image(s) have patches in more than one split (changed split settings?)",
+        check_name=NO_SPLIT_LEAK, passed=clean, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"leaked_images": len(leaks), "leaks": md_table(leaks), "leaked_groups": len(group_leaks),
+                  "group_leaks": md_table(group_leaks)},
+        description=None if clean else
+        f"{len(leaks)} source image(s) and {len(group_leaks)} group(s) have patches in more than one split "
+        "(changed split settings, or a group's images spread over batches before groups were labeled?)",
     )
 
 

@@ -1,0 +1,66 @@
+"""The champion's gates as pure functions: the paired not-worse gate passes an identical retrain
+every time and blocks a model that learned nothing; the statistics under it (majority baseline,
+bootstrap intervals, paired AUC difference) on hand-checkable inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from defect_assets.ml.evaluation import bootstrap_intervals, majority_baseline, paired_auc_difference
+from defect_assets.pipeline import champion as C
+from defect_assets.storage.formats import read_value
+from defect_assets_tests.test_serving import model_registry
+
+
+def test_majority_baseline_and_intervals_on_known_data():
+    y = np.array([0] * 70 + [1] * 30)
+    assert majority_baseline(y) == 0.7 and majority_baseline(np.array([2, 2, 1]), 3) == pytest.approx(2 / 3)
+    rng = np.random.default_rng(1)
+    score = np.where(y == 1, rng.uniform(0.3, 1, 100), rng.uniform(0, 0.7, 100))
+    pred = score >= 0.5
+    ci = bootstrap_intervals(y, score, pred == y)
+    acc, auc = float((pred == y).mean()), skm.roc_auc_score(y, score)
+    assert ci["accuracy"][0] < acc < ci["accuracy"][1] and ci["roc_auc"][0] < auc < ci["roc_auc"][1]
+    assert 0.05 < ci["accuracy"][1] - ci["accuracy"][0] < 0.3  # about +-2 standard errors of 100 items
+    assert bootstrap_intervals(y, score, pred == y) == ci  # seeded: the same interval every time
+
+
+def test_paired_difference_is_zero_for_the_same_scores_and_clearly_negative_for_noise():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 300)
+    good = y + rng.normal(0, 0.6, 300)
+    same = paired_auc_difference(y, good, good.copy())
+    assert same["delta"] == same["low"] == same["high"] == 0.0
+    noise_scores = rng.normal(size=300)
+    noise = paired_auc_difference(y, noise_scores, good)
+    assert noise["delta"] == pytest.approx(skm.roc_auc_score(y, noise_scores) - skm.roc_auc_score(y, good))
+    assert noise["low"] < noise["delta"] < noise["high"] < -0.2
+    with pytest.raises(ValueError, match="both classes"):
+        paired_auc_difference(np.zeros(5), np.arange(5), np.arange(5))
+
+
+def champion_for(registry, version: str, margin: float = 0.02) -> C.Champion:
+    return C.Champion(model_version=version, family="tiny_cnn", metric="roc_auc", validation_value=1.0,
+                      threshold=0.5, evaluation_id="", report_html="", test_metrics={"recall": 1.0},
+                      min_defect_recall=0.6, margin=margin)
+
+
+@pytest.mark.slow
+def test_the_paired_gate_passes_an_identical_retrain_every_time_and_blocks_an_untrained_model(tmp_path):
+    from defect_assets.pipeline.tiny import register_tiny_model
+
+    store, registry, versions = model_registry(tmp_path)
+    patches = {"synthetic": read_value(store, "labeled_patches/synthetic")}
+    registry.promote(versions["a"], threshold=0.5)
+    retrain = register_tiny_model(registry, patches, epochs=3, seed=0)  # same data, config, seed as "a"
+    assert retrain["version"] != versions["a"]
+    verdicts = [C.not_worse_gate(champion_for(registry, retrain["version"]), registry, patches) for _ in range(3)]
+    assert all(v.passed for v in verdicts)
+    assert {(v.metadata["difference_ci95_low"], v.metadata["difference_ci95_high"]) for v in verdicts} == {(0.0, 0.0)}
+
+    untrained = C.not_worse_gate(champion_for(registry, versions["b"]), registry, patches)
+    assert untrained.passed is False and untrained.metadata["difference_ci95_high"] < 0
+    assert "reaches below -0.02" in untrained.description
+    assert C.not_worse_gate(champion_for(registry, versions["b"], margin=1.0), registry, patches).passed
