@@ -36,6 +36,15 @@ def runs_of(instance: dg.DagsterInstance, tag: str, name: str) -> list:
     return instance.get_runs(dg.RunsFilter(tags={tag: name}))
 
 
+def sensor_ticks_after(instance: dg.DagsterInstance, name: str, after: float) -> list:
+    """The sensor's finished ticks that started after ``after`` (a time.time() value)."""
+    for state in instance.all_instigator_state():
+        if state.instigator_name == name:
+            ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, after=after)
+            return [t for t in ticks if t.status.value in ("SKIPPED", "SUCCESS", "FAILURE")]
+    return []
+
+
 @pytest.mark.slow
 def test_a_real_daemon_retrains_once_per_burst_and_runs_the_nightly_schedule(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
@@ -61,16 +70,20 @@ def test_a_real_daemon_retrains_once_per_burst_and_runs_the_nightly_schedule(tmp
     cli("sensor", "start", "retrain_sensor")  # setting a cursor by hand leaves a sensor stopped
     cli("schedule", "start", "nightly_retrain_schedule")
     daemon = Daemon(tmp_path, env)
+    later_ticks = []
     try:
         daemon.start()
-        for batch in ("b1", "b2", "b3"):  # a burst spread over several sensor ticks
-            built(instance, batch)
-            time.sleep(3)
+        built(instance, "b1")  # the burst starts: one retraining run
         wait_for("a retraining run from the sensor", lambda: runs_of(instance, "dagster/sensor_name", "retrain_sensor"),
-                 daemon, 90)
+                 daemon, 120)
+        for batch in ("b2", "b3"):  # the rest of the burst, each seen by a tick of its own
+            arrived = time.time()
+            built(instance, batch)
+            wait_for(f"a sensor tick after {batch}",
+                     lambda t=arrived: sensor_ticks_after(instance, "retrain_sensor", t), daemon, 120)
+            later_ticks += sensor_ticks_after(instance, "retrain_sensor", arrived)
         wait_for("a run from the nightly schedule",
                  lambda: runs_of(instance, "dagster/schedule_name", "nightly_retrain_schedule"), daemon, 150)
-        time.sleep(6)  # three more sensor ticks: the burst must not ask again
     finally:
         daemon.stop_all()
 
@@ -79,6 +92,9 @@ def test_a_real_daemon_retrains_once_per_burst_and_runs_the_nightly_schedule(tmp
     run = from_sensor[0]
     assert run.job_name == "retrain_job" and run.status == dg.DagsterRunStatus.QUEUED
     assert int(run.tags[UPSTREAM_EVENT_TAG]) > 0
+    # b2 and b3 were evaluated and held back by the minimum interval, not missed
+    assert later_ticks and all("minimum interval" in (t.skip_reason or "") for t in later_ticks), \
+        [(t.status, t.skip_reason) for t in later_ticks]
     scheduled = runs_of(instance, "dagster/schedule_name", "nightly_retrain_schedule")
     assert scheduled and {r.job_name for r in scheduled} == {"retrain_job"}
     instance.dispose()

@@ -30,10 +30,18 @@ def context_size(size: int) -> int:
 @dataclass(frozen=True)
 class PatchSpec:
     size: int = 64
+    """Side of the windows cut around points and boxes (the dent tutorial's 64)."""
     color: str = "L"  # "L" grayscale or "RGB"
     negatives_per_positive: float = 1.0
     defect_radius: float | None = None  # half-side of the box around a point that negatives avoid; default size/2
     max_negative_tries: int = 200
+    image_size: int | None = None
+    """Side of the whole-image patch of image-level labels (None: ``size``). A cell whose defects
+    are 1-3 px wide needs its native resolution; a dent 20 px across does not."""
+
+    @property
+    def whole_image_size(self) -> int:
+        return self.image_size or self.size
 
 
 @dataclass
@@ -131,8 +139,9 @@ def cut_image_patches(image: np.ndarray, rows: list[dict], spec: PatchSpec,
     image_rows = [r for r in rows if r["kind"] == "image"]
     if not image_rows:
         return []
-    small = whole_image_patch(image, spec.size)  # the same function the scoring service uses
-    pad = (S - spec.size) // 2
+    side = spec.whole_image_size
+    small = whole_image_patch(image, side)  # the same function the scoring service uses
+    pad = (context_size(side) - side) // 2
     pads = ((pad, pad), (pad, pad)) + (((0, 0),) if small.ndim == 3 else ())
     ctx = np.pad(small, pads, mode="reflect")
     return [CutPatch("image", image_rows[0]["label"], w / 2, h / 2, ctx)]

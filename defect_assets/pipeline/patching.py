@@ -27,8 +27,8 @@ class SplitSpec:
     salt: str = DEFAULT_SALT
 
 
-def _empty_context(spec: PatchSpec) -> np.ndarray:
-    S = context_size(spec.size)
+def _empty_context(spec: PatchSpec, side: int) -> np.ndarray:
+    S = context_size(side)
     return np.zeros((0, S, S) + ((3,) if spec.color == "RGB" else ()), np.uint8)
 
 
@@ -37,7 +37,15 @@ def build_patch_set(inventory: pd.DataFrame, labels: pd.DataFrame, artifacts: Ob
                     defect_threshold: float = 0.5,
                     progress: Callable[[int, int], None] | None = None) -> ArrayTable:
     """Cut every labeled image of a batch. Each image's negatives come from an RNG seeded by
-    (seed, image content), so rebuilding gives the same patches."""
+    (seed, image content), so rebuilding gives the same patches. Windows around points and boxes
+    are ``spec.size``; whole images of image-level labels are ``spec.whole_image_size``: one
+    batch holds one patch size, so a batch mixing both kinds needs the two sizes equal."""
+    local = labels["kind"].isin(["point", "box"])
+    side = spec.size if local.any() else spec.whole_image_size
+    if local.any() and (~local).any() and spec.whole_image_size != spec.size:
+        raise ValueError(f"this batch mixes image-level labels (whole images at image_size={spec.whole_image_size}) "
+                         f"with points/boxes (windows of size={spec.size}); one batch holds one patch size: set "
+                         "image_size equal to size, or upload the two kinds as separate batches")
     images = inventory[inventory["role"] == "image"].drop_duplicates("path").set_index("path")
     by_image = {img: grp.to_dict("records") for img, grp in labels.groupby("image", sort=True)}
     groups = image_groups(labels)
@@ -60,9 +68,9 @@ def build_patch_set(inventory: pd.DataFrame, labels: pd.DataFrame, artifacts: Ob
     table = pd.DataFrame(rows, columns=PATCH_COLUMNS)
     table["is_defect"] = table["is_defect"].astype(bool)
     table["group"] = table["group"].astype("string")
-    ctx = np.stack(contexts) if contexts else _empty_context(spec)
+    ctx = np.stack(contexts) if contexts else _empty_context(spec, side)
     return ArrayTable(table, {"context": ctx},
-                      {"size": spec.size, "context_size": context_size(spec.size), "color": spec.color,
+                      {"size": side, "context_size": context_size(side), "color": spec.color,
                        "split": {"train": split.train, "validation": split.validation, "salt": split.salt}})
 
 
@@ -86,16 +94,28 @@ def patches_of(patch_set: ArrayTable) -> np.ndarray:
 
 
 def build_augmented_set(patch_set: ArrayTable, random_variants: int = 0, seed: int = 0,
-                        ranges: RandomAffine = RandomAffine()) -> ArrayTable:
-    """Train split only: 48 rotations/mirrors per patch (+ optional random affine views).
-    Validation and test patches are never augmented."""
+                        ranges: RandomAffine = RandomAffine(), angle_step: int = 15) -> ArrayTable:
+    """Train split only: the rotations whose angle is a multiple of ``angle_step`` (15: all 24,
+    90: the quarter turns), each also mirrored: 48 (or 8) views per patch, + optional random
+    affine views. Validation and test patches are never augmented."""
+    if angle_step % 15 or not 15 <= angle_step <= 360:
+        raise ValueError(f"angle_step must be a multiple of 15 between 15 and 360, not {angle_step}")
     size = int(patch_set.attrs["size"])
     train_idx = np.flatnonzero((patch_set.table["split"] == "train").to_numpy())
     src_table = patch_set.table.iloc[train_idx].reset_index(drop=True)
     ctx = np.asarray(patch_set.arrays["context"][train_idx])
-    rot = augment_48(ctx, size).reshape(-1, size, size, *ctx.shape[3:])
     src, angle, mirrored = variant_table(len(train_idx))
-    parts = [pd.DataFrame({"source": src, "angle": angle, "mirrored": mirrored, "variant": "rotation"})]
+    keep_view = (np.arange(N_VARIANTS) // 2 * 15) % angle_step == 0  # per view, in augment_48's order
+    per_patch = int(keep_view.sum())
+    # patches per augment_48 call: ~400 MB of views at most (large patches), and >= 256 so that
+    # augment_48 still spreads its work over the cores
+    chunk = max(256, int(4e8 // (N_VARIANTS * size * size * (ctx.shape[3] if ctx.ndim == 4 else 1))))
+    views = [augment_48(ctx[lo:lo + chunk], size)[:, keep_view] for lo in range(0, len(train_idx), chunk)]
+    rot = (np.concatenate(views) if views else np.zeros((0, per_patch, size, size, *ctx.shape[3:]), np.uint8)
+           ).reshape(-1, size, size, *ctx.shape[3:])
+    keep = np.tile(keep_view, len(train_idx))
+    parts = [pd.DataFrame({"source": src[keep], "angle": angle[keep], "mirrored": mirrored[keep],
+                           "variant": "rotation"})]
     images = [rot]
     if random_variants > 0 and len(train_idx):
         extra, esrc = random_affine_variants(ctx, size, random_variants, np.random.default_rng(seed), ranges)
@@ -114,5 +134,5 @@ def build_augmented_set(patch_set: ArrayTable, random_variants: int = 0, seed: i
     })
     out = np.concatenate(images) if len(images) > 1 else images[0]
     return ArrayTable(table, {"image": out}, {"size": size, "color": patch_set.attrs.get("color", "L"),
-                                              "per_patch": N_VARIANTS + random_variants,
+                                              "per_patch": per_patch + random_variants,
                                               "source_patches": int(len(train_idx))})

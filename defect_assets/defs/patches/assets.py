@@ -21,7 +21,10 @@ NO_SPLIT_LEAK = "no_image_in_two_splits"
 
 class PatchConfig(dg.Config):
     size: int = 64
-    """Patch side in pixels (the dent tutorial's 64)."""
+    """Side of the windows cut around points and boxes, in pixels (the dent tutorial's 64)."""
+    image_size: int | None = None
+    """Side of the whole-image patch of image-level labels (None: the same as size). Thin defects
+    need resolution: ELPV cells are 300 px and the main job uses its --image-size for them."""
     color: str = "L"
     """'L' grayscale or 'RGB'."""
     negatives_per_positive: float = 1.0
@@ -38,6 +41,10 @@ class PatchConfig(dg.Config):
 
 
 class AugmentConfig(dg.Config):
+    angle_step: int = 15
+    """Keep the rotations whose angle is a multiple of this (each also mirrored): 15 gives the
+    48 views of the dent tutorial; 90 gives the 8 quarter turns and mirrors, which is all the
+    Keras families train on by default and a sixth of the bytes for large image-level patches."""
     random_variants: int = 0
     """Extra random affine views per patch (shift, scale, shear, stretch, flips) beyond the 48."""
     max_shift: float = 10.0
@@ -83,7 +90,7 @@ def labeled_patches(context: dg.AssetExecutionContext, config: PatchConfig, raw_
     batch = context.partition_key
     store = artifact_store.open()
     spec = PatchSpec(size=config.size, color=config.color, negatives_per_positive=config.negatives_per_positive,
-                     defect_radius=config.defect_radius)
+                     defect_radius=config.defect_radius, image_size=config.image_size)
     split = SplitSpec(config.train_fraction, config.validation_fraction, config.split_salt)
     ps = build_patch_set(raw_images.table, image_labels, store, spec, split, config.seed, config.defect_threshold,
                          progress=lambda i, n: context.log.info(f"labeled_patches[{batch}]: {i}/{n} images cut"))
@@ -120,7 +127,7 @@ def augmented_training_set(context: dg.AssetExecutionContext, config: AugmentCon
     patches are never augmented."""
     ranges = RandomAffine(max_shift=config.max_shift, scale=(1 / config.max_scale, config.max_scale),
                           max_shear_deg=config.max_shear_deg, stretch=(1 / config.max_stretch, config.max_stretch))
-    aug = build_augmented_set(labeled_patches, config.random_variants, config.seed, ranges)
+    aug = build_augmented_set(labeled_patches, config.random_variants, config.seed, ranges, config.angle_step)
     n_src = aug.attrs["source_patches"]
     context.log.info(f"augmented_training_set[{context.partition_key}]: {n_src} train patches -> {len(aug)} images")
     meta = {
