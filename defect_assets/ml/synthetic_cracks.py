@@ -2,9 +2,9 @@
 
 Nothing here comes from a camera. Each cell is ``size`` x ``size`` gray (300 px, as ELPV):
 a blotchy low-frequency brightness field (uneven emission), two dark horizontal busbars, fine
-vertical finger lines, pixel grain, and dark "dislocation" blotches, all present in every cell
-whatever its label. A cracked cell also carries one or two thin (1-2 px) dark polyline cracks
-at random angles. Cracks are what ELPV's raters mark and what a 4.7x area downscale to 64 px
+vertical finger lines, pixel grain, dark "dislocation" blotches and soft dark streaks (5-8 px
+wide, the shape a crack takes once shrunk), all present in every cell whatever its label. A
+cracked cell also carries one or two sharp 1-2 px dark polyline cracks at random angles. Cracks are what ELPV's raters mark and what a 4.7x area downscale to 64 px
 averages away: the point of this set is a small, fast proof that a model seeing the cell at
 its native resolution finds them while the 64 px path cannot.
 
@@ -71,7 +71,14 @@ def make_crack_cell(rng: np.random.Generator, size: int = 300, cracked: bool = F
         rad = rng.uniform(6, 22)
         yy, xx = np.ogrid[:size, :size]
         lum -= rng.uniform(15, 35) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rad ** 2))
-    crack_draws = [(_polyline(rng, size, rng.uniform(60, 180)), int(rng.integers(1, 3)), rng.uniform(35, 55))
+    # soft streaks in every cell: at 64 px they look like a shrunk crack, at full size they have no edge
+    streaks = np.zeros_like(lum)
+    for _ in range(int(rng.integers(1, 6))):
+        _draw_crack(streaks, _polyline(rng, size, rng.uniform(60, 180)), 1, -rng.uniform(70, 110))
+    from scipy.ndimage import gaussian_filter
+
+    lum -= gaussian_filter(streaks, sigma=2.5)
+    crack_draws = [(_polyline(rng, size, rng.uniform(60, 180)), int(rng.integers(1, 3)), rng.uniform(20, 30))
                    for _ in range(int(rng.integers(1, 3)))]
     if cracked:
         for pts, width, depth in crack_draws:
