@@ -4,11 +4,12 @@ on the same stack (FastAPI on uvicorn, same flags, access log off for all three)
 images/s, p50 and p99 latency of each and the ratios. Targets: >= 10x the naive server's
 throughput at p99 <= 100 ms for 64x64 patches; >= 30% of the hello-world requests/s.
 
-    .venv/bin/python bench/serve.py [--concurrency 32] [--seconds 4] [--data-dir DIR]
+    .venv/bin/python bench/serve.py [--concurrency 32] [--seconds 4] [--data-dir DIR [--elpv 16]]
 
 By default it registers a tiny 64x64 CNN (two 8-filter conv layers, 730 parameters; untrained,
 as only its compute counts here) in a temporary folder; ``--data-dir data`` benchmarks the production model of
-that artifact store instead (e.g. the ELPV champion after ``./run demo``). Each server runs
+that artifact store instead (e.g. the ELPV champion after ``./run demo``; ``--elpv 16`` sends 16
+real full-size cells, which the service resizes as training did). Each server runs
 in its own process; the load generator (keep-alive connections, one image per request) runs
 here. Every request count and duration is bounded; only 127.0.0.1 is contacted.
 """
@@ -38,26 +39,24 @@ HOST = "127.0.0.1"
 # --- the two comparison servers (run as `bench/serve.py --role naive|hello --port P`) ---
 
 def naive_app(data_dir: str):
-    """What a first deployment often looks like: a sync endpoint, one model.predict per request."""
+    """What a first deployment often looks like: a sync endpoint, one eager model call per
+    request. The model is loaded through the same seam as the service (any model kind, the
+    elastic-net champion included), without the compiled path and without micro-batching."""
     from fastapi import FastAPI, File, UploadFile
 
-    from defect_assets.ml.preprocess import prepare_patch
-    from defect_assets.ml.training import model_from_bytes
+    from defect_assets.ml.scorer import load_registered
     from defect_assets.storage import LocalObjectStore
     from defect_assets.storage.registry import ModelRegistry
 
     registry = ModelRegistry(LocalObjectStore(Path(data_dir) / "artifacts"))
     version = registry.production()["version"]
-    card = registry.card(version)
-    model = model_from_bytes(registry.read_file(version, "model.keras"))
-    size, channels = card["input"]["size"], card["input"]["channels"]
+    scorer = load_registered(registry, version)
     app = FastAPI()
 
     @app.post("/predict")
     def predict(file: UploadFile = File(...)):
-        x = prepare_patch(file.file.read(), size, channels)[None].astype(np.float32)
-        p = model.predict(x if channels == 3 else x[..., None], verbose=0)[0]
-        return {"model_version": version, "probabilities": dict(zip(card["classes"], map(float, p)))}
+        p = scorer.predict_images([file.file.read()])[0]
+        return {"model_version": version, "probabilities": dict(zip(scorer.classes, map(float, p)))}
 
     return app
 
@@ -179,6 +178,9 @@ def main() -> None:
                    "alternating; the best round counts (default 2)")
     p.add_argument("--max-requests", type=int, default=60_000, help="cap per server (default 60,000)")
     p.add_argument("--data-dir", help="benchmark the production model of DIR/artifacts instead of a tiny one")
+    p.add_argument("--elpv", type=int, default=0, metavar="N",
+                   help="send N real full-size ELPV cells (300x300 PNG from the elpv-dataset package) instead of "
+                        "random images at the model's input size")
     p.add_argument("--role", choices=["naive", "hello"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -207,11 +209,19 @@ def run_bench(args, data_dir: str, version: str) -> None:
     from defect_assets.storage import LocalObjectStore
     from defect_assets.storage.registry import ModelRegistry
 
-    card = ModelRegistry(LocalObjectStore(Path(data_dir) / "artifacts")).card(version)
+    registry = ModelRegistry(LocalObjectStore(Path(data_dir) / "artifacts"))
+    card = registry.card(version)
+    test = (registry.production() or {}).get("test_metrics") or {}
     size, channels = card["input"]["size"], card["input"]["channels"]
     rng = np.random.default_rng(0)
     shape = (size, size) if channels == 1 else (size, size, 3)
-    pngs = [encode_png(rng.integers(60, 200, shape, dtype=np.uint8)) for _ in range(16)]
+    if args.elpv:
+        from defect_assets.datasets.elpv import elpv_labels, elpv_root
+
+        pngs = [(elpv_root() / p).read_bytes() for p in elpv_labels()["path"].iloc[:args.elpv]]
+    else:
+        pngs = [encode_png(rng.integers(60, 200, shape, dtype=np.uint8)) for _ in range(16)]
+    what = f"{len(pngs)} full-size ELPV cells" if args.elpv else f"random {size}x{size} images"
 
     env = {**os.environ, "DEFECT_ASSETS_DATA_DIR": data_dir, "DEFECT_ASSETS_RELOAD_SECONDS": "30"}
     env.pop("DEFECT_ASSETS_API_KEY", None)
@@ -231,19 +241,26 @@ def run_bench(args, data_dir: str, version: str) -> None:
         wait_http(f"http://{HOST}:{ports['service']}/readyz", procs["service"])
         wait_http(f"http://{HOST}:{ports['naive']}/docs", procs["naive"])
         hello_req = [f"GET /hello HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()]
+        service_req = [multipart_request("/v1/predict", "files", png) for png in pngs]
         phases = [
             ("hello-world (GET, same stack)", "hello", hello_req, args.max_requests),
-            ("defect_assets service", "service", [multipart_request("/v1/predict", "files", png) for png in pngs],
-             args.max_requests),
+            ("defect_assets service", "service", service_req, args.max_requests),
+            ("defect_assets service, 1 client", "service-1", service_req, args.max_requests),
             ("naive model.predict per request", "naive", [multipart_request("/predict", "file", png) for png in pngs],
              max(200, args.max_requests // 100)),
         ]
-        print(f"model {version}: {size}x{size}x{channels} patches, {card.get('params', '?')} parameters; "
+        print(f"model {version} ({card.get('kind')}): {size}x{size}x{channels} input, {card.get('params', '?')} "
+              f"parameters, {card.get('inference', {}).get('views', 1)} test-time view(s); requests: {what}; "
               f"{args.concurrency} concurrent clients, {args.seconds:.0f} s per server, {os.cpu_count()} cores")
+        if test:
+            print(f"its test-split quality at promotion: accuracy {test.get('accuracy', float('nan')):.3f}, "
+                  f"ROC AUC {test.get('roc_auc', float('nan')):.3f}, recall {test.get('recall', float('nan')):.3f}")
         results = {}
         for _ in range(max(1, args.rounds)):  # alternating rounds: a busy moment of the machine hits all alike
             for _label, name, reqs, cap in phases:
-                r = asyncio.run(load(ports[name], reqs, args.concurrency, args.seconds, args.warmup, cap))
+                clients = 1 if name == "service-1" else args.concurrency
+                port = ports[name.split("-")[0]]
+                r = asyncio.run(load(port, reqs, clients, args.seconds, args.warmup, cap))
                 if name not in results or r["per_second"] > results[name]["per_second"]:
                     results[name] = r
         with urllib.request.urlopen(f"http://{HOST}:{ports['service']}/v1/model", timeout=10) as r:
@@ -264,9 +281,10 @@ def run_bench(args, data_dir: str, version: str) -> None:
         r = results[name]
         print(f"{label:<34}{r['requests']:>10,}{r['per_second']:>11,.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
               f"{len(r['errors']):>8}")
-    s, n, h = results["service"], results["naive"], results["hello"]
+    s, n, h, one = results["service"], results["naive"], results["hello"], results["service-1"]
     print(f"service / naive throughput:     {s['per_second'] / max(n['per_second'], 1e-9):6.1f}x  (target >= 10x)")
-    print(f"service p99 latency:            {s['p99']:6.1f} ms (target <= 100 ms)")
+    print(f"service p99 latency, 1 client:  {one['p99']:6.1f} ms (target <= 100 ms)")
+    print(f"service p99 latency, {args.concurrency} clients: {s['p99']:6.1f} ms")
     print(f"service / hello-world requests: {100 * s['per_second'] / max(h['per_second'], 1e-9):6.1f}%"
           "  (target >= 30%)")
     print(f"micro-batching: {batching['model_calls']:,} model calls for {batching['images']:,} images "
