@@ -7,6 +7,7 @@ import pytest
 
 from defect_assets.defs.ingest.assets import image_labels, raw_images
 from defect_assets.defs.models.assets import backbone_features, model_assets, models_by_family
+from defect_assets.defs.models.families import FAMILY_NAMES
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.defs.patches.assets import augmented_training_set, labeled_patches
 from defect_assets.defs.resources import default_resources
@@ -29,6 +30,7 @@ TINY = {"ops": {
     "fine_tuned_vgg16_model": {"config": {"cut_block": 2, "epochs": 2, "fine_tune_epochs": 1,
                                           "images_per_epoch": 512, "batch_size": 32}},
     "elastic_net_model": {"config": {"search_C": [0.05, 0.5]}},
+    "ensemble_model": {"config": {"weight_steps": 2}},
 }}
 
 
@@ -62,18 +64,24 @@ def built(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_three_families_are_trained_registered_and_beat_chance(built):
+def test_every_family_is_trained_registered_and_beats_chance(built):
     root, _, _, _, result = built
     assert result.success
     registry = ModelRegistry(LocalObjectStore(root / "data" / "artifacts"))
     cards = {c["family"]: c for c in registry.versions()}
-    assert set(cards) == {"scratch_cnn", "fine_tuned_vgg16", "elastic_net"}
+    assert set(cards) == set(FAMILY_NAMES) == {"scratch_cnn", "fine_tuned_vgg16", "elastic_net", "ensemble"}
     for family, card in cards.items():
         assert card["data_version"]["batches"] == ["s1", "s2"], family
         assert set(card["data_version"]["label_versions"]) == {"s1", "s2"}
         assert card["classes"] == ["ok", "defect"] and card["training_seconds"] > 0
         assert card["validation"]["roc_auc"] > 0.75, (family, card["validation"])  # chance is 0.5
     assert len(cards["elastic_net"]["trials"]) == 2
+    ensemble = cards["ensemble"]
+    members = ("elastic_net", "fine_tuned_vgg16", "scratch_cnn")
+    assert ensemble["members"] == sorted(cards[f]["version"] for f in members)
+    assert sum(ensemble["weights"]) == pytest.approx(1.0) and len(ensemble["trials"]) > 1
+    best_member = max(cards[f]["validation"]["roc_auc"] for f in members)
+    assert ensemble["validation"]["roc_auc"] >= best_member - 1e-9  # a single member is on the weight grid
     summary = result.output_for_node("scratch_cnn_model")
     assert summary["version"].iloc[0] == cards["scratch_cnn"]["version"]
 

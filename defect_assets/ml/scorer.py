@@ -159,7 +159,24 @@ def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = 
     raise ValueError(f"unknown model kind {kind!r} in card of {card.get('version')}")
 
 
+MEMBERS_FILE = "members.json"
+
+
 def load_registered(registry: ModelSource, version: str, compiled: bool = False) -> Scorer:
-    """The registered model ``version``, every file checked against the hash in its card."""
+    """The registered model ``version``, every file checked against the hash in its card. An
+    ensemble loads each of its members the same way and averages them with its weights."""
     card = registry.card(version)
+    if card.get("kind") == "ensemble":
+        import json
+
+        doc = json.loads(registry.read_file(version, MEMBERS_FILE))
+        members = [load_registered(registry, v, compiled) for v in doc["members"]]
+        weights = np.asarray(doc["weights"], np.float64)
+        if len(weights) != len(members):
+            raise ValueError(f"ensemble {version}: {len(members)} members but {len(weights)} weights")
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return np.tensordot(weights, np.stack([m.predict_proba(x) for m in members]), axes=1).astype(np.float32)
+
+        return Scorer(card, predict, compiled=compiled)
     return load_scorer(card, lambda name: registry.read_file(version, name), compiled)

@@ -4,9 +4,10 @@ Nothing here comes from a camera. Each cell is ``size`` x ``size`` gray (300 px,
 a blotchy low-frequency brightness field (uneven emission), two dark horizontal busbars, fine
 vertical finger lines, pixel grain, dark "dislocation" blotches and soft dark streaks (5-8 px
 wide, the shape a crack takes once shrunk), all present in every cell whatever its label. A
-cracked cell also carries one or two sharp 1-2 px dark polyline cracks at random angles. Cracks are what ELPV's raters mark and what a 4.7x area downscale to 64 px
-averages away: the point of this set is a small, fast proof that a model seeing the cell at
-its native resolution finds them while the 64 px path cannot.
+cracked cell also carries one or two sharp 1-2 px dark polyline cracks at random angles.
+Cracks are what ELPV's raters mark and what a 4.7x area downscale to 64 px averages away: the
+point of this set is a small, fast proof that a model seeing the cell at its native resolution
+finds them while the 64 px path cannot.
 
 ``write_crack_cells`` writes a batch folder (PNGs + ``labels.csv`` with ``image,label`` where
 label is ``crack`` or ``ok``) and a ``SYNTHETIC.txt`` marker; byte-identical for a seed.

@@ -7,6 +7,7 @@ entry there plus a function here."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -168,3 +169,53 @@ def train_fine_tuned_vgg16(config, inputs: Inputs, registry: ModelRegistry, log:
             else [("head", head_phase)]
 
     return _keras_family("fine_tuned_vgg16", config, inputs, registry, log, build, phases)
+
+
+def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
+    """The average of the latest model of every other family, weighted by a small grid of
+    weights chosen on the validation split (never the test split): a candidate of its own, which
+    the champion picks only when it is better on validation. Members must share an input size."""
+    from defect_assets.ml.metrics import summary_metrics
+    from defect_assets.ml.scorer import Scorer, load_registered
+
+    patches = inputs["labeled_patches"]
+    members = [str(df["version"].iloc[0]) for name, df in sorted(inputs.items()) if name != "labeled_patches"]
+    scorers = [load_registered(registry, v) for v in members]
+    sizes = {(s.input_size, s.channels, tuple(s.classes), s.card["task"]) for s in scorers}
+    if len(sizes) != 1:
+        raise ValueError(f"ensemble members disagree on input size, channels, classes or task: {sorted(sizes)}")
+    first = scorers[0].card
+    val = T.split_data(patches, "validation", first["task"], first["classes"])
+    t0 = time.perf_counter()
+    probas = np.stack([s.predict_proba(val.x) for s in scorers])  # (members, N, K)
+    # weights on a simplex grid (steps of 1/steps), equal weights first: ties keep equal weights
+    grid_w = [np.full(len(members), 1 / len(members))]
+    steps = int(config.weight_steps)
+    if steps > 0 and len(members) <= 4:
+        import itertools
+
+        for combo in itertools.product(range(steps + 1), repeat=len(members)):
+            if sum(combo) == steps:
+                grid_w.append(np.asarray(combo, np.float64) / steps)
+    trials = []
+    for w in grid_w:
+        m = summary_metrics(val.y, np.tensordot(w, probas, axes=1))
+        trials.append({"weights": [round(float(x), 4) for x in w], **{f"val_{k}": v for k, v in m.items()}})
+    table = pd.DataFrame(trials)
+    best = int(table[f"val_{config.metric}"].to_numpy().argmax())
+    weights = np.asarray(trials[best]["weights"], np.float64)
+    card_stub = {"kind": "ensemble", "task": first["task"], "classes": first["classes"], "input": first["input"],
+                 "members": members, "weights": weights.tolist(), "version": "ensemble (unregistered)"}
+    ensemble = Scorer(card_stub, lambda x: np.tensordot(weights, np.stack([s.predict_proba(x) for s in scorers]),
+                                                        axes=1).astype(np.float32))
+    proba = ensemble.predict_proba(val.x)
+    metrics = summary_metrics(val.y, proba)
+    seconds = time.perf_counter() - t0
+    log(f"ensemble of {', '.join(members)} (weights {weights.round(3).tolist()}): validation "
+        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    card = registry.register("ensemble", {"members.json": json.dumps({"members": members,
+                                                                     "weights": weights.tolist()}).encode()}, {
+        **{k: v for k, v in card_stub.items() if k != "version"}, "config": config.model_dump(),
+        "data_version": T.data_version(patches), "validation": metrics, "training_seconds": seconds,
+        "trials": table.to_dict("records"), "golden": T.golden_record(val, proba)})
+    return TrainedModel(card, table)

@@ -66,6 +66,13 @@ class VGG16Config(KerasTrainConfig):
     patience: int = 4
 
 
+class EnsembleConfig(dg.Config):
+    metric: str = "roc_auc"
+    """Validation metric that picks the members' weights."""
+    weight_steps: int = 4
+    """Weights tried on a simplex grid in steps of 1/weight_steps (equal weights always tried first)."""
+
+
 KERAS_INPUTS = ("augmented_training_set", "labeled_patches")
 
 
@@ -94,6 +101,11 @@ MODEL_FAMILIES: tuple[ModelFamily, ...] = (
                 frozenset({"tensorflow", "keras"})),
     ModelFamily("elastic_net", ElasticNetConfig, train.train_elastic_net, ("backbone_features",),
                 frozenset({"scikitlearn"})),
+)
+# the ensemble of the families above: a candidate of its own, picked only when better on validation
+MODEL_FAMILIES += (
+    ModelFamily("ensemble", EnsembleConfig, train.train_ensemble,
+                (*(f.asset for f in MODEL_FAMILIES), "labeled_patches"), frozenset({"python"})),
 )
 FAMILY_NAMES = tuple(f.name for f in MODEL_FAMILIES)
 MODEL_ASSETS = tuple(f.asset for f in MODEL_FAMILIES)
