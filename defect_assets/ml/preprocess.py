@@ -40,3 +40,16 @@ def whole_image_patch(pixels: np.ndarray, size: int) -> np.ndarray:
 def prepare_patch(image, size: int, channels: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """What the model sees for one whole image: uint8 (size, size) or (size, size, 3)."""
     return whole_image_patch(to_pixels(image, channels, max_pixels), size)
+
+
+def shrink_patches(patches: np.ndarray, size: int) -> np.ndarray:
+    """(N, S, S[, C]) uint8 patches -> (N, size, size[, C]), each resized as whole images are
+    (area averaging): how a model with a smaller input than its patches sees them."""
+    if patches.shape[1] == size and patches.shape[2] == size:
+        return patches
+    if patches.ndim == 4 and patches.shape[3] == 1:  # gray with a channel axis: Pillow wants H x W
+        return shrink_patches(patches[..., 0], size)[..., None]
+    out = np.empty((len(patches), size, size, *patches.shape[3:]), np.uint8)
+    for i, p in enumerate(patches):
+        out[i] = whole_image_patch(np.asarray(p), size)
+    return out

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from defect_assets.ml.images import DEFAULT_MAX_PIXELS
-from defect_assets.ml.preprocess import prepare_patch, to_pixels
+from defect_assets.ml.preprocess import prepare_patch, shrink_patches, to_pixels
 
 KERAS_FILE = "model.keras"
 LINEAR_FILE = "linear.npz"
@@ -76,6 +76,12 @@ class Scorer:
         return int(self.card["input"]["channels"])
 
     @property
+    def patch_size(self) -> int:
+        """Side of the patches the model was trained from (its input may be smaller: they are then
+        shrunk to ``input_size`` as in training). Equal to ``input_size`` for most models."""
+        return int(self.card["input"].get("patch_size") or self.input_size)
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one patch as callers pass it: (size, size) for gray, (size, size, 3) for colour."""
         return (self.input_size, self.input_size) + ((self.channels,) if self.channels != 1 else ())
@@ -84,7 +90,8 @@ class Scorer:
         """One image (encoded bytes, a PIL image or a uint8 array of any size) -> the model's
         input patch, exactly as image-level training patches were made. A patch already at
         the input size passes through unchanged."""
-        return prepare_patch(image, self.input_size, self.channels, max_pixels)
+        patch = prepare_patch(image, self.patch_size, self.channels, max_pixels)
+        return shrink_patches(patch[None], self.input_size)[0] if self.patch_size != self.input_size else patch
 
     def pixels(self, image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """One image decoded as the model sees colour (gray or RGB), at its own size: what
@@ -99,10 +106,13 @@ class Scorer:
         return self.predict_proba(np.stack(patches))
 
     def predict_proba(self, patches: np.ndarray) -> np.ndarray:
-        """(N, size, size[, C]) uint8 patches -> (N, K) class probabilities."""
+        """(N, size, size[, C]) uint8 patches (at the input size, or at the patch size the model
+        was trained from) -> (N, K) class probabilities."""
         patches = np.asarray(patches)
         if patches.ndim == 3 and self.channels == 1:
             patches = patches[..., None]
+        if patches.ndim == 4 and patches.shape[1] == patches.shape[2] == self.patch_size != self.input_size:
+            patches = shrink_patches(patches, self.input_size)
         expected = (self.input_size, self.input_size, self.channels)
         if patches.ndim != 4 or patches.shape[1:] != expected:
             raise ValueError(f"model {self.version} expects patches of shape (N, {expected}), got {patches.shape}")

@@ -87,6 +87,12 @@ def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, 
     classes = T.task_classes(T.all_labels(patches), config.task)
     train = T.augmented_data(augmented, config.task, classes, config.train_angle_step)
     val = T.split_data(patches, "validation", config.task, classes)
+    patch_size = int(train.x.shape[1])
+    if config.input_size and config.input_size != patch_size:
+        from defect_assets.ml.preprocess import shrink_patches
+
+        log(f"{family}: shrinking {patch_size} px patches to its {config.input_size} px input")
+        train.x, val.x = shrink_patches(train.x, config.input_size), shrink_patches(val.x, config.input_size)
     if config.shuffle_labels:
         log(f"{family}: training on PERMUTED labels (shuffle_labels=True, a sanity check)")
         train.y = np.random.default_rng(config.seed).permutation(train.y)
@@ -99,7 +105,8 @@ def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, 
     def one(s):
         card, hist = T.train_keras_family(
             family, lambda: build_for(s, train, len(classes)), phases_for(s, train, val, len(classes)),
-            train, val, classes, config.task, {**config.model_dump(), **s}, T.data_version(patches), registry, log)
+            train, val, classes, config.task, {**config.model_dump(), **s}, T.data_version(patches), registry, log,
+            patch_size=patch_size, views=config.test_time_views)
         return (card, hist), card["validation"]
 
     (card, hist), _, trials = run_trials(settings, one, log=log)
@@ -181,10 +188,11 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     patches = inputs["labeled_patches"]
     members = [str(df["version"].iloc[0]) for name, df in sorted(inputs.items()) if name != "labeled_patches"]
     scorers = [load_registered(registry, v) for v in members]
-    sizes = {(s.input_size, s.channels, tuple(s.classes), s.card["task"]) for s in scorers}
+    sizes = {(s.patch_size, s.channels, tuple(s.classes), s.card["task"]) for s in scorers}
     if len(sizes) != 1:
-        raise ValueError(f"ensemble members disagree on input size, channels, classes or task: {sorted(sizes)}")
+        raise ValueError(f"ensemble members disagree on patch size, channels, classes or task: {sorted(sizes)}")
     first = scorers[0].card
+    patch_input = {"size": scorers[0].patch_size, "channels": scorers[0].channels}  # members shrink their own
     val = T.split_data(patches, "validation", first["task"], first["classes"])
     t0 = time.perf_counter()
     probas = np.stack([s.predict_proba(val.x) for s in scorers])  # (members, N, K)
@@ -204,7 +212,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     table = pd.DataFrame(trials)
     best = int(table[f"val_{config.metric}"].to_numpy().argmax())
     weights = np.asarray(trials[best]["weights"], np.float64)
-    card_stub = {"kind": "ensemble", "task": first["task"], "classes": first["classes"], "input": first["input"],
+    card_stub = {"kind": "ensemble", "task": first["task"], "classes": first["classes"], "input": patch_input,
                  "members": members, "weights": weights.tolist(), "version": "ensemble (unregistered)"}
     ensemble = Scorer(card_stub, lambda x: np.tensordot(weights, np.stack([s.predict_proba(x) for s in scorers]),
                                                         axes=1).astype(np.float32))

@@ -51,7 +51,7 @@ class GoldenSet:
             if kind == "image":
                 rows.append(scorer.predict_images([src]))
             else:
-                window = crop_centered(decode_image(src, self.color), cx, cy, scorer.input_size)
+                window = crop_centered(decode_image(src, self.color), cx, cy, scorer.patch_size)
                 rows.append(scorer.predict_proba(window[None]))
         return np.concatenate(rows) if rows else np.zeros((0, len(scorer.classes)), np.float32)
 

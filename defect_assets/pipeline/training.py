@@ -101,9 +101,12 @@ def input_spec(x: np.ndarray) -> dict:
 
 def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str, Callable]],
                        train: SplitData, val: SplitData, classes: list[str], task: str, config: dict, dversion: dict,
-                       registry: ModelRegistry, log: Callable[[str], None]) -> tuple[dict, pd.DataFrame]:
+                       registry: ModelRegistry, log: Callable[[str], None],
+                       patch_size: int | None = None, views: int = 1) -> tuple[dict, pd.DataFrame]:
     """Build, run the fit phases (each a callable(model, phase_index) -> FitResult), score the
-    validation split, register. Returns (card, per-epoch history)."""
+    validation split through a Scorer with the card's test-time ``views`` (as evaluation and
+    serving will), register. Returns (card, per-epoch history)."""
+    from defect_assets.ml.scorer import Scorer
     from defect_assets.ml.training import model_to_bytes, predict_proba
 
     check_trainable(train, val, classes)
@@ -116,14 +119,18 @@ def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str,
         images += res.images_seen
     seconds = time.perf_counter() - t0
     history = pd.concat(histories, ignore_index=True)
-    proba = predict_proba(model, val.x)
+    card = {"kind": "keras", "task": task, "classes": classes, "config": config, "data_version": dversion,
+            "input": {**input_spec(train.x), **({"patch_size": patch_size} if patch_size and
+                                                  patch_size != train.x.shape[1] else {})},
+            **({"inference": {"views": views}} if views != 1 else {})}
+    proba = Scorer({**card, "version": f"{family} (in memory)"}, lambda x: predict_proba(model, x)).predict_proba(val.x)
     metrics = summary_metrics(val.y, proba)
     log(f"{family}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + f" ({seconds:.0f}s)")
-    card = {"kind": "keras", "task": task, "classes": classes, "config": config, "data_version": dversion,
-            "input": input_spec(train.x), "validation": metrics, "training_seconds": seconds,
+    card.update({
+            "validation": metrics, "training_seconds": seconds,
             "golden": golden_record(val, proba),
             "training_images_seen": images, "images_per_second": images / seconds if seconds else 0.0,
-            "params": int(model.count_params())}
+            "params": int(model.count_params())})
     card = registry.register(family, {"model.keras": model_to_bytes(model)}, card)
     return card, history
 

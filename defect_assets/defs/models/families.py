@@ -45,6 +45,12 @@ class KerasTrainConfig(dg.Config):
     search_batch_size: list[int] = []
     shuffle_labels: bool = False
     """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
+    test_time_views: int = 1
+    """1, 2, 4 or 8: average the probabilities over that many quarter turns and mirrors of each
+    patch, in validation, evaluation and serving alike (recorded in the model card)."""
+    input_size: int | None = None
+    """Model input side; None: the patch size. Smaller: patches are shrunk (area averaging) for
+    training and by the scorer at evaluation and serving, e.g. 64 px from 224 px cells."""
 
 
 class ScratchCNNConfig(KerasTrainConfig):
