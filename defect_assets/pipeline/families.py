@@ -211,7 +211,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
         trials.append({"weights": [round(float(x), 4) for x in w], **{f"val_{k}": v for k, v in m.items()}})
     table = pd.DataFrame(trials)
     best = int(table[f"val_{config.metric}"].to_numpy().argmax())
-    weights = np.asarray(trials[best]["weights"], np.float64)
+    weights = grid_w[best]
     card_stub = {"kind": "ensemble", "task": first["task"], "classes": first["classes"], "input": patch_input,
                  "members": members, "weights": weights.tolist(), "version": "ensemble (unregistered)"}
     ensemble = Scorer(card_stub, lambda x: np.tensordot(weights, np.stack([s.predict_proba(x) for s in scorers]),
