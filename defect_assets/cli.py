@@ -18,7 +18,7 @@ def cmd_demo(args) -> int:
     from defect_assets.demo import run_demo
 
     return run_demo(args.dataset, args.batches, args.limit, args.force, args.patch_size, args.quick,
-                    serve=not args.no_serve, port=args.port)
+                    serve=not args.no_serve, port=args.port, image_size=args.image_size)
 
 
 def cmd_upload(args) -> int:
@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--dataset", choices=["elpv", "synthetic"], default="elpv")
     d.add_argument("--batches", type=int, default=4, help="how many landing-zone batches to seed (default 4)")
     d.add_argument("--limit", type=int, help="use only this many images (quick look)")
-    d.add_argument("--patch-size", type=int, default=64)
+    d.add_argument("--patch-size", type=int, default=64, help="windows around points and boxes (default 64)")
+    d.add_argument("--image-size", type=int, help="whole images of image-level labels (default: 224 for ELPV, "
+                                                  "else the patch size)")
     d.add_argument("--force", action="store_true", help="rebuild batches that are already materialized")
     d.add_argument("--quick", action="store_true", help="tiny models: a smoke run of the whole chain")
     d.add_argument("--no-serve", action="store_true", help="do not start the scoring service at the end")

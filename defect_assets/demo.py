@@ -95,14 +95,37 @@ def materialize_batches(defs, instance, batch_ids: list[str], force: bool, run_c
     return done
 
 
-def quick_training():
-    """--quick: a smoke run of the whole chain in about a minute (tiny models)."""
-    from defect_assets.defs.models.families import ElasticNetConfig, ScratchCNNConfig, VGG16Config
+ELPV_IMAGE_SIZE = 224
+"""ELPV cells (300 px) are kept at 224 px: frozen VGG16 features reached test AUC 0.858 at 64 px,
+0.902 at 160, 0.914 at 224 and 0.907 at 300 (logistic regression, the probe in DESIGN.md), at
+about half the extraction time of 300 px (439 s vs 839 s for all 2,624 cells)."""
+KERAS_INPUT = 64
+"""The Keras families train at 64 px from those patches: at 224 px a from-scratch CNN or a VGG
+fine-tune is 10x slower per image than 2 CPU cores allow within the main job's budget."""
 
-    return {"scratch_cnn_model": ScratchCNNConfig(filters=[8, 16], epochs=2, images_per_epoch=512, batch_size=32),
-            "fine_tuned_vgg16_model": VGG16Config(cut_block=1, epochs=1, fine_tune_epochs=1, images_per_epoch=256,
-                                                  batch_size=32),
-            "elastic_net_model": ElasticNetConfig(search_C=[])}
+
+def recipe(dataset: str, patch_size: int, image_size: int | None, quick: bool) -> tuple[dict, dict]:
+    """(ops of prepare_batch_job, ops of train_models_job) of the main job for a data set."""
+    from defect_assets.defs.models.assets import FeatureConfig
+    from defect_assets.defs.models.families import ElasticNetConfig, ScratchCNNConfig, VGG16Config
+    from defect_assets.defs.patches.assets import AugmentConfig, PatchConfig
+
+    big = image_size is not None and image_size > KERAS_INPUT
+    prepare = {"labeled_patches": PatchConfig(size=patch_size, image_size=image_size),
+               # 8 views (quarter turns and mirrors) are all the Keras families use on cells
+               **({"augmented_training_set": AugmentConfig(angle_step=90)} if big else {}),
+               **({"backbone_features": FeatureConfig(blocks=[1])} if quick else {})}
+    keras_input = {"input_size": KERAS_INPUT} if big else {}
+    if quick:  # a smoke run of the whole chain in about a minute (tiny models)
+        train = {"scratch_cnn_model": ScratchCNNConfig(filters=[8, 16], epochs=2, images_per_epoch=512,
+                                                       batch_size=32, **keras_input),
+                 "fine_tuned_vgg16_model": VGG16Config(cut_block=1, epochs=1, fine_tune_epochs=1,
+                                                       images_per_epoch=256, batch_size=32, **keras_input),
+                 "elastic_net_model": ElasticNetConfig(search_C=[])}
+    else:
+        train = {"scratch_cnn_model": ScratchCNNConfig(**keras_input),
+                 "fine_tuned_vgg16_model": VGG16Config(**keras_input)} if keras_input else {}
+    return prepare, train
 
 
 def train_models(defs, instance, run_config) -> list[dict]:
@@ -257,7 +280,8 @@ def summarize(store, batch_ids: list[str]) -> str:
 
 
 def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, force: bool = False,
-             patch_size: int = 64, quick: bool = False, serve: bool = True, port: int = 8000) -> int:
+             patch_size: int = 64, quick: bool = False, serve: bool = True, port: int = 8000,
+             image_size: int | None = None) -> int:
     from defect_assets.storage.env import default_data_dir
 
     data_dir = default_data_dir()
@@ -281,13 +305,14 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("3. Materializing every asset for every batch")
     import dagster as dg
 
-    from defect_assets.defs.models.assets import FeatureConfig
     from defect_assets.defs.models.families import FAMILY_NAMES, MODEL_ASSETS
-    from defect_assets.defs.patches.assets import PatchConfig
 
-    prepare = dg.RunConfig(ops={"labeled_patches": PatchConfig(size=patch_size),
-                                **({"backbone_features": FeatureConfig(blocks=[1])} if quick else {})},
-                           loggers=quiet())
+    if image_size is None and dataset == "elpv":
+        image_size = ELPV_IMAGE_SIZE
+    prepare_ops, train_ops = recipe(dataset, patch_size, image_size, quick)
+    say(f"   whole images (image-level labels) at {image_size or patch_size} px, windows around points at "
+        f"{patch_size} px")
+    prepare = dg.RunConfig(ops=prepare_ops, loggers=quiet())
     built = materialize_batches(defs, instance, batch_ids, force, prepare)
     say("")
     say(summarize(artifacts, batch_ids))
@@ -296,7 +321,7 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     if built or force or not trained:
         say(f"4. Training the {len(FAMILY_NAMES)} model families on every batch (train_models_job; live per-epoch "
             "progress below)")
-        cards = train_models(defs, instance, dg.RunConfig(ops=quick_training() if quick else {}, loggers=quiet("INFO")))
+        cards = train_models(defs, instance, dg.RunConfig(ops=train_ops, loggers=quiet("INFO")))
     else:
         from defect_assets.storage.registry import ModelRegistry
 
