@@ -253,8 +253,11 @@ def summarize(store, batch_ids: list[str]) -> str:
         meta = current_version(store, f"{asset}/{b}")
         return read_table(store, meta["files"]["table"]) if meta else None
 
-    rows, patch_tables, aug_total = [], [], 0
+    rows, patch_tables, aug_total, views = [], [], 0, set()
     for b in batch_ids:
+        aug_meta = current_version(store, f"augmented_training_set/{b}")
+        if aug_meta:
+            views.add(aug_meta["attrs"].get("per_patch"))
         inv, pt, aug = table("raw_images", b), table("labeled_patches", b), table("augmented_training_set", b)
         rows.append({"batch": b,
                      "images": int((inv["role"] == "image").sum()) if inv is not None else 0,
@@ -274,7 +277,8 @@ def summarize(store, batch_ids: list[str]) -> str:
         if allp["label"].nunique() <= 12:
             lines += ["Patches per split and original label:",
                       pd.crosstab(allp["label"], allp["split"], margins=True, margins_name="total").to_string(), ""]
-    lines += [f"Augmented training images (train split x 48): {aug_total:,}",
+    lines += [f"Augmented training images (train split x {'/'.join(str(v) for v in sorted(views)) or 0} views): "
+              f"{aug_total:,}",
               f"Total images ingested: {int(per_batch['images'].sum()):,}"]
     return "\n".join(lines)
 

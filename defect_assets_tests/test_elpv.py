@@ -84,7 +84,7 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     cmd = [sys.executable, "-m", "defect_assets.cli", "demo", "--limit", "40", "--batches", "2", "--quick",
            "--port", str(port)]
     try:
-        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     finally:
         pid_file = tmp_path / "data" / "serve.pid"
         if pid_file.exists():  # the demo leaves its scoring service running: stop it
@@ -98,8 +98,9 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
 
     # counts: images per batch, and patches per class and split, as computed independently above
     per_batch = {r[0]: [int(v) for v in r[1:]] for r in printed_table(text, "Images per batch:")}
-    # columns: images, rejected, patches, augmented (48 views of every train patch)
-    assert per_batch == {b: [len(g), 0, len(g), 48 * int((g["split"] == "train").sum())]
+    # columns: images, rejected, patches, augmented (8 views of every train cell: quarter turns and mirrors)
+    assert "whole images (image-level labels) at 224 px" in text and "train split x 8 views" in text
+    assert per_batch == {b: [len(g), 0, len(g), 8 * int((g["split"] == "train").sum())]
                          for b, g in cells.groupby("batch")}
     crosstab = pd.crosstab(cells["class"], cells["split"], margins=True, margins_name="total")
     shown = {r[0]: [int(v) for v in r[1:]] for r in printed_table(text, "Patches per split and class")}
@@ -142,6 +143,6 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     assert scored[-2] == champion.group(1) and float(scored[-3]) == pytest.approx(float(want), abs=1e-4)
     assert (tmp_path / "home" / "dagster.yaml").exists()
 
-    again = subprocess.run([*cmd, "--no-serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run([*cmd, "--no-serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and again.stdout.count("already materialized") == 2
     assert "Models are up to date" in again.stdout
