@@ -46,8 +46,20 @@ class LinearSoftmax:
         return int(np.count_nonzero(np.any(self.coef != 0, axis=0)))
 
 
+def soft_binary_rows(x: np.ndarray, p_defect: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Soft binary targets as weighted rows: each item once as a defect with weight p and once as
+    sound with weight 1 - p, so the logistic loss is the cross-entropy against p (ELPV's raters
+    said 1/3 or 2/3 for the cells they were unsure of). Returns (x, y, sample weights)."""
+    p = np.clip(np.asarray(p_defect, np.float64), 0, 1)
+    keep1, keep0 = p > 0, p < 1
+    xs = np.concatenate([x[keep1], x[keep0]])
+    ys = np.concatenate([np.ones(keep1.sum(), np.int64), np.zeros(keep0.sum(), np.int64)])
+    return xs, ys, np.concatenate([p[keep1], 1 - p[keep0]])
+
+
 def fit_elastic_net(x: np.ndarray, y: np.ndarray, classes: list[str], C: float = 0.1, l1_ratio: float = 0.5,
-                    class_weight: str | None = "balanced", max_iter: int = 2000, seed: int = 0) -> LinearSoftmax:
+                    class_weight: str | None = "balanced", max_iter: int = 2000, seed: int = 0,
+                    sample_weight: np.ndarray | None = None) -> LinearSoftmax:
     """scikit-learn's saga elastic-net logistic regression on standardized features."""
     import warnings
 
@@ -64,7 +76,7 @@ def fit_elastic_net(x: np.ndarray, y: np.ndarray, classes: list[str], C: float =
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        clf.fit(xs, y)
+        clf.fit(xs, y, sample_weight=sample_weight)
     coef, intercept = clf.coef_, clf.intercept_
     if len(classes) > 2 and coef.shape[0] != len(classes):  # a class absent from training
         full_c = np.zeros((len(classes), coef.shape[1]))

@@ -54,9 +54,20 @@ def train_elastic_net(config, inputs: Inputs, registry: ModelRegistry, log: Log)
     base = {"C": config.C, "l1_ratio": config.l1_ratio}
     t0 = time.perf_counter()
 
+    fit_x, fit_y, weights = xs["train"], ys["train"], None
+    if config.soft_labels and config.task == "binary":
+        from defect_assets.ml.linear import soft_binary_rows
+
+        table = pd.concat([t for _, t in parts["train"]])
+        p = pd.to_numeric(table["label"], errors="coerce").to_numpy()  # ELPV: 0, 1/3, 2/3, 1
+        p = np.where(np.isfinite(p), p, table["is_defect"].to_numpy().astype(float))  # class names: 0 or 1
+        fit_x, fit_y, weights = soft_binary_rows(xs["train"], p)
+        log(f"elastic_net: soft targets, {int((p > 0).sum() + (p < 1).sum())} weighted rows from {len(p)} patches")
+
     def train(s):
-        m = fit_elastic_net(xs["train"], ys["train"], classes, C=s["C"], l1_ratio=s["l1_ratio"],
-                            class_weight="balanced" if config.class_weight_balanced else None, seed=config.seed)
+        m = fit_elastic_net(fit_x, fit_y, classes, C=s["C"], l1_ratio=s["l1_ratio"],
+                            class_weight="balanced" if config.class_weight_balanced else None, seed=config.seed,
+                            sample_weight=weights)
         return m, summary_metrics(ys["validation"], m.predict_proba(xs["validation"]))
 
     model, best, trials = run_trials(grid(base, {"C": config.search_C, "l1_ratio": config.search_l1_ratio}), train,

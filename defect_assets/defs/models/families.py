@@ -20,6 +20,9 @@ class ElasticNetConfig(dg.Config):
     search_C: list[float] = [0.02, 0.05, 0.2]
     """Candidates tried (every trial is recorded); empty: just C."""
     search_l1_ratio: list[float] = []
+    soft_labels: bool = False
+    """Binary task: learn the numeric label itself (ELPV's defect probability 0, 1/3, 2/3, 1) as a
+    soft target instead of the thresholded class (cross-entropy against p, by weighted rows)."""
     seed: int = 0
     shuffle_labels: bool = False
     """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
