@@ -55,7 +55,7 @@ def train_elastic_net(config, inputs: Inputs, registry: ModelRegistry, log: Log)
     t0 = time.perf_counter()
 
     fit_x, fit_y, weights = xs["train"], ys["train"], None
-    if config.soft_labels and config.task == "binary":
+    if config.soft_labels and config.task == "binary" and not config.shuffle_labels:
         from defect_assets.ml.linear import soft_binary_rows
 
         table = pd.concat([t for _, t in parts["train"]])
