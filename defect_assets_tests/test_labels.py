@@ -34,10 +34,12 @@ def test_labels_csv_rows():
     df = parse_labels_csv("image,label,extra\na.png,ok,1\nsub/b.png,crack,2\n\n", "labels.csv")
     assert records(df) == [
         dict(image="a.png", kind="image", label="ok",
-             x=None, y=None, xmin=None, ymin=None, xmax=None, ymax=None, row=2),
+             x=None, y=None, xmin=None, ymin=None, xmax=None, ymax=None, row=2, group=None),
         dict(image="sub/b.png", kind="image", label="crack",
-             x=None, y=None, xmin=None, ymin=None, xmax=None, ymax=None, row=3),
+             x=None, y=None, xmin=None, ymin=None, xmax=None, ymax=None, row=3, group=None),
     ]
+    grouped = parse_labels_csv("image,label,group\nc.png,ok,module-7\n", "labels.csv")
+    assert grouped["group"].tolist() == ["module-7"]
 
 
 def test_labels_csv_in_a_subfolder_prefixes_paths():
