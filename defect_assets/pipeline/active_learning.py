@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import pandas as pd
 from defect_assets.ml import active_learning as AL
 from defect_assets.ml.scorer import Scorer
 from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.labeling import LabelingQueue, publish_queue
 
 POOL_COLUMNS = ["batch", "image", "image_id", "stored_key", "width", "height"]
 SCORE_CHUNK = 128  # images decoded and scored per call: bounded memory for any pool
@@ -89,3 +91,38 @@ def windowed_model(patch_tables: list[pd.DataFrame]) -> bool:
     """Whether a model learned from windows cut around points or boxes (the dent workflow), so a
     heatmap of its windows over a larger photo means something; a model of whole images has none."""
     return any(t["kind"].isin(["point", "box", "negative"]).any() for t in patch_tables if len(t))
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    strategy: str = "entropy"
+    per_round: int = 20
+    diversity: bool = False
+    shortlist_factor: int = 5
+    feature_blocks: tuple[int, ...] = (3, 4)
+    feature_weights: str = "offline"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.strategy not in AL.STRATEGIES:
+            raise ValueError(f"strategy {self.strategy!r} is not one of {', '.join(AL.STRATEGIES)}")
+        if self.per_round < 1 or self.shortlist_factor < 1:
+            raise ValueError(f"per_round and shortlist_factor must be >= 1, got {self.per_round}, "
+                             f"{self.shortlist_factor}")
+
+
+def publish_next_queue(store: ObjectStore, scorer: Scorer, pool: pd.DataFrame, settings: QueueSettings,
+                       heatmaps: bool, extra: dict | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> LabelingQueue:
+    """Score the pool with ``scorer``, pick the round, and publish it as the labeling page's
+    current queue. ``heatmaps``: the scorer's model learned from windows (``windowed_model``)."""
+    proba = score_pool(scorer, pool, store, progress)
+    features = (pool_features(scorer, pool, store, settings.feature_blocks, settings.feature_weights)
+                if settings.diversity and len(pool) else None)
+    items = build_queue(pool, proba, scorer.classes, scorer.version, settings.strategy, settings.per_round,
+                        settings.seed, features, settings.shortlist_factor)
+    return publish_queue(store, items, {
+        "strategy": settings.strategy, "per_round": settings.per_round, "diversity": settings.diversity,
+        "model_version": scorer.version, "classes": scorer.classes, "input_size": scorer.input_size,
+        "heatmaps": bool(heatmaps), "pool_images": len(pool), "pool_batches": sorted(set(pool["batch"])),
+        **(extra or {})})

@@ -10,11 +10,9 @@ from defect_assets.defs.metadata import md_table
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.patches.assets import stored_patch_tables
 from defect_assets.defs.resources import StorageResource
-from defect_assets.ml.active_learning import STRATEGIES
 from defect_assets.ml.scorer import load_registered
 from defect_assets.pipeline import active_learning as AL
 from defect_assets.storage.formats import ArrayTable
-from defect_assets.storage.labeling import publish_queue
 from defect_assets.storage.registry import ModelRegistry
 
 LABELING_PAGE = "/label"
@@ -58,10 +56,11 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
     them. Each item records the strategy, the model version and its scores. Published as the
     labeling page's current queue; rebuilt after each deployment, so the new champion scores
     the next round."""
-    if config.strategy not in STRATEGIES:
-        raise dg.Failure(f"strategy {config.strategy!r} is not one of {', '.join(STRATEGIES)}")
-    if config.per_round < 1:
-        raise dg.Failure(f"per_round must be >= 1, got {config.per_round}")
+    try:
+        settings = AL.QueueSettings(config.strategy, config.per_round, config.diversity, config.shortlist_factor,
+                                    tuple(config.feature_blocks), config.feature_weights, config.seed)
+    except ValueError as e:
+        raise dg.Failure(str(e)) from None
     store = artifact_store.open()
     registry = ModelRegistry(store)
     production = registry.production()
@@ -69,19 +68,12 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
         raise dg.Failure("no production model to score the pool with: run deploy_job (or retrain_job) first")
     scorer = load_registered(registry, production["version"])
     pool = pd.concat([unlabeled_pool[b] for b in sorted(unlabeled_pool)], ignore_index=True)
-    proba = AL.score_pool(scorer, pool, store,
-                          progress=lambda i, n: context.log.info(f"labeling_queue: {i}/{n} pool images scored"))
-    features = (AL.pool_features(scorer, pool, store, tuple(config.feature_blocks), config.feature_weights)
-                if config.diversity and len(pool) else None)
-    items = AL.build_queue(pool, proba, scorer.classes, scorer.version, config.strategy, config.per_round,
-                           config.seed, features, config.shortlist_factor)
     trained_on = set(scorer.card.get("data_version", {}).get("batches", []))
-    tables = [t for b, t in stored_patch_tables(store).items() if b in trained_on]
-    queue = publish_queue(store, items, {
-        "strategy": config.strategy, "per_round": config.per_round, "diversity": config.diversity,
-        "model_version": scorer.version, "classes": scorer.classes, "input_size": scorer.input_size,
-        "heatmaps": AL.windowed_model(tables), "pool_images": len(pool), "pool_batches": sorted(unlabeled_pool),
-        "run_id": context.run.run_id})
+    windowed = AL.windowed_model([t for b, t in stored_patch_tables(store).items() if b in trained_on])
+    queue = AL.publish_next_queue(store, scorer, pool, settings, windowed, {"run_id": context.run.run_id},
+                                  progress=lambda i, n: context.log.info(f"labeling_queue: {i}/{n} pool images "
+                                                                         "scored"))
+    items = queue.items
     context.log.info(f"labeling_queue {queue.id}: {len(items)} of {len(pool)} pool images by {config.strategy}, "
                      f"scored by {scorer.version}")
     shown = items[["rank", "batch", "image", "guess", "guess_probability", "score"]].copy()
