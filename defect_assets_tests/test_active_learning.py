@@ -44,6 +44,17 @@ def test_for_two_classes_the_three_uncertainty_strategies_agree():
         assert AL.rank(binary, strategy).tolist() == expected, strategy
 
 
+def test_they_still_agree_on_float32_rows_of_a_very_unsure_model():
+    """A model trained on a few labels puts the pool within 1e-4 of 0.5, and hands over float32
+    rows (1 - p and p rounded separately): entropy must rank by the model, not by the rounding."""
+    d = np.random.default_rng(0).uniform(-1e-4, 1e-4, 400)
+    p1 = 0.5 + d
+    rows = np.stack([1 - p1, p1], axis=1).astype(np.float32)
+    by_hand = np.argsort(np.abs(rows[:, 1].astype(np.float64) - 0.5), kind="stable")[:20]
+    for strategy in ("entropy", "margin", "least_confidence"):
+        assert sorted(AL.select(rows, 20, strategy).picks.tolist()) == sorted(by_hand.tolist()), strategy
+
+
 def test_random_is_a_seeded_baseline_that_ignores_the_scores():
     picks = {seed: AL.select(P, 3, "random", seed=seed).picks.tolist() for seed in range(40)}
     assert picks[7] == AL.select(P, 3, "random", seed=7).picks.tolist()  # same seed, same picks

@@ -23,12 +23,16 @@ STRATEGIES = ("entropy", "margin", "least_confidence", "random")
 
 
 def _proba(proba) -> np.ndarray:
+    """Rows as float64 summing to 1. Models hand over float32 rows whose classes were rounded
+    separately (1 - p and p); near p = 0.5 that rounding (~1e-7) outweighs entropy's differences
+    (~(p - 0.5)^2), and entropy would rank by rounding noise instead of by the model."""
     p = np.asarray(proba, np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"expected an (N, K>=2) probability matrix, got shape {p.shape}")
-    if not np.isfinite(p).all():
-        raise ValueError("probabilities must be finite")
-    return p
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError("probabilities must be finite and >= 0")
+    total = p.sum(axis=1, keepdims=True)
+    return np.divide(p, total, out=np.full_like(p, 1.0 / p.shape[1]), where=total > 0)
 
 
 def least_confidence(proba) -> np.ndarray:
