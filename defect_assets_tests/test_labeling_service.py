@@ -155,6 +155,10 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(labeling):
     got, doc = jcall(svc.port, "POST", "/v1/labeling/labels", ANA, raw=b"{not json",
                      headers={"Content-Type": "application/json"})
     assert (got, doc["error"]) == (422, "invalid_request")
+    big = json.dumps({"item_id": item, "label": "defect", "pad": "x" * 100_000}).encode()
+    got, doc = jcall(svc.port, "POST", "/v1/labeling/labels", ANA, raw=big,
+                     headers={"Content-Type": "application/json"})
+    assert (got, doc["error"]) == (413, "payload_too_large")
     got, doc = jcall(svc.port, "POST", "/v1/labeling/skips", ANA, {"item_id": "nope"})
     assert (got, doc["error"]) == (404, "not_in_queue")
     got, doc = jcall(svc.port, "POST", "/v1/labeling/undo", ANA, {})

@@ -92,6 +92,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.service = state
     app.add_middleware(UploadGuard, paths=scoring.UPLOAD_ROUTES, max_bytes=settings.max_upload_bytes,
                        body_timeout=settings.body_timeout_seconds)
+    app.add_middleware(labeling.WriteBodyCap)
     install_error_handlers(app)
     for router in (health.router, model.router, scoring.router, labeling.router):
         app.include_router(router)

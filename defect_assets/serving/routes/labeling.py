@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from defect_assets.ml.images import decode_image, encode_png
 from defect_assets.serving import inspection
-from defect_assets.serving.errors import ApiError
+from defect_assets.serving.errors import ApiError, error_response
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.state import ServiceState, service
 
@@ -36,8 +36,61 @@ PASS_THROUGH = {".png": "image/png", ".jpg": "image/jpeg"}  # what every browser
 HEATMAP_COLOR = (230, 40, 30)
 HEATMAP_MAX_ALPHA = 170
 HEATMAP_MAX_PIXELS = 4_000_000  # larger photos get a coarser overlay (the browser scales it up)
+WRITE_PREFIXES = ("/v1/labeling/", "/label/login")
+MAX_WRITE_BYTES = 16 * 1024  # a label is a few hundred bytes of JSON
 
 router = APIRouter(tags=["labeling"])
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class WriteBodyCap:
+    """ASGI middleware: a labeling write larger than ``max_bytes`` is answered 413 before it is
+    read (Content-Length) or as soon as the streamed bytes pass the cap; the app never sees it."""
+
+    def __init__(self, app, max_bytes: int = MAX_WRITE_BYTES, prefixes: tuple[str, ...] = WRITE_PREFIXES):
+        self.app, self.max_bytes, self.prefixes = app, max_bytes, prefixes
+
+    def _answer(self):
+        return error_response(413, "payload_too_large", f"a labeling request is at most {self.max_bytes:,} bytes")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(self.prefixes):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        try:
+            declared = int(headers.get(b"content-length", b"-1"))
+        except ValueError:
+            declared = -1
+        if declared > self.max_bytes:
+            return await self._answer()(scope, receive, send)
+        seen, over, started = 0, False, False
+
+        async def capped_receive():
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    over = True
+                    raise _TooLarge()
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if not over:
+                started = True
+                await send(message)
+
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._answer()(scope, receive, send)
 bearer = HTTPBearer(auto_error=False, description="a labeler token (DEFECT_ASSETS_LABELER_TOKENS)")
 token_header = APIKeyHeader(name=TOKEN_HEADER, auto_error=False, description="a labeler token")
 
