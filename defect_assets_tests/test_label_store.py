@@ -130,3 +130,34 @@ def test_a_published_queue_becomes_current_and_keeps_the_old_one(tmp_path):
     assert now.id == q2.id != q1.id and now.model_version == "m-2" and len(now.items) == 1
     assert now.item("i1")["probabilities"].tolist() == [0.4, 0.6] and now.item("i2") is None
     assert store.exists(f"labeling/queues/{q1.id}/queue.json")  # old queues stay for the record
+
+
+def test_page_labels_join_the_batch_labels_with_disagreements_and_conflicts_noted(tmp_path):
+    """normalize_batch_labels with the page's labels: one image-level row per image (the latest
+    label when labelers disagree), a batch's own label file wins, and a label of an image that
+    is gone (or was replaced) from the batch is dropped with a note instead of failing the batch."""
+    from defect_assets.pipeline.labeling import normalize_batch_labels
+
+    store = LocalObjectStore(tmp_path)
+    store.write_bytes("label_files/ab/abc", b"image,label\na.png,ok\n")
+    inventory = pd.DataFrame({
+        "path": ["a.png", "b.png", "c.png", "labels.csv"], "role": ["image", "image", "image", "label_file"],
+        "sha256": ["a" * 64, "b" * 64, "c" * 64, "f" * 64], "width": [30, 30, 30, None],
+        "height": [20, 20, 20, None], "stored_key": ["i/a", "i/b", "i/c", "label_files/ab/abc"]})
+    log = LabelLog(store)
+
+    def page(image, image_id, label, labeler, at):
+        log.append(LabelEvent(kind="label", queue="q", item=image, batch="b1", image=image, image_id=image_id,
+                              labeler=labeler, model_version="m", label=label, at=f"2026-11-26T10:00:0{at}.000+00:00"))
+
+    page("b.png", "b" * 64, "defect", "ana", 1)
+    page("b.png", "b" * 64, "ok", "ben", 2)  # later: counts
+    page("a.png", "a" * 64, "defect", "ana", 3)  # labels.csv says ok: the file wins
+    page("c.png", "0" * 64, "defect", "ana", 4)  # c.png was replaced since: dropped
+    labels, notes = normalize_batch_labels(inventory, store, None, log.labels("b1"))
+    rows = sorted(zip(labels["image"], labels["label"], labels["source"]))
+    assert rows == [("a.png", "ok", "labels.csv"), ("b.png", "ok", "labeling page")]
+    assert labels.set_index("image").loc["b.png", "image_id"] == "b" * 64
+    assert any("disagree on 'b.png'" in n and "by ben" in n for n in notes)
+    assert any("'a.png' ignored" in n for n in notes)
+    assert any("'c.png'" in n and "no longer" in n for n in notes)
