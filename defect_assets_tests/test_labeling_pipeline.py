@@ -173,3 +173,16 @@ def test_no_production_model_is_a_clear_failure(tmp_path):
     assert not result.success
     failure = [e for e in result.all_events if e.is_step_failure][0]
     assert "no production model" in failure.event_specific_data.error.message
+
+
+def test_the_diversity_step_picks_from_the_most_uncertain_and_spreads_them(project):
+    instance, resources, store, registry, versions = project
+    assert queue_run(instance, resources, per_round=3, diversity=True, shortlist_factor=2, feature_blocks=[1]).success
+    queue = current_queue(store)
+    items = queue.items
+    assert len(items) == 3 and queue.doc["diversity"] is True and set(items["diversity"]) == {True}
+    pool = np.concatenate([read_value(store, f"unlabeled_pool/{b}")["stored_key"] for b in ("line-7", "line-8")])
+    proba = load_registered(registry, versions["a"]).predict_images([store.read_bytes(k) for k in pool])
+    shortlist = [pool[i] for i in AL.rank(proba, "entropy")[:6]]
+    assert items["stored_key"].iloc[0] == shortlist[0]  # the most uncertain first
+    assert set(items["stored_key"]) <= set(shortlist) and items["stored_key"].is_unique

@@ -250,7 +250,7 @@ async def item_heatmap(item_id: str, name: str = Depends(labeler), state: Servic
     """Where the model sees a defect in the queued photo: its windows' defect probability as a
     transparent red overlay of the photo's size. Exists for models trained on windows around
     marked defects (the dent workflow), scored by the queue's own model version."""
-    queue, row = desk(state).item(item_id)
+    queue, row = await asyncio.to_thread(desk(state).item, item_id)
     if not queue.doc.get("heatmaps"):
         raise ApiError(404, "no_heatmap", "this queue's model scores whole images: it has no heatmap")
     model = state.serving()
