@@ -107,6 +107,9 @@ def test_every_labeling_route_needs_a_labeler_token(labeling):
     assert status == 200 and b"/static/labeling/labeling.js" in page
     status, doc = jcall(svc.port, "GET", "/v1/labeling/queue", headers={"X-Labeler-Token": BEN})
     assert status == 200 and doc["labeler"] == "ben" and doc["progress"]["items"] == 5
+    schemes = jcall(svc.port, "GET", "/openapi.json")[1]["components"]["securitySchemes"]
+    assert schemes["APIKeyHeader"]["name"] == "X-API-Key" and schemes["LabelerToken"]["name"] == "X-Labeler-Token"
+    assert schemes["LabelerBearer"]["scheme"] == "bearer"
 
 
 def test_the_sign_in_form_sets_a_strict_http_only_cookie(labeling):

@@ -91,8 +91,11 @@ class WriteBodyCap:
                 raise
         if over and not started:
             await self._answer()(scope, receive, send)
-bearer = HTTPBearer(auto_error=False, description="a labeler token (DEFECT_ASSETS_LABELER_TOKENS)")
-token_header = APIKeyHeader(name=TOKEN_HEADER, auto_error=False, description="a labeler token")
+# own scheme names: the default (the class name) would replace the API key's "APIKeyHeader" in /openapi.json
+bearer = HTTPBearer(auto_error=False, scheme_name="LabelerBearer",
+                    description="a labeler token (DEFECT_ASSETS_LABELER_TOKENS)")
+token_header = APIKeyHeader(name=TOKEN_HEADER, auto_error=False, scheme_name="LabelerToken",
+                            description="a labeler token")
 
 
 class LabelRequest(BaseModel):
@@ -108,13 +111,16 @@ def desk(state: ServiceState) -> LabelingDesk:
     return state.labeling
 
 
-def _token(request: Request, auth: HTTPAuthorizationCredentials | None, header: str | None) -> tuple[str | None, bool]:
-    """(the token, whether it came from the cookie)."""
-    if auth is not None and auth.credentials:
-        return auth.credentials, False
-    if header:
-        return header, False
-    return request.cookies.get(COOKIE), True
+def _signed_in(request: Request, state: ServiceState, auth: HTTPAuthorizationCredentials | None,
+               header: str | None) -> tuple[str | None, bool]:
+    """(the labeler named by the first valid credential: bearer, header, then cookie; whether it
+    was the cookie). A stray invalid credential beside a valid one does not lock a labeler out."""
+    for token, from_cookie in ((auth.credentials if auth else None, False), (header, False),
+                               (request.cookies.get(COOKIE), True)):
+        name = state.settings.labeler_for(token) if token else None
+        if name is not None:
+            return name, from_cookie
+    return None, False
 
 
 def _same_origin(request: Request) -> bool:
@@ -130,8 +136,7 @@ async def labeler(request: Request, auth: HTTPAuthorizationCredentials | None = 
     if not state.settings.labelers:
         raise ApiError(401, "unauthorized", "labeling is off: no labeler tokens are configured "
                                             "(DEFECT_ASSETS_LABELER_TOKENS)")
-    token, from_cookie = _token(request, auth, header)
-    name = state.settings.labeler_for(token)
+    name, from_cookie = _signed_in(request, state, auth, header)
     if name is None:
         raise ApiError(401, "unauthorized", "a labeler token is required (Authorization: Bearer, "
                                             f"{TOKEN_HEADER}, or sign in at /label)")
@@ -150,8 +155,7 @@ async def labeling_page(request: Request, state: ServiceState = Depends(service)
                         auth: HTTPAuthorizationCredentials | None = Security(bearer),
                         header: str | None = Security(token_header)):
     """The labeling page; without a valid token, its sign-in form (401)."""
-    token, _ = _token(request, auth, header)
-    if state.settings.labeler_for(token) is None:
+    if _signed_in(request, state, auth, header)[0] is None:
         why = "" if state.settings.labelers else "Labeling is off: no labeler tokens are configured."
         return _page("login.html", 401, why)
     return _page("labeling.html")
