@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from defect_assets.defs.active_learning.assets import labeling_queue, unlabeled_pool
+from defect_assets.defs.active_learning.sensors import new_labels_sensor
 from defect_assets.defs.automation.schedules import nightly_retrain_schedule
 from defect_assets.defs.automation.sensors import retrain_sensor
 from defect_assets.defs.deploy.assets import deployed_endpoint
@@ -16,10 +18,10 @@ from defect_assets.defs.resources import default_resources
 
 defs = dg.Definitions(
     assets=[raw_images, image_labels, labeled_patches, augmented_training_set, backbone_features, *model_assets,
-            *evaluation_assets, evaluation_history, champion_model, deployed_endpoint],
+            *evaluation_assets, evaluation_history, champion_model, deployed_endpoint, unlabeled_pool, labeling_queue],
     asset_checks=champion_checks,
     jobs=all_jobs,
-    sensors=[landing_zone_sensor, retrain_sensor],
+    sensors=[landing_zone_sensor, retrain_sensor, new_labels_sensor],
     schedules=[nightly_retrain_schedule],
     resources=default_resources(),
 )

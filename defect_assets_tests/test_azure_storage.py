@@ -98,6 +98,42 @@ def test_two_prefixes_in_one_container_do_not_see_each_other(store):
     assert store.read_bytes("k") == b"one" and other.info("k") is None
 
 
+def test_write_new_on_blob_storage_has_exactly_one_winner_and_label_events_lose_nothing(store):
+    """Create-if-absent is the service's conditional Put Blob: racing writers of one new key
+    leave one blob; two labelers appending at once through two clients keep every label once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from defect_assets.storage.labeling import LabelEvent, LabelLog
+
+    barrier = threading.Barrier(6)
+
+    def race(i):
+        barrier.wait()
+        return store.write_new("race/k", f"writer {i}".encode())
+
+    with ThreadPoolExecutor(6) as pool:
+        won = list(pool.map(race, range(6)))
+    assert won.count(True) == 1 and store.read_bytes("race/k") == f"writer {won.index(True)}".encode()
+
+    def label(who, i):
+        return LabelEvent(kind="label", queue="q", item=f"i{i}", batch="b", image=f"{i}.png", image_id="0" * 64,
+                          labeler=who, model_version="m", label="defect" if i % 2 else "ok")
+
+    other = AzureBlobObjectStore(store.container, prefix="project/one")  # a second client, same place
+    logs = {"ana": LabelLog(store), "ben": LabelLog(other)}
+    work = [(who, i) for i in range(8) for who in logs] * 2  # every label submitted twice
+
+    def submit(chunk):
+        for who, i in chunk:
+            logs[who].append(label(who, i))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(submit, [work[k::4] for k in range(4)]))
+    labels = LabelLog(store).labels()
+    assert len(labels) == 16 and not labels.duplicated(["labeler", "item"]).any()
+
+
 def test_failed_write_leaves_the_old_blob_and_creates_nothing_new(store):
     old = store.write_bytes("table.parquet", b"old complete content")
     with pytest.raises(RuntimeError, match="disk full"):

@@ -1,6 +1,6 @@
-"""Jobs: per-batch data preparation, training of every model family, evaluation, deployment,
-and retraining (training through deployment). Referenced as objects by the sensors, the
-schedule and the main job."""
+"""Jobs: per-batch data preparation, re-preparation after new labels, training of every model
+family, evaluation, deployment, and retraining (training through deployment and the next
+labeling queue). Referenced as objects by the sensors, the schedule and the main job."""
 
 import dagster as dg
 
@@ -8,8 +8,18 @@ from defect_assets.defs.models.families import MODEL_ASSETS
 
 prepare_batch_job = dg.define_asset_job(
     "prepare_batch_job",
-    selection=dg.AssetSelection.groups("ingest", "patches") | dg.AssetSelection.assets("backbone_features"),
-    description="Ingest one landing-zone batch: labels, patches, augmented set and backbone features.",
+    selection=(dg.AssetSelection.groups("ingest", "patches")
+               | dg.AssetSelection.assets("backbone_features", "unlabeled_pool")),
+    description="Ingest one landing-zone batch: labels, patches, augmented set, backbone features and the "
+                "unlabeled pool.",
+)
+
+relabel_batch_job = dg.define_asset_job(
+    "relabel_batch_job",
+    selection=dg.AssetSelection.assets("image_labels", "labeled_patches", "augmented_training_set",
+                                       "backbone_features", "unlabeled_pool"),
+    description="Rebuild one batch after labels arrived from the labeling page: labels (a new label version), "
+                "patches, augmented set, backbone features and the unlabeled pool (the images stay as ingested).",
 )
 
 train_models_job = dg.define_asset_job(
@@ -33,8 +43,9 @@ deploy_job = dg.define_asset_job(
 retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=(dg.AssetSelection.groups("models", "evaluation", "deploy")
-               - dg.AssetSelection.assets("backbone_features")),
-    description="Retrain every family, evaluate them, pick the champion behind its checks, and deploy it.",
+               - dg.AssetSelection.assets("backbone_features")) | dg.AssetSelection.assets("labeling_queue"),
+    description="Retrain every family, evaluate them, pick the champion behind its checks, deploy it, and score "
+                "the next labeling queue with it.",
 )
 
-all_jobs = [prepare_batch_job, train_models_job, evaluate_job, deploy_job, retrain_job]
+all_jobs = [prepare_batch_job, relabel_batch_job, train_models_job, evaluate_job, deploy_job, retrain_job]

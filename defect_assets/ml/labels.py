@@ -4,7 +4,8 @@ Sources (all relative to a batch's root):
 - ``labels.csv``: ``image,label`` (image-level; extra columns are ignored),
 - class sub-folders (DIGITS style): ``<class>/<image>``,
 - ``points.csv``: ``image,x,y[,label]`` defect centers (the dent workflow),
-- LabelImg Pascal VOC XML: one ``.xml`` per image with ``<object><name>`` + ``<bndbox>``.
+- LabelImg Pascal VOC XML: one ``.xml`` per image with ``<object><name>`` + ``<bndbox>``,
+- the labeling page: image-level labels people gave to queued images (``labels_from_page``).
 
 The normalized table (LABEL_COLUMNS) has one row per image-level label, point or box. A bad row
 never passes silently: parsing collects every problem and raises LabelFileError naming the file,
@@ -193,6 +194,34 @@ def labels_from_class_folders(image_paths: list[str]) -> pd.DataFrame:
     """``<class>/<image>`` -> image-level label ``<class>`` (the first folder level)."""
     out = [_row(p, "image", p.split("/", 1)[0], "class folders", 0) for p in sorted(image_paths) if "/" in p]
     return _frame(out)
+
+
+PAGE_SOURCE = "labeling page"
+
+
+def labels_from_page(page: pd.DataFrame, already_labeled: set[str] = frozenset()) -> tuple[pd.DataFrame, list[str]]:
+    """Active labels from the labeling page (``storage.labeling.LabelLog.labels``: image, label,
+    labeler, labeled_at, ...) -> image-level label rows, one per image, plus notes. When labelers
+    disagree on an image, the latest label counts (and a note names the disagreement); a page
+    label for an image that a label file of the batch already labels is ignored with a note (the
+    batch's own files win)."""
+    notes, out = [], []
+    if not len(page):
+        return _frame([]), notes
+    ordered = page.sort_values(["labeled_at", "event_id"], kind="stable")
+    for image, grp in ordered.groupby("image", sort=True):
+        image = str(image)
+        if image in already_labeled:
+            notes.append(f"{PAGE_SOURCE}: {len(grp)} label(s) of {image!r} ignored: a label file of the batch "
+                         "labels it")
+            continue
+        latest = grp.iloc[-1]
+        if grp["label"].nunique() > 1:
+            said = ", ".join(f"{r.labeler}: {r.label}" for r in grp.itertuples(index=False))
+            notes.append(f"{PAGE_SOURCE}: labelers disagree on {image!r} ({said}); the latest, "
+                         f"{latest['label']!r} by {latest['labeler']}, counts")
+        out.append(_row(image, "image", str(latest["label"]), PAGE_SOURCE, 0))
+    return _frame(out), notes
 
 
 def combine_labels(frames: list[pd.DataFrame]) -> pd.DataFrame:

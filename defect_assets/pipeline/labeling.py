@@ -15,12 +15,25 @@ def _folder(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
+def _page_labels_of_current_images(page: pd.DataFrame, images: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Page labels whose image is still in the batch with the same content (a re-uploaded batch
+    may have dropped or replaced an image since it was labeled); the others are noted."""
+    current = set(zip(images["path"].astype(str), images["sha256"].astype(str)))
+    keep = [(str(r.image), str(r.image_id)) in current for r in page.itertuples(index=False)]
+    gone = page[[not k for k in keep]]
+    notes = [f"{L.PAGE_SOURCE}: label {r.label!r} of {r.image!r} by {r.labeler} ignored: that image is no longer "
+             "in the batch with the content that was labeled" for r in gone.itertuples(index=False)]
+    return page[keep], notes
+
+
 def normalize_batch_labels(inventory: pd.DataFrame, artifacts: ObjectStore,
-                           class_folders: bool | None = None) -> tuple[pd.DataFrame, list[str]]:
+                           class_folders: bool | None = None,
+                           page_labels: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Returns (labels with an image_id column, notes). Raises LabelFileError on bad rows.
 
     Class sub-folders count as labels when ``class_folders`` is True, or when it is None and the
-    batch has no label file and every image sits in a sub-folder."""
+    batch has no label file and every image sits in a sub-folder. ``page_labels`` are the batch's
+    active labels from the labeling page (``storage.labeling.LabelLog.labels``)."""
     images = inventory[inventory["role"] == "image"]
     label_files = inventory[inventory["role"] == "label_file"]
     rejected = set(inventory.loc[inventory["role"] == "rejected", "path"])
@@ -43,9 +56,17 @@ def normalize_batch_labels(inventory: pd.DataFrame, artifacts: ObjectStore,
         len(label_files) == 0 and len(images) > 0 and all("/" in p for p in images["path"]))
     if use_folders:
         frames.append(L.labels_from_class_folders(list(images["path"])))
+    page_notes = []
+    if page_labels is not None and len(page_labels):
+        page_labels, page_notes = _page_labels_of_current_images(page_labels, images)
+        from_files = {str(i) for f in frames for i in f["image"]}
+        page, more = L.labels_from_page(page_labels, from_files)
+        page_notes += more
+        frames.append(page)
     labels = L.combine_labels(frames)
     sizes = {r.path: (int(r.width), int(r.height)) for r in images.itertuples(index=False)}
     labels, notes = L.validate_against_images(labels, sizes, rejected)
+    notes = page_notes + notes
     sha = dict(zip(images["path"], images["sha256"]))
     labels["image_id"] = labels["image"].map(sha).astype("string")
     return labels, notes

@@ -1,9 +1,11 @@
 """The scoring web service: ``create_app(settings)`` builds the FastAPI application from its
-routers (``routes/``: health, model, scoring), the upload guard and the error handlers.
+routers (``routes/``: health, model, scoring, labeling), the upload guard, the error handlers
+and the static files of its pages (served by the app itself: no CDN, works offline).
 
 Routes: POST /v1/predict (one or many images), POST /v1/inspect (a large photo: windows,
 heatmap, located defects), GET /v1/model (version, metrics, lineage), GET /healthz (alive),
-GET /readyz (a model is loaded and warmed), /docs and /openapi.json.
+GET /readyz (a model is loaded and warmed), /docs and /openapi.json; the labeling page at
+/label with its API under /v1/labeling (labeler token; ``routes/labeling.py``), /static/.
 
 Every image is prepared by the served ``Scorer`` (the preprocessing training used), so the
 service sees what the trained model saw. Every error is JSON ``{"error", "detail"}`` with a
@@ -20,19 +22,23 @@ import contextlib
 import gc
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import install_error_handlers
 from defect_assets.serving.guard import UploadGuard
+from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder
-from defect_assets.serving.routes import health, model, scoring
+from defect_assets.serving.routes import health, labeling, model, scoring
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.serving.state import ServiceState
 from defect_assets.storage.registry import ModelRegistry
 
 log = logging.getLogger("defect_assets.serving")
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def reload_model(state: ServiceState) -> None:
@@ -60,7 +66,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     state = ServiceState(settings=settings,
                          holder=ModelHolder(ModelRegistry(settings.store), warm_batch=min(settings.max_batch, 64)),
                          batcher=MicroBatcher(settings.max_batch, settings.max_wait_ms),
-                         loader=ThreadPoolExecutor(max_workers=1, thread_name_prefix="defect-loader"))
+                         loader=ThreadPoolExecutor(max_workers=1, thread_name_prefix="defect-loader"),
+                         labeling=LabelingDesk(settings.store))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -68,6 +75,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         poller = asyncio.get_running_loop().create_task(poll_production(state), name="production-poller")
         if not settings.api_key:
             log.warning("no API key set (DEFECT_ASSETS_API_KEY): every route is open")
+        log.info("labeling page at /label for %d labeler(s)%s", len(settings.labelers),
+                 "" if settings.labelers else " (off: set DEFECT_ASSETS_LABELER_TOKENS)")
         yield
         poller.cancel()
         await state.batcher.stop()
@@ -83,7 +92,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.service = state
     app.add_middleware(UploadGuard, paths=scoring.UPLOAD_ROUTES, max_bytes=settings.max_upload_bytes,
                        body_timeout=settings.body_timeout_seconds)
+    app.add_middleware(labeling.WriteBodyCap)
     install_error_handlers(app)
-    for router in (health.router, model.router, scoring.router):
+    for router in (health.router, model.router, scoring.router, labeling.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -16,15 +16,20 @@
   or when its oldest request waited this long
 - ``DEFECT_ASSETS_RELOAD_SECONDS`` (default: 5): how often the production pointer is polled for a
   new model
+- ``DEFECT_ASSETS_LABELER_TOKENS`` (default: unset): who may use the labeling page, as
+  ``name:token,name:token`` (one token per labeler, at least 12 characters; the name is what
+  each stored label records as its labeler); unset: the labeling page answers 401 to everyone
 
 The artifact store (where the model registry lives) is the one ``defect_assets.storage.env``
 chooses: ``DEFECT_ASSETS_STORAGE``, ``DEFECT_ASSETS_DATA_DIR`` and the Azure variables. The
-API key is never printed: it is left out of the repr.
+API key and the labeler tokens are never printed: they are left out of the repr.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 
 from defect_assets.storage.base import ObjectStore
@@ -33,6 +38,9 @@ from defect_assets.storage.env import env_flag, env_number, open_store
 API_KEY_ENV = "DEFECT_ASSETS_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 SERVICE_URL_ENV = "DEFECT_ASSETS_SERVICE_URL"
+LABELER_TOKENS_ENV = "DEFECT_ASSETS_LABELER_TOKENS"
+LABELER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_TOKEN_CHARS = 12
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 _ENV = {
@@ -67,6 +75,8 @@ class ServiceSettings:
     freeze_gc: bool = True
     """Freeze the garbage collector's view after each model load (the service owns its process;
     an embedding process, such as a test run, may say False)."""
+    labelers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """(name, token) of everyone who may use the labeling page; empty: nobody."""
 
     def __post_init__(self):
         for name in ("max_upload_bytes", "max_pixels", "max_images", "max_windows", "max_batch"):
@@ -76,12 +86,23 @@ class ServiceSettings:
             raise ValueError("max_wait_ms must be >= 0 and reload_seconds > 0")
         if self.api_key is not None and not self.api_key.strip():
             object.__setattr__(self, "api_key", None)
+        check_labelers(self.labelers)
 
     def protects(self, route: str) -> bool:
         """Whether a route needs the API key (health, readiness and the docs never do)."""
         if not self.api_key:
             return False
         return self.predict_requires_key if route == "predict" else True
+
+    def labeler_for(self, token: str | None) -> str | None:
+        """The labeler whose token this is, or None. Every configured token is compared (in
+        constant time), so the answer's timing says nothing about which one nearly matched."""
+        found = None
+        given = (token or "").encode()
+        for name, secret in self.labelers:
+            if hmac.compare_digest(given, secret.encode()) and token:
+                found = name
+        return found
 
     def with_(self, **changes) -> ServiceSettings:
         return replace(self, **changes)
@@ -100,4 +121,35 @@ class ServiceSettings:
             else:
                 values[name] = env_number(var, 0, int if kind == "int" else float, float("-inf"), environ=env)
         return cls(store=store if store is not None else open_store("artifacts"),
-                   api_key=env.get(API_KEY_ENV) or None, **values)
+                   api_key=env.get(API_KEY_ENV) or None, labelers=parse_labelers(env.get(LABELER_TOKENS_ENV, "")),
+                   **values)
+
+
+def parse_labelers(text: str) -> tuple[tuple[str, str], ...]:
+    """``name:token,name:token`` -> ((name, token), ...). Errors name the variable and the
+    labeler, never a token."""
+    out = []
+    for i, entry in enumerate(p.strip() for p in text.split(",")):
+        if not entry:
+            continue
+        name, sep, token = entry.partition(":")
+        if not sep:
+            raise ValueError(f"{LABELER_TOKENS_ENV}: entry {i + 1} is not name:token")
+        out.append((name.strip(), token.strip()))
+    return check_labelers(tuple(out))
+
+
+def check_labelers(labelers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    names = [n for n, _ in labelers]
+    for name, token in labelers:
+        if not LABELER_NAME_RE.match(name):
+            raise ValueError(f"{LABELER_TOKENS_ENV}: labeler name {name[:64]!r} must be 1-64 letters, digits, "
+                             "'.', '_', '@' or '-'")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"{LABELER_TOKENS_ENV}: the token of {name} is shorter than {MIN_TOKEN_CHARS} "
+                             "characters")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{LABELER_TOKENS_ENV}: a labeler is named twice")
+    if len({t for _, t in labelers}) != len(labelers):
+        raise ValueError(f"{LABELER_TOKENS_ENV}: two labelers share a token (each token names one labeler)")
+    return labelers

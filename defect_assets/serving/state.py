@@ -1,5 +1,5 @@
 """What every route of the service shares: its settings, the model holder (hot reload), the
-micro-batcher, and the API-key check. One ``ServiceState`` per app, reached by routes through
+micro-batcher, the labeling desk, and the API-key check. One ``ServiceState`` per app, reached by routes through
 the ``service`` dependency."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fastapi.security import APIKeyHeader
 
 from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import ApiError
+from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder, ServedModel
 from defect_assets.serving.settings import API_KEY_HEADER, ServiceSettings
 
@@ -26,6 +27,8 @@ class ServiceState:
     batcher: MicroBatcher
     loader: ThreadPoolExecutor
     """One thread that loads models, so a reload never blocks the event loop."""
+    labeling: LabelingDesk
+    """The labeling page's queue and label events (in the same artifact store as the registry)."""
 
     def serving(self) -> ServedModel:
         """The model to answer with, or 503 when none is loaded yet."""

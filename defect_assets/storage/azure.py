@@ -127,6 +127,15 @@ class AzureBlobObjectStore(ObjectStore):
             buf.seek(0)
             self._container.upload_blob(name, buf, length=size, overwrite=True)
 
+    def write_new(self, key: str, data: bytes) -> bool:
+        """A Put Blob with If-None-Match: * (``overwrite=False``): the service refuses an existing
+        name, so of two writers of the same new key exactly one wins."""
+        try:
+            self._container.upload_blob(self._name(key), data, overwrite=False)
+            return True
+        except ResourceExistsError:
+            return False
+
     def read_bytes(self, key: str) -> bytes:
         try:
             return self._container.download_blob(self._name(key)).readall()

@@ -81,6 +81,16 @@ class ObjectStore(abc.ABC):
         assert info is not None, f"object {key!r} vanished right after it was written"
         return info
 
+    def write_new(self, key: str, data: bytes) -> bool:
+        """Write ``data`` only if no object has this key yet: True when this call created it,
+        False when one already existed (left untouched). Stores override it with a primitive that
+        makes check and write one step (a hard link; a conditional Put Blob); this fallback is
+        only as safe as exists-then-write."""
+        if self.exists(key):
+            return False
+        self.write_bytes(key, data)
+        return True
+
     def open_read(self, key: str) -> BinaryIO:
         return io.BytesIO(self.read_bytes(key))
 

@@ -50,6 +50,25 @@ class LocalObjectStore(ObjectStore):
                 os.unlink(tmp)
             raise
 
+    def write_new(self, key: str, data: bytes) -> bool:
+        """Complete temporary file, then a hard link to the key: link() refuses an existing name
+        atomically, so of two writers of the same new key exactly one wins."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:

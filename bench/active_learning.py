@@ -1,0 +1,235 @@
+"""Benchmark: active learning on ELPV, simulated. The labels are hidden; each run starts from a
+small random seed set, and every round the strategy picks ``k`` images of the pool, their labels
+are revealed, and the pipeline's elastic net is retrained on the pretrained backbone features
+(computed once per run). Strategies: entropy, margin, least confidence (worst best-score) and
+random (the baseline), optionally entropy + the diversity step. Several seeds; each seed has its
+own stratified 75/25 pool/test split (as in the ELPV paper), the same for every strategy.
+
+    .venv/bin/python bench/active_learning.py [--task binary|multiclass] [--seeds 5] [--k 20]
+        [--seed-set 20] [--budget 600] [--size 64] [--blocks 3 4] [--diversity] [--plot PATH]
+
+Prints test ROC AUC against the number of labels for every strategy (mean over seeds and the
+spread), and the target's ratio: the labels the best uncertainty strategy needs to reach random's
+final AUC, over the labels random needed for it (target <= 0.60). Saves the learning curves as a
+PNG (default bench/results/active_learning_<task>.png).
+
+Binary task: for two classes, entropy, margin and least confidence rank the pool identically (each
+is a monotone function of |p - 0.5|), so their curves coincide; they differ in the 4-class task
+(ELPV's defect probability levels), where AUC is the defect score's (p(2/3) + p(1)) binary AUC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from defect_assets.datasets.elpv import elpv_labels, elpv_root  # noqa: E402
+from defect_assets.ml import active_learning as AL  # noqa: E402
+from defect_assets.ml.backbone import extract_features, feature_extractor  # noqa: E402
+from defect_assets.ml.linear import fit_elastic_net  # noqa: E402
+from defect_assets.ml.preprocess import prepare_patch  # noqa: E402
+
+UNCERTAIN = ("entropy", "margin", "least_confidence")
+C, L1_RATIO = 0.05, 0.5  # the elastic net's defaults in the pipeline (ElasticNetConfig)
+
+
+def elpv_features(size: int, blocks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(features, defect probability) of all 2,624 cells: each cell prepared as the pipeline
+    prepares a whole image (area-downscaled), then the frozen offline VGG16 blocks, pooled."""
+    labels = elpv_labels()
+    root = elpv_root()
+    patches = np.stack([prepare_patch((root / rel).read_bytes(), size) for rel in labels["path"]])
+    fx = feature_extractor((size, size, 1), blocks, "offline")
+    return extract_features(fx, patches, 64), labels["probability"].to_numpy()
+
+
+def stratified_split(y: np.ndarray, rng: np.random.Generator, test: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    pool, held = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n = int(round(len(idx) * test))
+        held += list(idx[:n])
+        pool += list(idx[n:])
+    return rng.permutation(np.array(pool)), np.sort(np.array(held))
+
+
+def seed_set(y: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n random pool items, redrawn until every class has at least one (a model needs them)."""
+    for _ in range(1000):
+        pick = rng.choice(pool, n, replace=False)
+        if len(np.unique(y[pick])) == len(np.unique(y)):
+            return pick
+    raise RuntimeError("could not draw a seed set with every class")
+
+
+def defect_score(proba: np.ndarray, classes: list[str]) -> np.ndarray:
+    if len(classes) == 2:
+        return proba[:, 1]
+    return proba[:, [float(c) >= 0.5 for c in classes]].sum(axis=1)
+
+
+def run_curve(x: np.ndarray, y: np.ndarray, defect: np.ndarray, classes: list[str], pool: np.ndarray,
+              test: np.ndarray, start: np.ndarray, strategy: str, k: int, budget: int, seed: int,
+              diversity: bool = False, twins: tuple[str, ...] = ()) -> tuple[list[tuple[int, float]], bool]:
+    """(labels, test AUC) after the seed set and after every round up to the budget, and whether
+    every strategy in ``twins`` picked exactly the same images as ``strategy`` in every round
+    (then their curves are this one: same picks, same models)."""
+    labeled = list(start)
+    rest = np.setdiff1d(pool, start)
+    curve, same = [], True
+    while True:
+        model = fit_elastic_net(x[labeled], y[labeled], classes, C=C, l1_ratio=L1_RATIO, seed=seed)
+        curve.append((len(labeled), float(roc_auc_score(defect[test], defect_score(model.predict_proba(x[test]),
+                                                                                    classes)))))
+        if len(labeled) >= budget or not len(rest):
+            return curve, same
+        proba = model.predict_proba(x[rest])
+        n = min(k, budget - len(labeled))
+        query = AL.select(proba, n, strategy, seed=seed + len(labeled), features=x[rest] if diversity else None)
+        same = same and all(np.array_equal(AL.select(proba, n, t).picks, query.picks) for t in twins)
+        picked = rest[query.picks]
+        labeled += list(picked)
+        rest = np.setdiff1d(rest, picked)
+
+
+def spread(values) -> float:
+    """Sample standard deviation (NaN-aware; 0 for a single value)."""
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def first_reaching(curve: np.ndarray, labels: np.ndarray, target: float) -> float:
+    hit = np.flatnonzero(curve >= target - 1e-12)
+    return float(labels[hit[0]]) if len(hit) else float("nan")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--task", choices=["binary", "multiclass"], default="binary")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--k", type=int, default=20, help="labels asked per round")
+    p.add_argument("--seed-set", type=int, default=20, help="random labels to start from")
+    p.add_argument("--budget", type=int, default=600, help="labels at the end")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--blocks", type=int, nargs="+", default=[3, 4])
+    p.add_argument("--diversity", action="store_true", help="also run entropy + the diversity step")
+    p.add_argument("--plot", type=Path)
+    args = p.parse_args()
+
+    t0 = time.perf_counter()
+    feats, prob = elpv_features(args.size, tuple(args.blocks))
+    print(f"ELPV: {len(prob)} cells, features {feats.shape[1]} (offline VGG16 blocks {args.blocks}, mean+max pooled, "
+          f"{args.size} px, area-downscaled as the pipeline does), computed once in {time.perf_counter() - t0:.0f}s; "
+          f"{os.cpu_count()} cores")
+    defect = (prob >= 0.5).astype(int)
+    if args.task == "binary":
+        classes, y = ["ok", "defect"], defect
+    else:
+        levels = np.unique(prob)
+        classes, y = [f"{v:.4f}" for v in levels], np.searchsorted(levels, prob)
+    strategies = ["random", *UNCERTAIN] + (["entropy+diversity"] if args.diversity else [])  # entropy runs first
+    curves: dict[str, list[np.ndarray]] = {s: [] for s in strategies}
+    full = []
+    labels = None
+    for seed in range(args.seeds):
+        rng = np.random.default_rng(1000 + seed)
+        pool, test = stratified_split(y, rng)
+        start = seed_set(y, pool, args.seed_set, rng)
+        everything = fit_elastic_net(feats[pool], y[pool], classes, C=C, l1_ratio=L1_RATIO, seed=seed)
+        full.append(roc_auc_score(defect[test], defect_score(everything.predict_proba(feats[test]), classes)))
+        done: dict[str, list] = {}
+        for s in strategies:
+            if s in done:
+                continue
+            t = time.perf_counter()
+            # the other uncertainty strategies are checked against this run's picks in every round; when
+            # they pick the same images throughout (always, for two classes) this run is their run too
+            twins = tuple(u for u in UNCERTAIN if u != s) if s == "entropy" else ()
+            c, same = run_curve(feats, y, defect, classes, pool, test, start, s.split("+")[0], args.k, args.budget,
+                                seed, s.endswith("+diversity"), twins)
+            done[s] = c
+            shared = [u for u in twins if same]
+            for u in shared:
+                done[u] = c
+            note = f" (= {', '.join(shared)}: identical picks every round)" if shared else ""
+            took = time.perf_counter() - t
+            print(f"  seed {seed} {s:<18} final AUC {c[-1][1]:.4f} ({len(c)} fits, {took:.0f}s){note}", flush=True)
+        for s in strategies:
+            labels = np.array([n for n, _ in done[s]])
+            curves[s].append(np.array([a for _, a in done[s]]))
+        print(f"  seed {seed}: pool {len(pool)}, test {len(test)} ({defect[test].mean():.1%} defective), "
+              f"all {len(pool)} pool labels: AUC {full[-1]:.4f}", flush=True)
+
+    mean = {s: np.mean(curves[s], axis=0) for s in strategies}
+    sd = {s: np.std(curves[s], axis=0, ddof=1) if args.seeds > 1 else np.zeros_like(mean[s]) for s in strategies}
+    print(f"\nTest ROC AUC (mean +- sd over {args.seeds} seeds) against labels, task {args.task}, "
+          f"k = {args.k} per round, seed set {args.seed_set}:")
+    print(f"{'labels':>7}" + "".join(f"{s:>22}" for s in strategies))
+    step = max(1, len(labels) // 15)
+    for i in list(range(0, len(labels), step)) + ([len(labels) - 1] if (len(labels) - 1) % step else []):
+        print(f"{labels[i]:>7}" + "".join(f"{mean[s][i]:>14.4f} +-{sd[s][i]:.3f}" for s in strategies))
+    print(f"all pool labels (~{len(pool)}): AUC {np.mean(full):.4f} +- {spread(full):.3f}")
+
+    # the target: labels to reach random's final AUC, uncertainty vs random
+    target = mean["random"][-1]
+    n_random = first_reaching(mean["random"], labels, target)
+    print(f"\nrandom's final AUC {target:.4f} at {labels[-1]} labels "
+          f"(its mean curve first reaches it at {n_random:.0f})")
+    ratios = {}
+    for s in strategies[1:]:
+        n = first_reaching(mean[s], labels, target)
+        ratios[s] = n / n_random
+        # per seed: that seed's own random final AUC, and the labels each curve needs to reach it
+        per_seed = np.array([first_reaching(sc, labels, rc[-1]) / first_reaching(rc, labels, rc[-1])
+                             for rc, sc in zip(curves["random"], curves[s])])
+        missed = int(np.isnan(per_seed).sum())
+        print(f"  {s:<18} reaches it at {n:>5.0f} labels: ratio {ratios[s]:.2f} of random's labels; per seed "
+              f"{np.nanmean(per_seed):.2f} +- {spread(per_seed):.2f} (min {np.nanmin(per_seed):.2f}, "
+              f"max {np.nanmax(per_seed):.2f}{f', never reached in {missed} seed(s)' if missed else ''})")
+    best = min(UNCERTAIN, key=lambda s: (np.nan_to_num(ratios[s], nan=np.inf), s))
+    verdict = "met" if ratios[best] <= 0.60 else "NOT met"
+    print(f"best uncertainty strategy: {best}, ratio {ratios[best]:.2f} (target <= 0.60: {verdict})")
+
+    out = args.plot or Path(__file__).resolve().parent / "results" / f"active_learning_{args.task}.png"
+    plot(out, labels, mean, sd, strategies, float(np.mean(full)), args)
+    print(f"learning curves: {out}")
+
+
+def plot(path: Path, labels, mean, sd, strategies, full_auc: float, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for s in strategies:
+        style = {"random": dict(color="black", linestyle="--")}.get(s, {})
+        ax.plot(labels, mean[s], label=s, **style)
+        ax.fill_between(labels, mean[s] - sd[s], mean[s] + sd[s], alpha=0.12, **({"color": "black"} if s == "random"
+                                                                                   else {}))
+    ax.axhline(full_auc, color="grey", linewidth=0.8, label=f"all pool labels ({full_auc:.3f})")
+    ax.axhline(mean["random"][-1], color="black", linewidth=0.6, linestyle=":")
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel("test ROC AUC (defective vs not)")
+    ax.set_title(f"Active learning on ELPV ({args.task}, elastic net on VGG16 blocks {args.blocks} at {args.size} px;"
+                 f"\nk = {args.k} per round, {args.seeds} seeds, mean +- sd)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""unlabeled_pool (per batch) and labeling_queue: the images nobody labeled yet, scored by the
+production model through the one inference seam and ranked by an active-learning strategy for
+the labeling page. The logic is in ``pipeline/active_learning.py``."""
+
+import dagster as dg
+import pandas as pd
+
+from defect_assets.defs.deploy.resources import ScoringService
+from defect_assets.defs.metadata import md_table
+from defect_assets.defs.partitions import batch_partitions
+from defect_assets.defs.patches.assets import stored_patch_tables
+from defect_assets.defs.resources import StorageResource
+from defect_assets.ml.scorer import load_registered
+from defect_assets.pipeline import active_learning as AL
+from defect_assets.storage.formats import ArrayTable
+from defect_assets.storage.registry import ModelRegistry
+
+LABELING_PAGE = "/label"
+
+
+@dg.asset(partitions_def=batch_partitions, group_name="active_learning", kinds={"python", "parquet"})
+def unlabeled_pool(context: dg.AssetExecutionContext, raw_images: ArrayTable,
+                   image_labels: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    """The accepted images of one batch that no label names (no label file, a file that labels
+    only some images, and no label from the labeling page yet): what active learning may ask a
+    person to label."""
+    pool = AL.unlabeled_pool(context.partition_key, raw_images.table, image_labels)
+    images = int((raw_images.table["role"] == "image").sum())
+    return dg.Output(pool, metadata={"unlabeled_images": len(pool), "images": images,
+                                     "labeled_images": images - len(pool),
+                                     "preview": md_table(pool[["image", "width", "height"]])})
+
+
+class LabelingQueueConfig(dg.Config):
+    strategy: str = "entropy"
+    """'entropy', 'margin', 'least_confidence' (worst best-score) or 'random' (the baseline)."""
+    per_round: int = 20
+    """Images queued per round."""
+    diversity: bool = False
+    """Spread the picks in the pretrained backbone's feature space (greedy k-center over the
+    shortlist_factor x per_round most uncertain images)."""
+    shortlist_factor: int = 5
+    feature_blocks: list[int] = [3, 4]
+    """VGG16 blocks whose pooled activations are the diversity step's feature space."""
+    feature_weights: str = "offline"
+    seed: int = 0
+    """Seeds the random strategy."""
+
+
+@dg.asset(group_name="active_learning", kinds={"tensorflow", "parquet"}, deps=["deployed_endpoint"])
+def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfig,
+                   unlabeled_pool: dict[str, pd.DataFrame], artifact_store: StorageResource,
+                   scoring_service: ScoringService) -> dg.MaterializeResult:
+    """The next images a person should label: the unlabeled pool of every batch scored by the
+    production model (through the one inference seam), ranked by the strategy, ``per_round`` of
+    them. Each item records the strategy, the model version and its scores. Published as the
+    labeling page's current queue; rebuilt after each deployment, so the new champion scores
+    the next round."""
+    try:
+        settings = AL.QueueSettings(config.strategy, config.per_round, config.diversity, config.shortlist_factor,
+                                    tuple(config.feature_blocks), config.feature_weights, config.seed)
+    except ValueError as e:
+        raise dg.Failure(str(e)) from None
+    store = artifact_store.open()
+    registry = ModelRegistry(store)
+    production = registry.production()
+    if production is None:
+        raise dg.Failure("no production model to score the pool with: run deploy_job (or retrain_job) first")
+    scorer = load_registered(registry, production["version"])
+    pool = pd.concat([unlabeled_pool[b] for b in sorted(unlabeled_pool)], ignore_index=True)
+    trained_on = set(scorer.card.get("data_version", {}).get("batches", []))
+    windowed = AL.windowed_model([t for b, t in stored_patch_tables(store).items() if b in trained_on])
+    queue = AL.publish_next_queue(store, scorer, pool, settings, windowed, {"run_id": context.run.run_id},
+                                  progress=lambda i, n: context.log.info(f"labeling_queue: {i}/{n} pool images "
+                                                                         "scored"))
+    items = queue.items
+    context.log.info(f"labeling_queue {queue.id}: {len(items)} of {len(pool)} pool images by {config.strategy}, "
+                     f"scored by {scorer.version}")
+    shown = items[["rank", "batch", "image", "guess", "guess_probability", "score"]].copy()
+    meta = {"queue": queue.id, "items": len(items), "pool_images": len(pool), "strategy": config.strategy,
+            "diversity": config.diversity, "model_version": scorer.version,
+            "mean_entropy_queued": float(items["entropy"].mean()) if len(items) else 0.0,
+            "queue_preview": md_table(shown.round(4))}
+    if scoring_service.url:
+        meta["labeling_page"] = dg.MetadataValue.url(scoring_service.url.rstrip("/") + LABELING_PAGE)
+    return dg.MaterializeResult(metadata=meta)

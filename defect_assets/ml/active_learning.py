@@ -1,0 +1,122 @@
+"""Active-learning query strategies on a probability matrix, pure NumPy (the wood-knot workshop's
+"score the unlabeled pool, pick the most useful cases"):
+
+- ``least_confidence``: the worst best-score first (1 - max p),
+- ``margin``: the smallest gap between the two most likely classes first,
+- ``entropy``: the flattest distribution first (-sum p log p),
+- ``random``: a seeded shuffle, the baseline that shows whether the others help,
+
+plus an optional diversity step (``spread_out``): from a shortlist of the most uncertain items,
+greedy k-center picks in feature space, so one round does not spend its labels on near-copies.
+
+For two classes the three uncertainty measures order items identically (each is a monotone
+function of |p - 0.5|); they differ from three classes up. Ties keep the pool's order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STRATEGIES = ("entropy", "margin", "least_confidence", "random")
+
+
+def _proba(proba) -> np.ndarray:
+    """Rows as float64 summing to 1. Models hand over float32 rows whose classes were rounded
+    separately (1 - p and p); near p = 0.5 that rounding (~1e-7) outweighs entropy's differences
+    (~(p - 0.5)^2), and entropy would rank by rounding noise instead of by the model."""
+    p = np.asarray(proba, np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"expected an (N, K>=2) probability matrix, got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError("probabilities must be finite and >= 0")
+    total = p.sum(axis=1, keepdims=True)
+    return np.divide(p, total, out=np.full_like(p, 1.0 / p.shape[1]), where=total > 0)
+
+
+def least_confidence(proba) -> np.ndarray:
+    """1 - the highest class probability: high when even the best guess is weak."""
+    return 1.0 - _proba(proba).max(axis=1)
+
+
+def margin(proba) -> np.ndarray:
+    """The gap between the two most likely classes (small = uncertain; picked smallest first)."""
+    top2 = np.sort(_proba(proba), axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def entropy(proba) -> np.ndarray:
+    """Shannon entropy in nats (0 = certain, log K = uniform)."""
+    p = np.clip(_proba(proba), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p), 0.0)
+    return -terms.sum(axis=1)
+
+
+def uncertainty(proba, strategy: str) -> np.ndarray:
+    """A score where higher means "ask a person first" (margin is negated; random has none: zeros)."""
+    if strategy == "entropy":
+        return entropy(proba)
+    if strategy == "margin":
+        return -margin(proba)
+    if strategy == "least_confidence":
+        return least_confidence(proba)
+    if strategy == "random":
+        return np.zeros(len(_proba(proba)))
+    raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+
+
+def rank(proba, strategy: str, seed: int = 0) -> np.ndarray:
+    """Every row index, most useful to label first."""
+    n = len(_proba(proba))
+    if strategy == "random":
+        return np.random.default_rng(seed).permutation(n)
+    return np.argsort(-uncertainty(proba, strategy), kind="stable")
+
+
+def spread_out(features: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """Greedy k-center on standardized features: start from the first (most uncertain)
+    candidate, then repeatedly add the candidate farthest from everything picked so far.
+    Returns k indices (into the pool) in pick order."""
+    candidates = np.asarray(candidates, np.int64)
+    k = min(k, len(candidates))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    x = np.asarray(features, np.float64)[candidates]
+    scale = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(scale > 1e-12, scale, 1.0)
+    picked = [0]
+    dist = ((x - x[0]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        nxt = int(np.argmax(dist))  # argmax takes the first of equals: the more uncertain one
+        picked.append(nxt)
+        dist = np.minimum(dist, ((x - x[nxt]) ** 2).sum(axis=1))
+    return candidates[np.asarray(picked)]
+
+
+@dataclass(frozen=True)
+class Query:
+    """One round's picks (indices into the pool, in the order a person should see them) and the
+    score that ranked them."""
+
+    picks: np.ndarray
+    scores: np.ndarray
+    strategy: str
+    diversity: bool
+
+
+def select(proba, k: int, strategy: str = "entropy", seed: int = 0, features: np.ndarray | None = None,
+           shortlist_factor: int = 5) -> Query:
+    """The ``k`` items a person should label next. With ``features`` (one row per pool item), the
+    diversity step spreads the picks over the ``shortlist_factor * k`` most useful items."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    order = rank(proba, strategy, seed)
+    scores = uncertainty(proba, strategy)
+    if features is None:
+        return Query(order[:k], scores, strategy, False)
+    if len(features) != len(order):
+        raise ValueError(f"{len(features)} feature rows for a pool of {len(order)}")
+    shortlist = order[: max(k, shortlist_factor * k)]
+    return Query(spread_out(features, shortlist, k), scores, strategy, True)

@@ -1,0 +1,128 @@
+"""Active learning without Dagster: the unlabeled pool of a batch, the pool scored through the
+one inference seam (``ml.scorer``), and the labeling queue picked by a strategy of
+``ml.active_learning`` (optionally spread out in the pretrained backbone's feature space)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from defect_assets.ml import active_learning as AL
+from defect_assets.ml.scorer import Scorer
+from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.labeling import LabelingQueue, publish_queue
+
+POOL_COLUMNS = ["batch", "image", "image_id", "stored_key", "width", "height"]
+SCORE_CHUNK = 128  # images decoded and scored per call: bounded memory for any pool
+QUEUE_COLUMNS = ["item_id", "rank", "batch", "image", "image_id", "stored_key", "width", "height", "strategy",
+                 "diversity", "model_version", "score", "least_confidence", "margin", "entropy", "guess",
+                 "guess_probability", "probabilities"]
+
+
+def unlabeled_pool(batch: str, inventory: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The accepted images of a batch that no label of any source names (a batch that arrived
+    without a label file is all pool)."""
+    images = inventory[inventory["role"] == "image"].drop_duplicates("path")
+    labeled = set(labels["image"].astype(str))
+    pool = images[~images["path"].astype(str).isin(labeled)]
+    out = pd.DataFrame({"batch": batch, "image": pool["path"].astype(str), "image_id": pool["sha256"].astype(str),
+                        "stored_key": pool["stored_key"].astype(str), "width": pool["width"].astype("int64"),
+                        "height": pool["height"].astype("int64")}, columns=POOL_COLUMNS)
+    return out.sort_values("image", kind="stable").reset_index(drop=True)
+
+
+def item_id(batch: str, image: str) -> str:
+    """A queue item's id: the image's place (batch + path), stable across queues."""
+    return hashlib.sha256(f"{batch}\n{image}".encode()).hexdigest()[:16]
+
+
+def score_pool(scorer: Scorer, pool: pd.DataFrame, store: ObjectStore,
+               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(N, K) class probabilities of every pool image, through the scorer's own preprocessing."""
+    parts = []
+    for lo in range(0, len(pool), SCORE_CHUNK):
+        keys = pool["stored_key"].iloc[lo:lo + SCORE_CHUNK]
+        parts.append(scorer.predict_images([store.read_bytes(k) for k in keys]))
+        if progress:
+            progress(min(lo + SCORE_CHUNK, len(pool)), len(pool))
+    return np.concatenate(parts) if parts else np.zeros((0, len(scorer.classes)), np.float32)
+
+
+def pool_features(scorer: Scorer, pool: pd.DataFrame, store: ObjectStore, blocks: tuple[int, ...],
+                  weights: str = "offline") -> np.ndarray:
+    """Pretrained-backbone features of every pool image as the scorer prepares it (for the
+    diversity step: distances between images, not a prediction)."""
+    from defect_assets.ml.backbone import extract_features, feature_extractor
+
+    patches = np.stack([scorer.prepare(store.read_bytes(k)) for k in pool["stored_key"]])
+    shape = patches.shape[1:3] + ((patches.shape[3],) if patches.ndim == 4 else (1,))
+    return extract_features(feature_extractor(shape, tuple(blocks), weights), patches)
+
+
+def build_queue(pool: pd.DataFrame, proba: np.ndarray, classes: list[str], model_version: str, strategy: str,
+                per_round: int, seed: int = 0, features: np.ndarray | None = None,
+                shortlist_factor: int = 5) -> pd.DataFrame:
+    """The items a person should label next, in order: the pool row, the strategy's score, all
+    three uncertainty measures, the model's guess and its class probabilities."""
+    if len(proba) != len(pool):
+        raise ValueError(f"{len(proba)} score rows for a pool of {len(pool)} images")
+    if not len(pool):
+        return pd.DataFrame(columns=QUEUE_COLUMNS)
+    query = AL.select(proba, per_round, strategy, seed, features, shortlist_factor)
+    picks = query.picks
+    chosen = pool.iloc[picks].reset_index(drop=True)
+    p = np.asarray(proba, np.float64)[picks]
+    guess = p.argmax(axis=1)
+    items = chosen.assign(
+        item_id=[item_id(b, i) for b, i in zip(chosen["batch"], chosen["image"])],
+        rank=np.arange(1, len(picks) + 1), strategy=strategy, diversity=query.diversity,
+        model_version=model_version, score=query.scores[picks],
+        least_confidence=AL.least_confidence(p), margin=AL.margin(p), entropy=AL.entropy(p),
+        guess=[classes[g] for g in guess], guess_probability=p[np.arange(len(p)), guess],
+        probabilities=[list(map(float, row)) for row in p])
+    return items[QUEUE_COLUMNS]
+
+
+def windowed_model(patch_tables: list[pd.DataFrame]) -> bool:
+    """Whether a model learned from windows cut around points or boxes (the dent workflow), so a
+    heatmap of its windows over a larger photo means something; a model of whole images has none."""
+    return any(t["kind"].isin(["point", "box", "negative"]).any() for t in patch_tables if len(t))
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    strategy: str = "entropy"
+    per_round: int = 20
+    diversity: bool = False
+    shortlist_factor: int = 5
+    feature_blocks: tuple[int, ...] = (3, 4)
+    feature_weights: str = "offline"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.strategy not in AL.STRATEGIES:
+            raise ValueError(f"strategy {self.strategy!r} is not one of {', '.join(AL.STRATEGIES)}")
+        if self.per_round < 1 or self.shortlist_factor < 1:
+            raise ValueError(f"per_round and shortlist_factor must be >= 1, got {self.per_round}, "
+                             f"{self.shortlist_factor}")
+
+
+def publish_next_queue(store: ObjectStore, scorer: Scorer, pool: pd.DataFrame, settings: QueueSettings,
+                       heatmaps: bool, extra: dict | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> LabelingQueue:
+    """Score the pool with ``scorer``, pick the round, and publish it as the labeling page's
+    current queue. ``heatmaps``: the scorer's model learned from windows (``windowed_model``)."""
+    proba = score_pool(scorer, pool, store, progress)
+    features = (pool_features(scorer, pool, store, settings.feature_blocks, settings.feature_weights)
+                if settings.diversity and len(pool) else None)
+    items = build_queue(pool, proba, scorer.classes, scorer.version, settings.strategy, settings.per_round,
+                        settings.seed, features, settings.shortlist_factor)
+    return publish_queue(store, items, {
+        "strategy": settings.strategy, "per_round": settings.per_round, "diversity": settings.diversity,
+        "model_version": scorer.version, "classes": scorer.classes, "input_size": scorer.input_size,
+        "heatmaps": bool(heatmaps), "pool_images": len(pool), "pool_batches": sorted(set(pool["batch"])),
+        **(extra or {})})

@@ -1,0 +1,197 @@
+// The labeling page: shows the next queued image large (with the model's heatmap where one
+// exists), the model's guess, one button per class (keys 1-9), skip (S), undo (U or Ctrl+Z),
+// heatmap on/off (H). Talks only to this service's /v1/labeling API; no library, no CDN.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const page = { view: null, item: null, busy: false, heatmap: true };
+
+function setState(state) {
+  document.body.dataset.state = state;
+}
+
+function say(text, ok) {
+  $("message").textContent = text || "";
+  $("message").className = ok ? "message ok" : "message";
+}
+
+async function api(method, path, body) {
+  const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, opts);
+  const doc = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    window.location.assign("/label");
+  }
+  if (!response.ok) {
+    throw new Error(doc.detail || `${response.status} ${response.statusText}`);
+  }
+  return doc;
+}
+
+function renderProgress(progress) {
+  const done = progress.items ? (100 * progress.done) / progress.items : 100;
+  $("progress-bar").style.width = `${done.toFixed(1)}%`;
+  $("progress-text").textContent =
+    `${progress.labeled} labeled, ${progress.skipped} skipped, ${progress.remaining} to go of ${progress.items}`;
+  document.body.dataset.labeled = String(progress.labeled);
+  document.body.dataset.remaining = String(progress.remaining);
+}
+
+function renderClasses(classes) {
+  const box = $("classes");
+  if (box.dataset.classes === JSON.stringify(classes)) return;
+  box.dataset.classes = JSON.stringify(classes);
+  box.replaceChildren();
+  classes.slice(0, 9).forEach((name, i) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "class-button";
+    b.dataset.label = name;
+    b.append(name);
+    const k = document.createElement("kbd");
+    k.textContent = String(i + 1);
+    b.append(k);
+    b.addEventListener("click", () => act("label", name));
+    box.append(b);
+  });
+}
+
+function renderItem(item) {
+  page.item = item;
+  if (!item) {
+    $("desk").hidden = true;
+    $("done").hidden = false;
+    document.body.dataset.item = "";
+    setState("done");
+    return;
+  }
+  $("desk").hidden = false;
+  $("done").hidden = true;
+  document.body.dataset.item = item.item_id;
+  $("photo").src = item.image_url;
+  $("image-name").textContent = `#${item.rank}: ${item.batch} / ${item.image} (${item.width}x${item.height})`;
+  $("guess").textContent = item.guess;
+  $("guess-p").textContent = `(p = ${item.guess_probability.toFixed(3)})`;
+  $("model-version").textContent = item.model_version;
+  $("strategy").textContent = `${item.strategy} score ${item.score.toFixed(3)}`;
+  const rows = Object.entries(item.probabilities).map(([name, p]) => {
+    const tr = document.createElement("tr");
+    const a = document.createElement("td");
+    a.textContent = name;
+    const b = document.createElement("td");
+    b.textContent = p.toFixed(3);
+    const c = document.createElement("td");
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = `${(100 * p).toFixed(0)}%`;
+    c.append(bar);
+    tr.append(a, b, c);
+    return tr;
+  });
+  $("probabilities").replaceChildren(...rows);
+  for (const b of document.querySelectorAll(".class-button")) {
+    b.classList.toggle("guessed", b.dataset.label === item.guess);
+  }
+  const heat = $("heatmap");
+  $("toggle-heatmap").hidden = !item.heatmap_url;
+  if (item.heatmap_url) {
+    heat.onerror = () => { heat.hidden = true; };
+    heat.src = item.heatmap_url;
+    heat.hidden = !page.heatmap;
+  } else {
+    heat.removeAttribute("src");
+    heat.hidden = true;
+  }
+  setState("ready");
+}
+
+function render(view) {
+  page.view = view;
+  $("queue-info").textContent =
+    `${view.labeler} | queue ${view.queue} | ${view.strategy}${view.diversity ? " + diversity" : ""}`;
+  renderClasses(view.classes);
+  renderProgress(view.progress);
+  $("undo").disabled = !view.can_undo;
+}
+
+async function load() {
+  setState("busy");
+  try {
+    const view = await api("GET", "/v1/labeling/queue");
+    render(view);
+    renderItem(view.next);
+  } catch (e) {
+    say(e.message);
+    setState("error");
+  }
+}
+
+async function act(kind, label) {
+  if (page.busy) return;
+  if (kind !== "undo" && !page.item) return;
+  page.busy = true;
+  setState("busy");
+  try {
+    let doc;
+    if (kind === "label") {
+      doc = await api("POST", "/v1/labeling/labels", { item_id: page.item.item_id, label });
+      say(`${page.item.image}: ${label}${doc.stored ? "" : " (already stored)"}`, true);
+    } else if (kind === "skip") {
+      doc = await api("POST", "/v1/labeling/skips", { item_id: page.item.item_id });
+      say(`${page.item.image}: skipped`, true);
+    } else {
+      doc = await api("POST", "/v1/labeling/undo");
+      say(`undone: ${doc.restored.image} is back`, true);
+    }
+    page.view.progress = doc.progress;
+    page.view.can_undo = doc.can_undo;
+    render(page.view);
+    renderItem(kind === "undo" ? doc.restored : doc.next);
+  } catch (e) {
+    say(e.message);
+    setState(page.item ? "ready" : "done");
+  } finally {
+    page.busy = false;
+  }
+}
+
+function onKey(event) {
+  if (event.target instanceof HTMLInputElement) return;
+  const key = event.key.toLowerCase();
+  if ((event.ctrlKey || event.metaKey) && key === "z") {
+    event.preventDefault();
+    act("undo");
+    return;
+  }
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (/^[1-9]$/.test(key)) {
+    const classes = page.view ? page.view.classes : [];
+    const name = classes[Number(key) - 1];
+    if (name !== undefined) {
+      event.preventDefault();
+      act("label", name);
+    }
+  } else if (key === "s") {
+    act("skip");
+  } else if (key === "u" || key === "backspace") {
+    event.preventDefault();
+    act("undo");
+  } else if (key === "h") {
+    toggleHeatmap();
+  }
+}
+
+function toggleHeatmap() {
+  page.heatmap = !page.heatmap;
+  $("heatmap").hidden = !page.heatmap || !(page.item && page.item.heatmap_url);
+}
+
+$("skip").addEventListener("click", () => act("skip"));
+$("undo").addEventListener("click", () => act("undo"));
+$("toggle-heatmap").addEventListener("click", toggleHeatmap);
+document.addEventListener("keydown", onKey);
+load();
