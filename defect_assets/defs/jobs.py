@@ -1,10 +1,11 @@
 """Jobs: per-batch data preparation, training of every model family, evaluation, deployment,
-and retraining (training through deployment). Referenced as objects by the sensors, the
-schedule and the main job."""
+retraining (training through deployment) and daily prediction monitoring. Referenced as objects
+by the sensors, the schedules and the main job."""
 
 import dagster as dg
 
 from defect_assets.defs.models.families import MODEL_ASSETS
+from defect_assets.defs.partitions import daily_partitions
 
 prepare_batch_job = dg.define_asset_job(
     "prepare_batch_job",
@@ -37,4 +38,11 @@ retrain_job = dg.define_asset_job(
     description="Retrain every family, evaluate them, pick the champion behind its checks, and deploy it.",
 )
 
-all_jobs = [prepare_batch_job, train_models_job, evaluate_job, deploy_job, retrain_job]
+monitoring_job = dg.define_asset_job(
+    "monitoring_job",
+    selection=dg.AssetSelection.assets("prediction_monitoring"),
+    partitions_def=daily_partitions,
+    description="Summarize one day of the prediction log: volume, latency, share called defective, score drift.",
+)
+
+all_jobs = [prepare_batch_job, train_models_job, evaluate_job, deploy_job, retrain_job, monitoring_job]

@@ -1,9 +1,11 @@
 """The scoring web service: ``create_app(settings)`` builds the FastAPI application from its
-routers (``routes/``: health, model, scoring), the upload guard and the error handlers.
+routers (``routes/``: health, model, scoring, dashboard), the upload guard and the error handlers.
 
 Routes: POST /v1/predict (one or many images), POST /v1/inspect (a large photo: windows,
 heatmap, located defects), GET /v1/model (version, metrics, lineage), GET /healthz (alive),
-GET /readyz (a model is loaded and warmed), /docs and /openapi.json.
+GET /readyz (a model is loaded and warmed), GET /dashboard (the analysts' page, its data at
+/dashboard/api/summary), /docs and /openapi.json. Every scored image is appended to the
+prediction log (buffered; ``storage.prediction_log``) unless the settings turn it off.
 
 Every image is prepared by the served ``Scorer`` (the preprocessing training used), so the
 service sees what the trained model saw. Every error is JSON ``{"error", "detail"}`` with a
@@ -27,9 +29,10 @@ from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import install_error_handlers
 from defect_assets.serving.guard import UploadGuard
 from defect_assets.serving.models import ModelHolder
-from defect_assets.serving.routes import health, model, scoring
+from defect_assets.serving.routes import dashboard, health, model, scoring
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.serving.state import ServiceState
+from defect_assets.storage.prediction_log import PredictionLog
 from defect_assets.storage.registry import ModelRegistry
 
 log = logging.getLogger("defect_assets.serving")
@@ -60,17 +63,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     state = ServiceState(settings=settings,
                          holder=ModelHolder(ModelRegistry(settings.store), warm_batch=min(settings.max_batch, 64)),
                          batcher=MicroBatcher(settings.max_batch, settings.max_wait_ms),
-                         loader=ThreadPoolExecutor(max_workers=1, thread_name_prefix="defect-loader"))
+                         loader=ThreadPoolExecutor(max_workers=1, thread_name_prefix="defect-loader"),
+                         predictions=PredictionLog(settings.store, settings.prediction_log_flush_seconds)
+                         if settings.prediction_log else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         state.batcher.start()
+        if state.predictions is not None:
+            state.predictions.start()
         poller = asyncio.get_running_loop().create_task(poll_production(state), name="production-poller")
         if not settings.api_key:
             log.warning("no API key set (DEFECT_ASSETS_API_KEY): every route is open")
         yield
         poller.cancel()
         await state.batcher.stop()
+        if state.predictions is not None:
+            await asyncio.to_thread(state.predictions.close)  # the last records, before the process ends
         state.loader.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
@@ -84,6 +93,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.add_middleware(UploadGuard, paths=scoring.UPLOAD_ROUTES, max_bytes=settings.max_upload_bytes,
                        body_timeout=settings.body_timeout_seconds)
     install_error_handlers(app)
-    for router in (health.router, model.router, scoring.router):
+    for router in (health.router, model.router, scoring.router, dashboard.router):
         app.include_router(router)
     return app
