@@ -5,7 +5,6 @@ by the sensors, the schedules and the main job."""
 import dagster as dg
 
 from defect_assets.defs.models.families import MODEL_ASSETS
-from defect_assets.defs.partitions import daily_partitions
 
 prepare_batch_job = dg.define_asset_job(
     "prepare_batch_job",
@@ -41,7 +40,6 @@ retrain_job = dg.define_asset_job(
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
     selection=dg.AssetSelection.assets("prediction_monitoring"),
-    partitions_def=daily_partitions,
     description="Summarize one day of the prediction log: volume, latency, share called defective, score drift.",
 )
 

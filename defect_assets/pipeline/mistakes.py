@@ -27,7 +27,7 @@ from defect_assets.pipeline.champion import Champion
 from defect_assets.pipeline.training import split_data
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.formats import ArrayTable, read_json, write_json
-from defect_assets.storage.layout import CHAMPIONS, champion_prefix, examples_key, test_predictions_key
+from defect_assets.storage.layout import CHAMPIONS, champion_predictions_key, champion_prefix, examples_key
 from defect_assets.storage.registry import ModelRegistry
 
 # The test-prediction table's columns (documented in README.md); p_<class> columns follow them.
@@ -110,9 +110,9 @@ def champion_test_predictions(champion: Champion, registry: ModelRegistry, patch
     scorer = load_registered(registry, version)
     table, patches = predict_test_split(scorer, patch_sets, champion.threshold)
     prefix = champion_prefix(version)
-    with store.open_write(test_predictions_key(version)) as f:
+    with store.open_write(champion_predictions_key(version)) as f:
         table.to_parquet(f, index=False)
-    store.write_bytes(test_predictions_key(version, "csv"), table.to_csv(index=False, lineterminator="\n").encode())
+    store.write_bytes(champion_predictions_key(version, "csv"), table.to_csv(index=False, lineterminator="\n").encode())
 
     def score(x: np.ndarray) -> np.ndarray:
         return defect_scores(scorer.predict_proba(x), scorer.classes)
@@ -167,7 +167,7 @@ def record_champion(store: ObjectStore, champion: Champion, test_patches: int) -
 def reference_scores(store: ObjectStore, version: str) -> np.ndarray | None:
     """The model's defect scores on the test split (the drift reference), or None when the model
     never went through champion_test_predictions."""
-    key = test_predictions_key(version)
+    key = champion_predictions_key(version)
     if not store.exists(key):
         return None
     with store.open_read(key) as f:

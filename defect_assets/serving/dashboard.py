@@ -31,9 +31,9 @@ from defect_assets.storage.layout import (
     MONITORING_CSV,
     MONITORING_PARQUET,
     asset_value_prefix,
+    champion_predictions_key,
     champion_prefix,
     examples_key,
-    test_predictions_key,
 )
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -227,7 +227,7 @@ def download_key(name: str, version: str | None = None) -> tuple[str, str] | Non
         return FIXED_FILES.get(name)
     if not SAFE_NAME.match(version) or name not in ("csv", "parquet"):
         return None
-    return test_predictions_key(version, name), "text/csv" if name == "csv" else "application/vnd.apache.parquet"
+    return champion_predictions_key(version, name), "text/csv" if name == "csv" else "application/vnd.apache.parquet"
 
 
 def example_key(version: str, name: str) -> str | None:

@@ -45,7 +45,7 @@ def champion_prefix(version: str) -> str:
     return f"champion/{version}"
 
 
-def test_predictions_key(version: str, ext: str = "parquet") -> str:
+def champion_predictions_key(version: str, ext: str = "parquet") -> str:
     return f"{champion_prefix(version)}/test_predictions.{ext}"
 
 

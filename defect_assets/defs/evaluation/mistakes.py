@@ -12,7 +12,7 @@ from defect_assets.ml.visual import contact_sheet
 from defect_assets.pipeline import mistakes
 from defect_assets.pipeline.champion import Champion
 from defect_assets.storage.formats import ArrayTable
-from defect_assets.storage.layout import examples_key, test_predictions_key
+from defect_assets.storage.layout import champion_predictions_key, examples_key
 from defect_assets.storage.registry import ModelRegistry
 
 
@@ -41,7 +41,7 @@ def champion_test_predictions(context: dg.AssetExecutionContext, config: Mistake
             "accuracy": float(table["correct"].mean()),
             "majority_baseline": float(max(table["is_defect"].mean(), 1 - table["is_defect"].mean())),
             "misses": doc["counts"]["misses"], "false_alarms": doc["counts"]["false_alarms"],
-            "table": dg.MetadataValue.path(f"{store.url}/{test_predictions_key(result.version)}"),
+            "table": dg.MetadataValue.path(f"{store.url}/{champion_predictions_key(result.version)}"),
             "examples": dg.MetadataValue.path(f"{store.url}/{examples_key(result.version)}")}
     for kind, title in (("misses", "most confident misses"), ("false_alarms", "most confident false alarms")):
         meta[f"{kind}_table"] = md_table(pd.DataFrame(doc[kind], columns=shown).round(4))
