@@ -117,10 +117,11 @@ function drawChampion(which, c) {
   const classes = c.classes || [];
   const cm = c.confusion_matrix || [];
   const annotations = [];
+  const top = Math.max(1, ...cm.flat());
   cm.forEach((row, i) => row.forEach((v, j) => annotations.push({ x: classes[j], y: classes[i], text: String(v),
-    showarrow: false, font: { size: 14 } })));
+    showarrow: false, font: { size: 14, color: v > top / 2 ? "white" : "black" } })));
   plot(`chart-cm-${which}`, [{ type: "heatmap", z: cm, x: classes, y: classes, colorscale: "Blues",
-                               showscale: false }],
+                               reversescale: true, showscale: false, zmin: 0 }],
        { title: { text: "confusion matrix" }, annotations, height: 300,
          xaxis: { title: { text: "predicted" }, type: "category" },
          yaxis: { title: { text: "true" }, type: "category", autorange: "reversed" } });
