@@ -116,7 +116,8 @@ def drift_png(reference_share: list[float], current_share: list[float], edges: l
     ax.bar(x + 0.2, current_share, 0.4, label="production")
     bounds = [0.0, *edges, 1.0]
     ax.set_xticks(x, [f"{bounds[i]:.2f}-{bounds[i + 1]:.2f}" for i in x], rotation=60, fontsize=7)
-    ax.set(xlabel="defect score bin", ylabel="share of images", title=f"{title}\nPSI {psi:.3f}")
+    ax.set(xlabel="defect score bin", ylabel="share of images")
+    ax.set_title(f"{title}\nPSI {psi:.3f}", fontsize=9)
     ax.legend(fontsize=8)
     return _png(plt, fig)
 
