@@ -206,6 +206,8 @@ def test_a_burst_of_concurrent_requests_leaves_one_record_per_scored_image(tmp_p
         while sum(len(read_day(store, d).records) for d in logged_days(store)) < len(sent):
             assert time.monotonic() < deadline, "records were not flushed while the service ran"
             time.sleep(0.1)
+        status = DefectClient(svc.url).model()["prediction_log"]
+        assert (status["written"], status["pending"], status["failed_flushes"]) == (len(sent), 0, 0)
     logged = [read_day(store, d) for d in logged_days(store)]
     records = pd.concat([d.records for d in logged], ignore_index=True)
     assert all(not d.rejected for d in logged)

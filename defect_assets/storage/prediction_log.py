@@ -128,6 +128,7 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
+        self._in_flight = 0  # records taken by a flush and not written yet
         self._origin = f"{re.sub(r'[^A-Za-z0-9.-]', '-', socket.gethostname())[:40]}-{os.getpid()}"
 
     def add(self, records: list[dict]) -> None:
@@ -136,8 +137,9 @@ class PredictionLog:
 
     @property
     def pending(self) -> int:
+        """Records not in a written segment yet (buffered, or in a flush under way)."""
         with self._lock:
-            return len(self._buffer)
+            return len(self._buffer) + self._in_flight
 
     def start(self) -> None:
         if self._thread is None:
@@ -165,20 +167,28 @@ class PredictionLog:
         with self._flushing:
             with self._lock:
                 batch, self._buffer = self._buffer, []
+                self._in_flight = len(batch)
             if not batch:
                 return 0
-            by_day: dict[str, list[dict]] = {}
-            for r in batch:
-                by_day.setdefault(r["time"][:10], []).append(r)
-            written = 0
-            for day, records in sorted(by_day.items()):
-                try:
-                    self._write_segment(day, records)
-                except Exception as e:  # noqa: BLE001 - keep the records for the next flush
-                    self._keep(records, e)
-                    continue
-                written += len(records)
-            return written
+            try:
+                return self._write_days(batch)
+            finally:
+                with self._lock:
+                    self._in_flight = 0
+
+    def _write_days(self, batch: list[dict]) -> int:
+        by_day: dict[str, list[dict]] = {}
+        for r in batch:
+            by_day.setdefault(r["time"][:10], []).append(r)
+        written = 0
+        for day, records in sorted(by_day.items()):
+            try:
+                self._write_segment(day, records)
+            except Exception as e:  # noqa: BLE001 - keep the records for the next flush
+                self._keep(records, e)
+                continue
+            written += len(records)
+        return written
 
     def _write_segment(self, day: str, records: list[dict]) -> None:
         self._seq += 1
@@ -199,6 +209,12 @@ class PredictionLog:
             if over > 0:
                 del self._buffer[:over]
                 self.stats.dropped += over
+
+
+    def status(self) -> dict:
+        return {"written": self.stats.written, "segments": self.stats.segments, "pending": self.pending,
+                "failed_flushes": self.stats.failed_flushes, "dropped": self.stats.dropped,
+                "last_error": self.stats.last_error, "flush_seconds": self.flush_seconds}
 
 
 @dataclass
