@@ -103,7 +103,7 @@ def worst(table: pd.DataFrame, kind: str, k: int) -> pd.DataFrame:
 
 
 def champion_test_predictions(champion: Champion, registry: ModelRegistry, patch_sets: dict[str, ArrayTable],
-                              store: ObjectStore, per_kind: int = 8) -> ChampionPredictions:
+                              store: ObjectStore, per_kind: int = 6) -> ChampionPredictions:
     """Score the test split with the champion, store the table (Parquet + CSV), the pictures of
     its worst mistakes with their heatmaps, and record it in champions.json."""
     version = champion.model_version

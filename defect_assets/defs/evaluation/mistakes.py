@@ -17,8 +17,9 @@ from defect_assets.storage.registry import ModelRegistry
 
 
 class MistakesConfig(dg.Config):
-    per_kind: int = 8
-    """How many misses and how many false alarms to picture."""
+    per_kind: int = 6
+    """How many misses and how many false alarms to picture (each heatmap costs about 50 scored
+    patches: 7 x 7 occluded copies)."""
 
 
 @dg.asset(group_name="evaluation", kinds={"parquet", "csv"},
