@@ -102,6 +102,23 @@ def worst(table: pd.DataFrame, kind: str, k: int) -> pd.DataFrame:
     return rows.sort_values("defect_score", ascending=False, kind="stable").head(k)
 
 
+def picture(score, patch: np.ndarray, row: pd.Series, prefix: str, store: ObjectStore) -> tuple[dict, np.ndarray]:
+    """Store one mistake as the enlarged patch and its occlusion heatmap; returns its entry in
+    examples.json and a side-by-side tile (for the UI's contact sheet)."""
+    if patch.ndim == 3 and patch.shape[2] == 1:
+        patch = patch[..., 0]
+    _, heat = occlusion_map(score, patch)
+    big, heatmap = enlarged(patch), overlay(patch, heat, HEATMAP_SCALE)
+    base = f"{prefix}/examples/{row['patch_id']}"
+    store.write_bytes(f"{base}.png", encode_png(big))
+    store.write_bytes(f"{base}-heatmap.png", encode_png(heatmap))
+    entry = {"patch_id": row["patch_id"], "image": row["image"], "batch": row["batch"], "label": row["label"],
+             "defect_score": float(row["defect_score"]), "decision": str(row["decision"]),
+             "picture": f"{base}.png", "heatmap": f"{base}-heatmap.png"}
+    rgb = np.repeat(big[..., None], 3, axis=2) if big.ndim == 2 else big
+    return entry, np.concatenate([rgb, heatmap], axis=1)
+
+
 def champion_test_predictions(champion: Champion, registry: ModelRegistry, patch_sets: dict[str, ArrayTable],
                               store: ObjectStore, per_kind: int = 6) -> ChampionPredictions:
     """Score the test split with the champion, store the table (Parquet + CSV), the pictures of
@@ -109,7 +126,6 @@ def champion_test_predictions(champion: Champion, registry: ModelRegistry, patch
     version = champion.model_version
     scorer = load_registered(registry, version)
     table, patches = predict_test_split(scorer, patch_sets, champion.threshold)
-    prefix = champion_prefix(version)
     with store.open_write(champion_predictions_key(version)) as f:
         table.to_parquet(f, index=False)
     store.write_bytes(champion_predictions_key(version, "csv"), table.to_csv(index=False, lineterminator="\n").encode())
@@ -124,25 +140,10 @@ def champion_test_predictions(champion: Champion, registry: ModelRegistry, patch
            "heatmap": "occlusion: red where covering a square lowers the defect score, blue where it raises it"}
     sheets = {}
     for kind in ("misses", "false_alarms"):
-        shown, tiles = [], []
-        for i, row in worst(table, kind, per_kind).iterrows():
-            patch = np.asarray(patches[i])
-            if patch.ndim == 3 and patch.shape[2] == 1:
-                patch = patch[..., 0]
-            _, heat = occlusion_map(score, patch)
-            big = enlarged(patch)
-            picture = overlay(patch, heat, HEATMAP_SCALE)
-            base = f"{prefix}/examples/{row['patch_id']}"
-            store.write_bytes(f"{base}.png", encode_png(big))
-            store.write_bytes(f"{base}-heatmap.png", encode_png(picture))
-            shown.append({"patch_id": row["patch_id"], "image": row["image"], "batch": row["batch"],
-                          "label": row["label"], "defect_score": float(row["defect_score"]),
-                          "decision": str(row["decision"]), "picture": f"{base}.png",
-                          "heatmap": f"{base}-heatmap.png"})
-            rgb = np.repeat(big[..., None], 3, axis=2) if big.ndim == 2 else big
-            tiles.append(np.concatenate([rgb, picture], axis=1))
-        doc[kind] = shown
-        sheets[kind] = np.stack(tiles) if tiles else np.zeros((0, 1, 1, 3), np.uint8)
+        shown = [picture(score, np.asarray(patches[i]), row, champion_prefix(version), store)
+                 for i, row in worst(table, kind, per_kind).iterrows()]
+        doc[kind] = [entry for entry, _ in shown]
+        sheets[kind] = np.stack([tile for _, tile in shown]) if shown else np.zeros((0, 1, 1, 3), np.uint8)
     write_json(store, examples_key(version), doc)
     record_champion(store, champion, len(table))
     return ChampionPredictions(version, table, doc, sheets)
