@@ -15,12 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import math
 import re
 
 import pandas as pd
 
 from defect_assets.ml.intervals import majority_baseline, wilson_interval
+from defect_assets.serving.errors import jsonable
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.formats import current_version, read_json, read_table
 from defect_assets.storage.layout import (
@@ -45,22 +45,9 @@ MONITORING_SHOWN = ["day", "model_version", "requests", "images", "defect_share"
 BATCH_COLUMNS = ["batch", "images", "rejected", "patches", "defect_patches", "ok_patches", "defect_share"]
 
 
-def clean(value):
-    """Strict JSON: NaN and infinities become null, NumPy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def records(df: pd.DataFrame, columns: list[str]) -> list[dict]:
     present = [c for c in columns if c in df.columns]
-    return clean(df[present].astype(object).where(df[present].notna(), None).to_dict("records"))
+    return jsonable(df[present].astype(object).where(df[present].notna(), None).to_dict("records"))
 
 
 def _parquet(store: ObjectStore, key: str) -> pd.DataFrame | None:
@@ -123,7 +110,7 @@ def champions(store: ObjectStore) -> dict | None:
     history = _parquet(store, HISTORY_PARQUET)
     current = items[-1]
     previous = next((c for c in reversed(items[:-1]) if c["model_version"] != current["model_version"]), None)
-    return clean({"current": _report(store, history, current),
+    return jsonable({"current": _report(store, history, current),
                   "previous": _report(store, history, previous) if previous else None,
                   "count": len(items)})
 
@@ -149,7 +136,7 @@ def batches(store: ObjectStore) -> dict | None:
                      "rejected": int((inventory["role"] == "rejected").sum()), "patches": total,
                      "defect_patches": defect, "ok_patches": None if total is None else total - defect,
                      "defect_share": None if not total else defect / total})
-    return {"rows": clean(rows), "columns": BATCH_COLUMNS} if rows else None
+    return {"rows": jsonable(rows), "columns": BATCH_COLUMNS} if rows else None
 
 
 def monitoring(store: ObjectStore) -> dict | None:
@@ -158,7 +145,7 @@ def monitoring(store: ObjectStore) -> dict | None:
         return None
     table = table[table["images"] > 0].sort_values(["day", "model_version"], kind="stable")
     return {"rows": records(table, MONITORING_SHOWN), "columns": MONITORING_SHOWN,
-            "drift_level": clean(float(table["drift_level"].max())) if len(table) else None,
+            "drift_level": jsonable(float(table["drift_level"].max())) if len(table) else None,
             "downloads": {"csv": "/dashboard/files/prediction_monitoring.csv",
                           "parquet": "/dashboard/files/prediction_monitoring.parquet"}}
 
@@ -177,7 +164,7 @@ def mistakes(store: ObjectStore, version: str | None) -> dict | None:
                     ex[field + "_url"] = f"/dashboard/examples/{version}/{name[len(prefix):]}"
     doc["downloads"] = {"csv": f"/dashboard/files/test_predictions/{version}.csv",
                         "parquet": f"/dashboard/files/test_predictions/{version}.parquet"}
-    return clean(doc)
+    return jsonable(doc)
 
 
 def active_learning(store: ObjectStore) -> dict | None:
