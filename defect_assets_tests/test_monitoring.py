@@ -68,14 +68,16 @@ def write_reference(store, version: str = VERSION, scores=REFERENCE) -> None:
 
 
 def monitor(store, days: list[str], warn_psi: float = 0.25, min_images: int = 200):
+    from defect_assets.defs.io_manager import ArtifactIOManager
     from defect_assets.defs.monitoring.assets import prediction_monitoring
     from defect_assets.defs.resources import LocalStorage
 
     instance = dg.DagsterInstance.ephemeral()
+    artifacts = LocalStorage(root=store.url)
+    resources = {"artifact_store": artifacts, "io_manager": ArtifactIOManager(store=artifacts)}
     out = {}
     for day in days:
-        result = dg.materialize([prediction_monitoring], partition_key=day, instance=instance,
-                                resources={"artifact_store": LocalStorage(root=store.url)},
+        result = dg.materialize([prediction_monitoring], partition_key=day, instance=instance, resources=resources,
                                 run_config={"ops": {"prediction_monitoring": {"config": {
                                     "warn_psi": warn_psi, "min_images": min_images}}}})
         assert result.success
