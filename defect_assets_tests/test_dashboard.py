@@ -26,7 +26,6 @@ from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.formats import read_value, write_value
 from defect_assets.storage.layout import CHAMPIONS, HISTORY_PARQUET, MONITORING_PARQUET, examples_key
 from defect_assets.storage.registry import ModelRegistry
-from defect_assets_tests.browser import browser, offline_page  # noqa: F401 - fixtures
 from defect_assets_tests.conftest import png_bytes, smooth_image
 from defect_assets_tests.test_monitoring import monitor, write_day
 from defect_assets_tests.test_serving import API_KEY, ServiceThread
@@ -223,7 +222,7 @@ POINTS = """(id) => {
 
 
 @pytest.mark.slow
-def test_the_dashboard_in_a_browser_offline(built, service, offline_page):  # noqa: F811
+def test_the_dashboard_in_a_browser_offline(built, service, offline_page):
     _, store, _, versions = built
     want = expected(store, versions)
     page = offline_page.page

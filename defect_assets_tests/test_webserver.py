@@ -18,8 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from defect_assets_tests.browser import browser, offline_page  # noqa: F401 - fixtures
-
 REPO = Path(__file__).resolve().parents[1]
 QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
 # runs launched from the UI start at once (no daemon needed to dequeue them), as under `dagster dev`
@@ -98,7 +96,7 @@ METADATA = """(key) => {
 
 
 @pytest.mark.slow
-def test_a_person_materializes_an_asset_from_the_ui(tmp_path, offline_page, monkeypatch):  # noqa: F811
+def test_a_person_materializes_an_asset_from_the_ui(tmp_path, offline_page, monkeypatch):
     import dagster as dg
 
     from defect_assets.storage import LocalObjectStore
