@@ -162,6 +162,12 @@ def evaluate_models(defs, instance):
     champion = result.output_for_node("champion_model")
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     say(f"    evaluated in {time.perf_counter() - t0:.0f}s (run {result.run_id[:8]})")
+    if not failed:
+        table = result.output_for_node("champion_test_predictions")
+        misses = int((table["is_defect"] & ~table["predicted_defect"]).sum())
+        alarms = int((~table["is_defect"] & table["predicted_defect"]).sum())
+        say(f"    the champion's mistakes on the test split: {misses} missed defect(s), {alarms} false alarm(s) "
+            "(the most confident ones are pictured on the dashboard)")
     return rows, champion, failed
 
 
@@ -218,9 +224,9 @@ def start_service(data_dir: Path, port: int) -> tuple[int, str, Path]:
     return proc.pid, f"http://127.0.0.1:{port}", log_file
 
 
-def deploy_and_score(defs, instance, data_dir: Path, port: int) -> None:
+def deploy_and_score(defs, instance, data_dir: Path, port: int) -> str:
     """Start the scoring service, promote the champion (deploy_job smoke-tests it over HTTP),
-    and score one real ELPV image with the client."""
+    and score one real ELPV image with the client; returns the service's URL."""
     import dagster as dg
 
     from defect_assets.defs.deploy.assets import DeployConfig
@@ -244,6 +250,29 @@ def deploy_and_score(defs, instance, data_dir: Path, port: int) -> None:
     say(format_table(client.predict([example]), [str(example.name)]))
     say("")
     say(f"The endpoint keeps serving at {url} (docs at {url}/docs); stop it with: kill {pid}")
+    return url
+
+
+def monitor_today(defs, instance, url: str) -> None:
+    """Summarize today's prediction log so far (prediction_monitoring, today's partition): the
+    dashboard's monitoring section starts with the requests just made (the deployment's smoke
+    test and the example)."""
+    import datetime as dt
+
+    from defect_assets.defs.jobs import monitoring_job
+    from defect_assets.serving.client import DefectClient
+
+    client = DefectClient(url)
+    deadline = time.monotonic() + 30
+    while (client.model().get("prediction_log") or {}).get("pending", 0) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the service writes its log every second
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    result = run_job(defs, instance, monitoring_job, "prediction monitoring", {"loggers": quiet()},
+                     partition_key=today)
+    rows = result.output_for_node("prediction_monitoring")
+    say(f"7. Prediction monitoring for {today} (so far): {int(rows['requests'].sum())} request(s), "
+        f"{int(rows['images'].sum())} image(s) scored (the deployment's smoke test and the example); the daily "
+        "schedule summarizes each complete day")
 
 
 def summarize(store, batch_ids: list[str]) -> str:
@@ -354,11 +383,17 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say(f"Landing zone: {landing.url}")
     say("Open the UI with:  ./run dev   (dagster dev on the project-local instance), then http://127.0.0.1:3000")
     say("")
+    url = None
     if failed:
         say("6. Not deploying: the champion failed its checks (see above)")
     elif serve and dataset == "elpv":
         say("6. Deploying the champion behind the scoring service and scoring one image")
-        deploy_and_score(defs, instance, data_dir, port)
+        url = deploy_and_score(defs, instance, data_dir, port)
+        monitor_today(defs, instance, url)
     say(f"Main job finished in {time.perf_counter() - t_start:.0f}s.")
+    if url:
+        say(f"Dashboard (model quality, champions, batches, monitoring, mistakes): {url}/dashboard")
+    else:
+        say("Dashboard: start the service (.venv/bin/defect-assets serve) and open http://127.0.0.1:8000/dashboard")
     sys.stdout.flush()
     return 0

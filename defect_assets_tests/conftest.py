@@ -13,6 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from defect_assets.storage import LocalObjectStore  # noqa: E402
 
+# The browser fixtures, registered once for every module: one Playwright (and one Chromium) per session
+from defect_assets_tests.browser import browser, offline_page  # noqa: E402, F401
+
 
 def png_bytes(arr: np.ndarray, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()

@@ -1,12 +1,14 @@
 """The real ELPV data set, read from the installed package, and the CLI's main job on a slice of it."""
 
 import hashlib
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,15 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
            "--port", str(port)]
     try:
         out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stdout + out.stderr
+        # the demo ends with the dashboard's URL; the page and its data answer while the service runs
+        last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+        dashboard = re.fullmatch(r"Dashboard \(.*\): (http://127\.0\.0\.1:\d+/dashboard)", last)
+        assert dashboard and dashboard.group(1) == f"http://127.0.0.1:{port}/dashboard", out.stdout[-2000:]
+        with urllib.request.urlopen(dashboard.group(1), timeout=30) as page:
+            assert page.status == 200 and b"plotly.min.js" in page.read()
+        with urllib.request.urlopen(dashboard.group(1) + "/api/summary", timeout=30) as r:
+            summary = json.load(r)
     finally:
         pid_file = tmp_path / "data" / "serve.pid"
         if pid_file.exists():  # the demo leaves its scoring service running: stop it
@@ -142,6 +153,24 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     scored = next(r for r in printed_table(text, "Example:") if r[0] == Path(example).name)
     assert scored[-2] == champion.group(1) and float(scored[-3]) == pytest.approx(float(want), abs=1e-4)
     assert (tmp_path / "home" / "dagster.yaml").exists()
+
+    # the dashboard's data: this run's evaluations, its champion and its mistakes, today's one request
+    assert len(summary["quality"]["rows"]) == len(history)
+    assert summary["champions"]["current"]["model_version"] == champion.group(1)
+    mistakes = summary["mistakes"]
+    shown = re.search(r"the champion's mistakes on the test split: (\d+) missed defect\(s\), (\d+) false alarm", text)
+    assert shown and [int(shown.group(1)), int(shown.group(2))] == [mistakes["counts"]["misses"],
+                                                                  mistakes["counts"]["false_alarms"]]
+    assert mistakes["test_patches"] == len(test)
+    [today] = summary["monitoring"]["rows"]
+    from defect_assets.storage.prediction_log import read_day
+
+    logged = read_day(LocalObjectStore(tmp_path / "data" / "artifacts"), today["day"]).records
+    example_sha = hashlib.sha256(Path(example).read_bytes()).hexdigest()
+    assert example_sha in set(logged["sha256"]) and set(logged["model_version"]) == {champion.group(1)}
+    # every request the service answered (the smoke test's and the example) was monitored
+    assert (today["requests"], today["images"]) == (logged["request_id"].nunique(), len(logged))
+    assert {r["batch"] for r in summary["batches"]["rows"]} == set(cells["batch"])
 
     again = subprocess.run([*cmd, "--no-serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and again.stdout.count("already materialized") == 2

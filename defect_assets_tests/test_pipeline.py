@@ -178,7 +178,10 @@ def test_definitions_load():
         assert defs.resolve_job_def(job) is not None
     assert defs.resolve_job_def("prepare_batch_job").partitions_def.name == BATCHES
     assert {s.name for s in defs.sensors} >= {"landing_zone_sensor", "retrain_sensor"}
-    assert {s.name for s in defs.schedules} == {"nightly_retrain_schedule"}
+    assert {s.name for s in defs.schedules} == {"nightly_retrain_schedule", "daily_monitoring_schedule"}
+    assert lineage["prediction_monitoring"] == {"champion_test_predictions"}
+    assert lineage["champion_test_predictions"] == {"champion_model", "labeled_patches"}
+    assert defs.resolve_job_def("monitoring_job").partitions_def.get_partition_keys()[0] == "2026-11-01"
 
 
 def test_a_group_column_keeps_every_image_of_a_part_in_one_split(env, tmp_path):

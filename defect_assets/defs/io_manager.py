@@ -9,12 +9,11 @@ import dagster as dg
 
 from defect_assets.defs.resources import StorageResource
 from defect_assets.storage.formats import current_version, read_value, write_value
-
-UNPARTITIONED = "__all__"
+from defect_assets.storage.layout import asset_value_prefix
 
 
 def asset_prefix(asset_key: dg.AssetKey, partition: str | None) -> str:
-    return "/".join(asset_key.path) + "/" + (partition or UNPARTITIONED)
+    return asset_value_prefix(asset_key.path, partition)
 
 
 class ArtifactIOManager(dg.ConfigurableIOManager):

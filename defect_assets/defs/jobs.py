@@ -1,6 +1,7 @@
 """Jobs: per-batch data preparation, re-preparation after new labels, training of every model
-family, evaluation, deployment, and retraining (training through deployment and the next
-labeling queue). Referenced as objects by the sensors, the schedule and the main job."""
+family, evaluation, deployment, retraining (training through deployment and the next labeling
+queue) and daily prediction monitoring. Referenced as objects by the sensors, the schedules and
+the main job."""
 
 import dagster as dg
 
@@ -48,4 +49,11 @@ retrain_job = dg.define_asset_job(
                 "the next labeling queue with it.",
 )
 
-all_jobs = [prepare_batch_job, relabel_batch_job, train_models_job, evaluate_job, deploy_job, retrain_job]
+monitoring_job = dg.define_asset_job(
+    "monitoring_job",
+    selection=dg.AssetSelection.assets("prediction_monitoring"),
+    description="Summarize one day of the prediction log: volume, latency, share called defective, score drift.",
+)
+
+all_jobs = [prepare_batch_job, relabel_batch_job, train_models_job, evaluate_job, deploy_job, retrain_job,
+            monitoring_job]

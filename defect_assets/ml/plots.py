@@ -103,3 +103,27 @@ def score_histogram_png(y, score, classes: list[str], threshold: float | None, t
     ax.set(xlabel="defect probability", ylabel="patches", title=title)
     ax.legend(fontsize=8)
     return _png(plt, fig)
+
+
+def drift_png(reference_share: list[float], current_share: list[float], edges: list[float], psi: float,
+              title: str) -> bytes:
+    """Share of scores per bin (bins at the reference's quantiles): reference vs current."""
+    import numpy as np
+
+    plt, fig, ax = _single(5, 3.4)
+    x = np.arange(len(reference_share))
+    ax.bar(x - 0.2, reference_share, 0.4, label="test split (reference)")
+    ax.bar(x + 0.2, current_share, 0.4, label="production")
+    bounds = [0.0, *edges, 1.0]
+    ax.set_xticks(x, [f"{bounds[i]:.2f}-{bounds[i + 1]:.2f}" for i in x], rotation=60, fontsize=7)
+    ax.set(xlabel="defect score bin", ylabel="share of images")
+    ax.set_title(f"{title}\nPSI {psi:.3f}", fontsize=9)
+    ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def histogram_png(values, title: str, xlabel: str, bins: int = 30) -> bytes:
+    plt, fig, ax = _single(5, 3.2)
+    ax.hist(values, bins=bins, color="#4c78a8")
+    ax.set(xlabel=xlabel, ylabel="count", title=title)
+    return _png(plt, fig)

@@ -18,6 +18,7 @@ from defect_assets.ml.scorer import Scorer, load_registered
 from defect_assets.pipeline.training import data_version, split_data
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.formats import ArrayTable
+from defect_assets.storage.layout import HISTORY_CSV, HISTORY_PARQUET  # noqa: F401 - importable from here too
 from defect_assets.storage.registry import ModelRegistry
 
 # The evaluation history's columns, in order (documented in README.md for BI tools).
@@ -142,10 +143,6 @@ def history_row(report: dict) -> dict:
         "accuracy_ci_low": report["accuracy_ci"][0], "accuracy_ci_high": report["accuracy_ci"][1],
         "roc_auc_ci_low": report["roc_auc_ci"][0], "roc_auc_ci_high": report["roc_auc_ci"][1],
     }
-
-
-HISTORY_CSV = "evaluation_history/evaluation_history.csv"
-HISTORY_PARQUET = "evaluation_history/evaluation_history.parquet"
 
 
 def append_history(store: ObjectStore, rows: list[dict]) -> pd.DataFrame:

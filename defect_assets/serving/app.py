@@ -1,11 +1,14 @@
 """The scoring web service: ``create_app(settings)`` builds the FastAPI application from its
-routers (``routes/``: health, model, scoring, labeling), the upload guard, the error handlers
-and the static files of its pages (served by the app itself: no CDN, works offline).
+routers (``routes/``: health, model, scoring, labeling, dashboard), the upload guard, the error
+handlers and the static files of its pages (served by the app itself: no CDN, works offline).
 
 Routes: POST /v1/predict (one or many images), POST /v1/inspect (a large photo: windows,
 heatmap, located defects), GET /v1/model (version, metrics, lineage), GET /healthz (alive),
 GET /readyz (a model is loaded and warmed), /docs and /openapi.json; the labeling page at
-/label with its API under /v1/labeling (labeler token; ``routes/labeling.py``), /static/.
+/label with its API under /v1/labeling (labeler token; ``routes/labeling.py``), /static/;
+GET /dashboard (the analysts' page, its data at /dashboard/api/summary). Every scored image is
+appended to the prediction log (buffered; ``storage.prediction_log``) unless the settings turn
+it off.
 
 Every image is prepared by the served ``Scorer`` (the preprocessing training used), so the
 service sees what the trained model saw. Every error is JSON ``{"error", "detail"}`` with a
@@ -32,9 +35,10 @@ from defect_assets.serving.errors import install_error_handlers
 from defect_assets.serving.guard import UploadGuard
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder
-from defect_assets.serving.routes import health, labeling, model, scoring
+from defect_assets.serving.routes import dashboard, health, labeling, model, scoring
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.serving.state import ServiceState
+from defect_assets.storage.prediction_log import PredictionLog
 from defect_assets.storage.registry import ModelRegistry
 
 log = logging.getLogger("defect_assets.serving")
@@ -67,11 +71,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                          holder=ModelHolder(ModelRegistry(settings.store), warm_batch=min(settings.max_batch, 64)),
                          batcher=MicroBatcher(settings.max_batch, settings.max_wait_ms),
                          loader=ThreadPoolExecutor(max_workers=1, thread_name_prefix="defect-loader"),
-                         labeling=LabelingDesk(settings.store))
+                         labeling=LabelingDesk(settings.store),
+                         predictions=PredictionLog(settings.store, settings.prediction_log_flush_seconds)
+                         if settings.prediction_log else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         state.batcher.start()
+        if state.predictions is not None:
+            state.predictions.start()
         poller = asyncio.get_running_loop().create_task(poll_production(state), name="production-poller")
         if not settings.api_key:
             log.warning("no API key set (DEFECT_ASSETS_API_KEY): every route is open")
@@ -80,6 +88,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         yield
         poller.cancel()
         await state.batcher.stop()
+        if state.predictions is not None:
+            await asyncio.to_thread(state.predictions.close)  # the last records, before the process ends
         state.loader.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
@@ -94,7 +104,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                        body_timeout=settings.body_timeout_seconds)
     app.add_middleware(labeling.WriteBodyCap)
     install_error_handlers(app)
-    for router in (health.router, model.router, scoring.router, labeling.router):
+    for router in (health.router, model.router, scoring.router, labeling.router, dashboard.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

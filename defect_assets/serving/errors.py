@@ -27,7 +27,9 @@ def error_response(status: int, error: str, detail: str, headers: dict | None = 
 
 
 def jsonable(value):
-    """Card values as strict JSON: NaN and infinities become null."""
+    """Values as strict JSON: NaN and infinities become null, NumPy scalars plain numbers."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes, dict, list, tuple)):
+        value = value.item()  # a NumPy scalar (from a pandas table)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

@@ -75,6 +75,8 @@ class ModelInfo(BaseModel):
     last_reload_error: dict | None
     reloads: int
     batching: dict
+    prediction_log: dict | None = Field(None, description="records written, segments, records still pending a "
+                                                          "flush (null: no prediction log is kept)")
 
 
 class Health(BaseModel):

@@ -19,6 +19,12 @@
 - ``DEFECT_ASSETS_LABELER_TOKENS`` (default: unset): who may use the labeling page, as
   ``name:token,name:token`` (one token per labeler, at least 12 characters; the name is what
   each stored label records as its labeler); unset: the labeling page answers 401 to everyone
+- ``DEFECT_ASSETS_PREDICTION_LOG`` (default: ``1``): ``0``: keep no prediction log (nothing for
+  prediction monitoring to read)
+- ``DEFECT_ASSETS_PREDICTION_LOG_FLUSH_SECONDS`` (default: 1): how often the buffered prediction
+  log is written (a crash loses at most this much)
+- ``DEFECT_ASSETS_DASHBOARD_REQUIRES_KEY`` (default: ``1``): ``0``: /dashboard is open even when a
+  key is set (with a key, a browser asks for it: any user name, the key as password)
 
 The artifact store (where the model registry lives) is the one ``defect_assets.storage.env``
 chooses: ``DEFECT_ASSETS_STORAGE``, ``DEFECT_ASSETS_DATA_DIR`` and the Azure variables. The
@@ -52,6 +58,9 @@ _ENV = {
     "max_batch": "DEFECT_ASSETS_MAX_BATCH",
     "max_wait_ms": "DEFECT_ASSETS_MAX_WAIT_MS",
     "reload_seconds": "DEFECT_ASSETS_RELOAD_SECONDS",
+    "prediction_log": "DEFECT_ASSETS_PREDICTION_LOG",
+    "prediction_log_flush_seconds": "DEFECT_ASSETS_PREDICTION_LOG_FLUSH_SECONDS",
+    "dashboard_requires_key": "DEFECT_ASSETS_DASHBOARD_REQUIRES_KEY",
 }
 
 
@@ -72,6 +81,10 @@ class ServiceSettings:
     """An upload whose next bytes take longer than this to arrive is answered with 408."""
     request_timeout_seconds: float = 120.0
     """A scoring future that takes longer than this is answered with 503 (never a hang)."""
+    prediction_log: bool = True
+    """Append one record per scored image to the artifact store's prediction log."""
+    prediction_log_flush_seconds: float = 1.0
+    dashboard_requires_key: bool = True
     freeze_gc: bool = True
     """Freeze the garbage collector's view after each model load (the service owns its process;
     an embedding process, such as a test run, may say False)."""
@@ -82,8 +95,8 @@ class ServiceSettings:
         for name in ("max_upload_bytes", "max_pixels", "max_images", "max_windows", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.reload_seconds <= 0:
-            raise ValueError("max_wait_ms must be >= 0 and reload_seconds > 0")
+        if self.max_wait_ms < 0 or self.reload_seconds <= 0 or self.prediction_log_flush_seconds <= 0:
+            raise ValueError("max_wait_ms must be >= 0, reload_seconds and prediction_log_flush_seconds > 0")
         if self.api_key is not None and not self.api_key.strip():
             object.__setattr__(self, "api_key", None)
         check_labelers(self.labelers)
@@ -92,6 +105,8 @@ class ServiceSettings:
         """Whether a route needs the API key (health, readiness and the docs never do)."""
         if not self.api_key:
             return False
+        if route == "dashboard":
+            return self.dashboard_requires_key
         return self.predict_requires_key if route == "predict" else True
 
     def labeler_for(self, token: str | None) -> str | None:

@@ -1,13 +1,13 @@
 """What every route of the service shares: its settings, the model holder (hot reload), the
-micro-batcher, the labeling desk, and the API-key check. One ``ServiceState`` per app, reached by routes through
-the ``service`` dependency."""
+micro-batcher, the labeling desk, the prediction log, and the API-key check. One
+``ServiceState`` per app, reached by routes through the ``service`` dependency."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import Depends, Request, Security
@@ -18,6 +18,7 @@ from defect_assets.serving.errors import ApiError
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder, ServedModel
 from defect_assets.serving.settings import API_KEY_HEADER, ServiceSettings
+from defect_assets.storage.prediction_log import PredictionLog, new_record
 
 
 @dataclass
@@ -29,6 +30,8 @@ class ServiceState:
     """One thread that loads models, so a reload never blocks the event loop."""
     labeling: LabelingDesk
     """The labeling page's queue and label events (in the same artifact store as the registry)."""
+    predictions: PredictionLog | None = field(default=None)
+    """The buffered prediction log (None: not kept)."""
 
     def serving(self) -> ServedModel:
         """The model to answer with, or 503 when none is loaded yet."""
@@ -48,6 +51,21 @@ class ServiceState:
             raise ApiError(503, "timeout", f"scoring took over {timeout:.0f}s") from None
 
 
+    def log_predictions(self, route: str, request_id: str, model: ServedModel, results: list[dict],
+                        latency_ms: float) -> None:
+        """One prediction-log record per scored image (a buffered append: no I/O here)."""
+        if self.predictions is None:
+            return
+        self.predictions.add([new_record(request_id=request_id, route=route, model_version=model.version,
+                                         sha256=r["sha256"], scores=r["probabilities"], decision=r["decision"],
+                                         is_defect=r["is_defect"], defect_score=r["defect_score"],
+                                         latency_ms=latency_ms) for r in results])
+
+    def key_matches(self, key: str | None) -> bool:
+        # compare_digest on bytes: constant time, and no TypeError on non-ASCII input
+        return key is not None and hmac.compare_digest(key.encode(), (self.settings.api_key or "").encode())
+
+
 async def service(request: Request) -> ServiceState:
     return request.app.state.service
 
@@ -64,8 +82,7 @@ def require_key(route: str):
         if not state.settings.protects(route):
             return
         # async: runs on the event loop, no thread hop per request.
-        # compare_digest on bytes: constant time, and no TypeError on non-ASCII input
-        if key is None or not hmac.compare_digest(key.encode(), (state.settings.api_key or "").encode()):
+        if not state.key_matches(key):
             raise ApiError(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header")
 
     return Depends(check)

@@ -1,13 +1,14 @@
-"""Schedules: nightly retraining and re-evaluation (the daily monitoring schedule joins when the
-prediction-monitoring asset exists)."""
+"""Schedules: nightly retraining and re-evaluation, and daily prediction monitoring."""
 
+import datetime as dt
 import os
 
 import dagster as dg
 
-from defect_assets.defs.jobs import retrain_job
+from defect_assets.defs.jobs import monitoring_job, retrain_job
 
 CRON_ENV = "DEFECT_ASSETS_NIGHTLY_CRON"
+MONITORING_CRON_ENV = "DEFECT_ASSETS_MONITORING_CRON"
 
 
 def build_nightly_retrain_schedule(job=retrain_job) -> dg.ScheduleDefinition:
@@ -22,4 +23,21 @@ def build_nightly_retrain_schedule(job=retrain_job) -> dg.ScheduleDefinition:
     )
 
 
+def build_daily_monitoring_schedule(job=monitoring_job) -> dg.ScheduleDefinition:
+    """Running by default: shortly after midnight UTC, the day that just ended (complete now:
+    a prediction log segment is written within a second of its records)."""
+
+    @dg.schedule(name="daily_monitoring_schedule", job=job,
+                 cron_schedule=os.environ.get(MONITORING_CRON_ENV, "15 0 * * *"), execution_timezone="UTC",
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description="Every day: summarize yesterday's (UTC) prediction log, with its drift check.")
+    def daily_monitoring_schedule(context: dg.ScheduleEvaluationContext):
+        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        day = (now.astimezone(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+        return dg.RunRequest(run_key=f"monitoring-{day}", partition_key=day)
+
+    return daily_monitoring_schedule
+
+
 nightly_retrain_schedule = build_nightly_retrain_schedule()
+daily_monitoring_schedule = build_daily_monitoring_schedule()

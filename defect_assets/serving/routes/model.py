@@ -27,4 +27,5 @@ async def model_info(state: ServiceState = Depends(service)):
         "validation": card.get("validation", {}), "test": m.pointer.get("test_metrics"),
         "data_version": card.get("data_version", {}), "config": card.get("config", {}),
         "last_reload_error": state.holder.last_error, "reloads": state.holder.reloads,
-        "batching": state.batcher.stats()}))
+        "batching": state.batcher.stats(),
+        "prediction_log": state.predictions.status() if state.predictions is not None else None}))

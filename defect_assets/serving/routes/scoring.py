@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import time
+import uuid
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
@@ -63,6 +65,7 @@ def decode(fn, data: bytes, index: int, name: str | None, *args):
 async def predict(request: Request, state: ServiceState = Depends(service)):
     """Score whole images: each is turned into the model's input patch by the preprocessing
     training used, and scored in a micro-batch with concurrent requests."""
+    t0 = time.perf_counter()
     model = state.serving()
     files = await uploaded(request, "files", state.settings.max_images)
     datas = [bytes(f.data) for f in files]
@@ -79,6 +82,7 @@ async def predict(request: Request, state: ServiceState = Depends(service)):
                 "probabilities": dict(zip(model.classes, map(float, proba[i]))),
                 "decision": decisions[i][0], "is_defect": decisions[i][1], "defect_score": float(scores[i]),
                 "model_version": model.version} for i, d in enumerate(datas)]
+    state.log_predictions("predict", uuid.uuid4().hex, model, results, (time.perf_counter() - t0) * 1000)
     return JSONResponse({"model_version": model.version, "threshold": model.threshold, "results": results})
 
 
@@ -95,6 +99,7 @@ async def inspect(request: Request, state: ServiceState = Depends(service),
                   heatmap: bool = Query(True, description="include the heatmap PNG")):
     """Score model-sized windows over a large photo (the dent workflow): defect probability
     per window, a heatmap PNG, and the defects located above the threshold."""
+    t0 = time.perf_counter()
     model = state.serving()
     upload = (await uploaded(request, "file", 1))[0]
     data = bytes(upload.data)
@@ -125,8 +130,13 @@ async def inspect(request: Request, state: ServiceState = Depends(service),
     if heatmap:
         img = await asyncio.to_thread(inspection.heatmap, score, grid, scale)
         png = base64.b64encode(await asyncio.to_thread(encode_png, img)).decode()
+    digest, top = sha256_bytes(data), float(score.max()) if len(score) else 0.0
+    state.log_predictions("inspect", uuid.uuid4().hex, model, [{
+        "sha256": digest, "probabilities": {"max_window_defect_score": top},
+        "decision": found[0]["kind"] if found else model.classes[0], "is_defect": bool(found), "defect_score": top}],
+        (time.perf_counter() - t0) * 1000)
     return JSONResponse({
-        "model_version": model.version, "sha256": sha256_bytes(data), "width": w, "height": h, "window": size,
+        "model_version": model.version, "sha256": digest, "width": w, "height": h, "window": size,
         "stride": step, "windows": grid.count, "threshold": float(thr),
         "grid": {"columns": len(grid.xs), "rows": len(grid.ys), "x": grid.centers_x.tolist(),
                  "y": grid.centers_y.tolist()},

@@ -1,0 +1,228 @@
+"""What the dashboard shows, read from the artifact store (no Dagster, no model loaded): every
+section is built from the tables and documents the asset graph writes (keys in
+``storage.layout``), so the page is as current as the last materialization and costs the
+service nothing but a few small reads.
+
+Sections (``summary``): model quality over evaluations (with each accuracy's 95% interval and
+the majority baseline), the current and previous champions' ROC curves and confusion matrices,
+data per batch, monitoring per day, the champion's most confident mistakes, and active-learning
+progress when that table exists. A section whose source is missing is ``None`` with a note of
+what to materialize.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import re
+
+import pandas as pd
+
+from defect_assets.ml.intervals import majority_baseline, wilson_interval
+from defect_assets.serving.errors import jsonable
+from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.formats import current_version, read_json, read_table
+from defect_assets.storage.layout import (
+    ACTIVE_LEARNING_PROGRESS,
+    CHAMPIONS,
+    HISTORY_CSV,
+    HISTORY_PARQUET,
+    MONITORING_CSV,
+    MONITORING_PARQUET,
+    asset_value_prefix,
+    champion_predictions_key,
+    champion_prefix,
+    examples_key,
+)
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+QUALITY_COLUMNS = ["evaluation_id", "evaluated_at", "model_family", "model_version", "test_patches", "test_defects",
+                   "accuracy", "accuracy_low", "accuracy_high", "majority_baseline", "balanced_accuracy", "precision",
+                   "recall", "f1", "roc_auc"]
+MONITORING_SHOWN = ["day", "model_version", "requests", "images", "defect_share", "latency_ms_p50", "latency_ms_p95",
+                    "latency_ms_p99", "psi", "drift_level", "drift_warning"]
+BATCH_COLUMNS = ["batch", "images", "rejected", "patches", "defect_patches", "ok_patches", "defect_share"]
+
+
+def records(df: pd.DataFrame, columns: list[str]) -> list[dict]:
+    present = [c for c in columns if c in df.columns]
+    return jsonable(df[present].astype(object).where(df[present].notna(), None).to_dict("records"))
+
+
+def _parquet(store: ObjectStore, key: str) -> pd.DataFrame | None:
+    if not store.exists(key):
+        return None
+    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
+
+
+# --- sections ---
+
+def quality(store: ObjectStore) -> dict | None:
+    """Every evaluation in the history, oldest first, with accuracy's interval and the baseline."""
+    history = _parquet(store, HISTORY_PARQUET)
+    if history is None or not len(history):
+        return None
+    history = history.sort_values("evaluated_at", kind="stable").reset_index(drop=True)
+    n = history["test_patches"].astype(float)
+    correct = history["accuracy"].astype(float) * n
+    bounds = [wilson_interval(c, m) for c, m in zip(correct, n)]
+    history["accuracy_low"] = [b[0] for b in bounds]
+    history["accuracy_high"] = [b[1] for b in bounds]
+    history["majority_baseline"] = [majority_baseline(p, m) for p, m in zip(history["test_defects"].astype(float), n)]
+    return {"rows": records(history, QUALITY_COLUMNS), "columns": QUALITY_COLUMNS,
+            "downloads": {"csv": "/dashboard/files/evaluation_history.csv",
+                          "parquet": "/dashboard/files/evaluation_history.parquet"}}
+
+
+def _report(store: ObjectStore, history: pd.DataFrame | None, entry: dict) -> dict:
+    """A champion entry joined with its evaluation report (curves, confusion matrix)."""
+    out = {k: entry.get(k) for k in ("model_version", "family", "evaluation_id", "threshold", "recorded_at")}
+    row = None
+    if history is not None and len(history):
+        match = history[history["evaluation_id"].astype(str) == str(entry.get("evaluation_id"))]
+        row = match.iloc[0] if len(match) else None
+    if row is None or not store.exists(str(row["report_json"])):
+        out["note"] = "its evaluation report is not in the store"
+        return out
+    report = read_json(store, str(row["report_json"]))
+    n, positives = report.get("n", 0), report.get("positives")
+    curves = ({"defect vs ok": report["roc_curve"]} if "roc_curve" in report
+              else {f"{c} vs rest": v for c, v in report.get("ovr_roc_curves", {}).items()})
+    low, high = wilson_interval(report["accuracy"] * n, n)
+    out.update({"task": report.get("task"), "classes": report.get("classes"), "test_patches": n,
+                "positives": positives, "accuracy": report.get("accuracy"), "accuracy_low": low,
+                "accuracy_high": high, "majority_baseline": majority_baseline(positives, n)
+                if positives is not None else None, "roc_auc": report.get("roc_auc"),
+                "recall": report.get("recall"), "precision": report.get("precision"),
+                "confusion_matrix": report.get("confusion_matrix"), "roc_curves": curves,
+                "evaluated_at": report.get("evaluated_at")})
+    return out
+
+
+def champions(store: ObjectStore) -> dict | None:
+    """The current approved champion and the one before it (a different model version)."""
+    if not store.exists(CHAMPIONS):
+        return None
+    items = read_json(store, CHAMPIONS).get("champions", [])
+    if not items:
+        return None
+    history = _parquet(store, HISTORY_PARQUET)
+    current = items[-1]
+    previous = next((c for c in reversed(items[:-1]) if c["model_version"] != current["model_version"]), None)
+    return jsonable({"current": _report(store, history, current),
+                  "previous": _report(store, history, previous) if previous else None,
+                  "count": len(items)})
+
+
+def _table_of(store: ObjectStore, asset: str, batch: str) -> pd.DataFrame | None:
+    meta = current_version(store, asset_value_prefix(asset, batch))
+    if meta is None or "table" not in meta.get("files", {}):
+        return None
+    return read_table(store, meta["files"]["table"])
+
+
+def batches(store: ObjectStore) -> dict | None:
+    """Images, rejected files and class balance (patches called defect / ok) per batch."""
+    names = sorted(store.walk_prefixes("raw_images/"))
+    rows = []
+    for b in names:
+        inventory, patches = _table_of(store, "raw_images", b), _table_of(store, "labeled_patches", b)
+        if inventory is None:
+            continue
+        defect = int(patches["is_defect"].astype(bool).sum()) if patches is not None else None
+        total = len(patches) if patches is not None else None
+        rows.append({"batch": b, "images": int((inventory["role"] == "image").sum()),
+                     "rejected": int((inventory["role"] == "rejected").sum()), "patches": total,
+                     "defect_patches": defect, "ok_patches": None if total is None else total - defect,
+                     "defect_share": None if not total else defect / total})
+    return {"rows": jsonable(rows), "columns": BATCH_COLUMNS} if rows else None
+
+
+def monitoring(store: ObjectStore) -> dict | None:
+    table = _parquet(store, MONITORING_PARQUET)
+    if table is None or not len(table):
+        return None
+    table = table[table["images"] > 0].sort_values(["day", "model_version"], kind="stable")
+    return {"rows": records(table, MONITORING_SHOWN), "columns": MONITORING_SHOWN,
+            "drift_level": jsonable(float(table["drift_level"].max())) if len(table) else None,
+            "downloads": {"csv": "/dashboard/files/prediction_monitoring.csv",
+                          "parquet": "/dashboard/files/prediction_monitoring.parquet"}}
+
+
+def mistakes(store: ObjectStore, version: str | None) -> dict | None:
+    """The champion's most confident misses and false alarms, with picture URLs."""
+    if not version or not store.exists(examples_key(version)):
+        return None
+    doc = read_json(store, examples_key(version))
+    prefix = champion_prefix(version) + "/examples/"
+    for kind in ("misses", "false_alarms"):
+        for ex in doc.get(kind, []):
+            for field in ("picture", "heatmap"):
+                name = str(ex.get(field, ""))
+                if name.startswith(prefix):
+                    ex[field + "_url"] = f"/dashboard/examples/{version}/{name[len(prefix):]}"
+    doc["downloads"] = {"csv": f"/dashboard/files/test_predictions/{version}.csv",
+                        "parquet": f"/dashboard/files/test_predictions/{version}.parquet"}
+    return jsonable(doc)
+
+
+def active_learning(store: ObjectStore) -> dict | None:
+    """Rows of active_learning/progress.csv (one per labeling round) once active learning writes it."""
+    if not store.exists(ACTIVE_LEARNING_PROGRESS):
+        return None
+    table = pd.read_csv(io.BytesIO(store.read_bytes(ACTIVE_LEARNING_PROGRESS)))
+    if not len(table):
+        return None
+    return {"rows": records(table, list(table.columns)), "columns": list(table.columns),
+            "x": str(table.columns[0]), "downloads": {"csv": "/dashboard/files/active_learning.csv"}}
+
+
+def summary(store: ObjectStore) -> dict:
+    champs = champions(store)
+    version = champs["current"]["model_version"] if champs else None
+    sections = {"quality": quality(store), "champions": champs, "batches": batches(store),
+                "monitoring": monitoring(store), "mistakes": mistakes(store, version),
+                "active_learning": active_learning(store)}
+    missing = {
+        "quality": "no evaluation yet: materialize the evaluation assets (evaluate_job)",
+        "champions": "no approved champion yet: materialize champion_test_predictions (evaluate_job)",
+        "batches": "no batch ingested yet: materialize raw_images (prepare_batch_job)",
+        "monitoring": "no monitored day yet: the scoring service logs predictions; materialize "
+                      "prediction_monitoring (monitoring_job, daily_monitoring_schedule)",
+        "mistakes": "no champion test predictions yet: materialize champion_test_predictions",
+        "active_learning": "no labeling rounds recorded yet (active_learning/progress.csv)",
+    }
+    return {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "store": store.url,
+            **sections, "notes": {k: v for k, v in missing.items() if sections[k] is None}}
+
+
+# --- files behind the charts ---
+
+FIXED_FILES = {
+    "evaluation_history.csv": (HISTORY_CSV, "text/csv"),
+    "evaluation_history.parquet": (HISTORY_PARQUET, "application/vnd.apache.parquet"),
+    "prediction_monitoring.csv": (MONITORING_CSV, "text/csv"),
+    "prediction_monitoring.parquet": (MONITORING_PARQUET, "application/vnd.apache.parquet"),
+    "active_learning.csv": (ACTIVE_LEARNING_PROGRESS, "text/csv"),
+}
+
+
+def download_key(name: str, version: str | None = None) -> tuple[str, str] | None:
+    """(store key, media type) of a downloadable table, or None for anything else."""
+    if version is None:
+        return FIXED_FILES.get(name)
+    if not SAFE_NAME.match(version) or name not in ("csv", "parquet"):
+        return None
+    return champion_predictions_key(version, name), "text/csv" if name == "csv" else "application/vnd.apache.parquet"
+
+
+def example_key(version: str, name: str) -> str | None:
+    """Store key of an example picture, or None when the names are not plain file names."""
+    if not SAFE_NAME.match(version) or not SAFE_NAME.match(name) or not name.endswith(".png"):
+        return None
+    return f"{champion_prefix(version)}/examples/{name}"
+
+
+def dumps(doc: dict) -> bytes:
+    return json.dumps(doc, allow_nan=False).encode()

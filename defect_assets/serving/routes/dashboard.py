@@ -1,0 +1,139 @@
+"""The analysts' dashboard: GET /dashboard (the page), /dashboard/api/summary (its data, JSON),
+/dashboard/static/* (the page's script and style, and plotly.js from the installed ``plotly``
+package: nothing comes from a CDN), /dashboard/files/* (the tables behind the charts) and
+/dashboard/examples/* (the champion's mistakes as pictures).
+
+With an API key set (and DEFECT_ASSETS_DASHBOARD_REQUIRES_KEY not 0) every dashboard route asks
+for it: as the X-API-Key header, or as the password of HTTP Basic authentication, which a
+browser prompts for and then sends with every request of the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import gzip
+import importlib.util
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request, Security
+from fastapi.responses import FileResponse, Response
+
+from defect_assets.serving import dashboard
+from defect_assets.serving.errors import ApiError, error_response
+from defect_assets.serving.settings import API_KEY_HEADER
+from defect_assets.serving.state import ServiceState, key_header, service
+from defect_assets.storage.base import StoreKeyError
+
+STATIC = Path(__file__).resolve().parents[1] / "static"
+PAGE_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+NO_STORE = {"Cache-Control": "no-store"}
+CHALLENGE = 'Basic realm="defect_assets dashboard", charset="UTF-8"'
+
+router = APIRouter(tags=["dashboard"])
+
+
+def plotly_js() -> Path:
+    """plotly.min.js as the ``plotly`` package ships it (found without importing the package)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise ApiError(500, "missing_dependency", "the plotly package is not installed (pip install plotly)")
+    return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+
+
+@functools.cache
+def _gzipped(path: str) -> bytes:
+    return gzip.compress(Path(path).read_bytes(), compresslevel=6)
+
+
+def _basic_password(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if not auth.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.split(":", 1)[1] if ":" in decoded else None
+
+
+async def dashboard_key(request: Request, key: str | None = Security(key_header),
+                        state: ServiceState = Depends(service)) -> None:
+    if not state.settings.protects("dashboard"):
+        return
+    if state.key_matches(key) or state.key_matches(_basic_password(request)):
+        return
+    raise ApiError(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header (or Basic password)")
+
+
+guarded = [Depends(dashboard_key)]
+
+
+@router.get("/dashboard", include_in_schema=False)
+async def page(request: Request, state: ServiceState = Depends(service)):
+    try:
+        await dashboard_key(request, request.headers.get(API_KEY_HEADER), state)
+    except ApiError as e:  # a browser shows its password prompt on this answer
+        return error_response(e.status, e.error, e.detail, {"WWW-Authenticate": CHALLENGE})
+    return FileResponse(STATIC / "dashboard.html", media_type="text/html", headers=NO_STORE)
+
+
+@router.get("/dashboard/static/{name}", include_in_schema=False, dependencies=guarded)
+async def static(name: str, request: Request):
+    if name == "plotly.min.js":
+        path = plotly_js()
+        headers = {"Cache-Control": "public, max-age=86400"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            body = await asyncio.to_thread(_gzipped, str(path))
+            return Response(body, media_type="text/javascript", headers={**headers, "Content-Encoding": "gzip",
+                                                                           "Vary": "Accept-Encoding"})
+        return FileResponse(path, media_type="text/javascript", headers=headers)
+    if name not in PAGE_FILES:
+        raise ApiError(404, "not_found", f"no dashboard file {name!r}")
+    return FileResponse(STATIC / name, media_type=PAGE_FILES[name], headers=NO_STORE)
+
+
+@router.get("/dashboard/api/summary", dependencies=guarded)
+async def summary(state: ServiceState = Depends(service)):
+    """Everything the dashboard draws, from the artifact store: model quality per evaluation (with
+    95% intervals and the majority baseline), the current and previous champions' ROC curves and
+    confusion matrices, data per batch, monitoring per day, the champion's most confident
+    mistakes, active-learning progress. A missing section is null, with a note in ``notes``."""
+    doc = await asyncio.to_thread(dashboard.summary, state.settings.store)
+    return Response(dashboard.dumps(doc), media_type="application/json", headers=NO_STORE)
+
+
+async def _store_file(state: ServiceState, found: tuple[str, str] | None, filename: str) -> Response:
+    if found is None:
+        raise ApiError(404, "not_found", f"no table {filename!r}")
+    key, media = found
+    try:
+        data = await asyncio.to_thread(state.settings.store.read_bytes, key)
+    except StoreKeyError:
+        raise ApiError(404, "not_found", f"{filename} has not been written yet") from None
+    return Response(data, media_type=media, headers={**NO_STORE,
+                                                     "Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/dashboard/files/{name}", include_in_schema=False, dependencies=guarded)
+async def table_file(name: str, state: ServiceState = Depends(service)):
+    return await _store_file(state, dashboard.download_key(name), name)
+
+
+@router.get("/dashboard/files/test_predictions/{version}.{ext}", include_in_schema=False, dependencies=guarded)
+async def test_predictions_file(version: str, ext: str, state: ServiceState = Depends(service)):
+    return await _store_file(state, dashboard.download_key(ext, version), f"test_predictions-{version}.{ext}")
+
+
+@router.get("/dashboard/examples/{version}/{name}", include_in_schema=False, dependencies=guarded)
+async def example(version: str, name: str, state: ServiceState = Depends(service)):
+    key = dashboard.example_key(version, name)
+    if key is None:
+        raise ApiError(404, "not_found", "no such picture")
+    try:
+        data = await asyncio.to_thread(state.settings.store.read_bytes, key)
+    except StoreKeyError:
+        raise ApiError(404, "not_found", "no such picture") from None
+    return Response(data, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})

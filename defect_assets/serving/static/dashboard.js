@@ -1,0 +1,254 @@
+// The dashboard page: fetches /dashboard/api/summary once and draws every section with plotly.js
+// (served by the app itself). Every chart gets a table (or a download link) behind it, and
+// data-points says how many points it was given, so a test can compare with what it rendered.
+"use strict";
+
+const COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d"];
+const BASE = { margin: { t: 36, r: 10, b: 48, l: 56 }, height: 320, legend: { orientation: "h", y: -0.25 },
+               font: { size: 11 } };
+const CONFIG = { displaylogo: false, responsive: true };
+const pending = [];
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+function fmt(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(4);
+  return String(v);
+}
+
+function pct(v) { return v === null || v === undefined ? "n/a" : (100 * v).toFixed(1) + "%"; }
+
+function table(columns, rows, rowClass) {
+  const head = el("tr", {}, ...columns.map(c => el("th", {}, c)));
+  const body = rows.map(r => el("tr", { class: rowClass ? rowClass(r) : "" },
+    ...columns.map(c => el("td", { class: typeof r[c] === "number" ? "" : "text" }, fmt(r[c])))));
+  return el("table", {}, el("thead", {}, head), el("tbody", {}, ...body));
+}
+
+function behind(container, title, columns, rows, downloads, open) {
+  const box = typeof container === "string" ? document.getElementById(container) : container;
+  const details = el("details", open ? { open: "" } : {}, el("summary", {}, `${title} (${rows.length} rows)`),
+                     table(columns, rows));
+  box.append(details);
+  if (downloads) {
+    box.append(el("div", { class: "downloads" }, "Download: ",
+      ...Object.entries(downloads).map(([kind, href]) => el("a", { href, download: "" }, kind.toUpperCase()))));
+  }
+}
+
+function plot(id, traces, layout) {
+  const points = traces.filter(t => !t.skipCount)
+    .reduce((n, t) => n + (t.type === "heatmap" ? t.z.flat().length : (t.y || []).length), 0);
+  const div = document.getElementById(id);
+  div.dataset.points = String(points);
+  pending.push(Plotly.newPlot(div, traces, Object.assign({}, BASE, layout), CONFIG));
+}
+
+function note(section, text) {
+  const n = document.querySelector(`[data-note="${section}"]`);
+  if (n && text) n.textContent = text;
+}
+
+function groupBy(rows, key) {
+  const out = new Map();
+  for (const r of rows) {
+    if (!out.has(r[key])) out.set(r[key], []);
+    out.get(r[key]).push(r);
+  }
+  return out;
+}
+
+// --- sections ---
+
+function drawQuality(q) {
+  const rows = q.rows;
+  const x = r => r.evaluated_at;
+  const families = groupBy(rows, "model_family");
+  const acc = [], auc = [];
+  let i = 0;
+  for (const [family, rs] of families) {
+    const color = COLORS[i++ % COLORS.length];
+    acc.push({ type: "scatter", mode: "lines+markers", name: family, x: rs.map(x), y: rs.map(r => r.accuracy),
+               text: rs.map(r => r.model_version), marker: { color, size: 7 }, line: { color },
+               error_y: { type: "data", symmetric: false, array: rs.map(r => r.accuracy_high - r.accuracy),
+                          arrayminus: rs.map(r => r.accuracy - r.accuracy_low), color } });
+    auc.push({ type: "scatter", mode: "lines+markers", name: family, x: rs.map(x), y: rs.map(r => r.roc_auc),
+               text: rs.map(r => r.model_version), marker: { color, size: 7 }, line: { color } });
+  }
+  const withBase = rows.filter(r => r.majority_baseline !== null);
+  acc.push({ type: "scatter", mode: "lines+markers", name: "majority baseline", x: withBase.map(x),
+             y: withBase.map(r => r.majority_baseline), marker: { color: "#888", size: 5, symbol: "x" },
+             line: { color: "#888", dash: "dash" } });
+  plot("chart-quality-accuracy", acc, { title: { text: "test accuracy (95% interval) vs majority baseline" },
+                                        yaxis: { title: { text: "accuracy" } } });
+  plot("chart-quality-auc", auc, { title: { text: "test ROC AUC" }, yaxis: { title: { text: "ROC AUC" } } });
+  behind("table-quality", "Every evaluation", q.columns, rows, q.downloads);
+}
+
+function drawChampion(which, c) {
+  const box = document.getElementById(`champion-${which}`);
+  if (!c) {
+    box.querySelector(".facts").textContent = which === "previous" ? "No previous champion yet." : "";
+    return;
+  }
+  const facts = box.querySelector(".facts");
+  facts.append(el("div", {}, el("b", {}, c.model_version || ""), ` (${c.family || ""}), recorded ${c.recorded_at || ""}`));
+  if (c.note) { facts.append(el("div", { class: "note" }, c.note)); return; }
+  facts.append(el("div", {}, "accuracy ", el("b", {}, pct(c.accuracy)), ` [95%: ${pct(c.accuracy_low)} to `
+    + `${pct(c.accuracy_high)}] vs majority baseline `, el("b", {}, pct(c.majority_baseline)),
+    `; ROC AUC ${fmt(c.roc_auc)}; recall ${fmt(c.recall)}; ${c.test_patches} test patches`
+    + (c.threshold !== null && c.threshold !== undefined ? `; threshold ${fmt(c.threshold)}` : "")));
+  const curves = Object.entries(c.roc_curves || {});
+  const traces = curves.map(([name, pts], i) => ({ type: "scatter", mode: "lines+markers", name, x: pts.x, y: pts.y,
+    marker: { size: 3, color: COLORS[i % COLORS.length] }, line: { color: COLORS[i % COLORS.length] } }));
+  traces.push({ type: "scatter", mode: "lines", name: "chance", x: [0, 1], y: [0, 1], skipCount: true,
+                line: { color: "#aaa", dash: "dot" }, hoverinfo: "skip" });
+  plot(`chart-roc-${which}`, traces, { title: { text: `ROC, test split (AUC ${fmt(c.roc_auc)})` },
+    xaxis: { title: { text: "false positive rate" }, range: [0, 1] },
+    yaxis: { title: { text: "true positive rate" }, range: [0, 1.02] } });
+  const classes = c.classes || [];
+  const cm = c.confusion_matrix || [];
+  const annotations = [];
+  const top = Math.max(1, ...cm.flat());
+  cm.forEach((row, i) => row.forEach((v, j) => annotations.push({ x: classes[j], y: classes[i], text: String(v),
+    showarrow: false, font: { size: 14, color: v > top / 2 ? "white" : "black" } })));
+  plot(`chart-cm-${which}`, [{ type: "heatmap", z: cm, x: classes, y: classes, colorscale: "Blues",
+                               reversescale: true, showscale: false, zmin: 0 }],
+       { title: { text: "confusion matrix" }, annotations, height: 300,
+         xaxis: { title: { text: "predicted" }, type: "category" },
+         yaxis: { title: { text: "true" }, type: "category", autorange: "reversed" } });
+  const cmRows = cm.map((row, i) => Object.fromEntries([["true", classes[i]],
+    ...row.map((v, j) => [`predicted ${classes[j]}`, v])]));
+  const tableBox = box.querySelector(".table");
+  behind(tableBox, "Confusion matrix", ["true", ...classes.map(k => `predicted ${k}`)], cmRows, null, true);
+  for (const [name, pts] of curves) {
+    behind(tableBox, `ROC points: ${name}`, ["false_positive_rate", "true_positive_rate"],
+           pts.x.map((v, k) => ({ false_positive_rate: v, true_positive_rate: pts.y[k] })));
+  }
+}
+
+function drawBatches(b) {
+  const rows = b.rows;
+  const names = rows.map(r => r.batch);
+  plot("chart-batches-images", [
+    { type: "bar", name: "images", x: names, y: rows.map(r => r.images), marker: { color: COLORS[0] } },
+    { type: "bar", name: "rejected files", x: names, y: rows.map(r => r.rejected), marker: { color: COLORS[3] } },
+  ], { barmode: "group", title: { text: "images and rejected files per batch" } });
+  plot("chart-batches-balance", [
+    { type: "bar", name: "ok patches", x: names, y: rows.map(r => r.ok_patches), marker: { color: COLORS[2] } },
+    { type: "bar", name: "defect patches", x: names, y: rows.map(r => r.defect_patches), marker: { color: COLORS[1] } },
+  ], { barmode: "stack", title: { text: "class balance per batch (patches)" } });
+  behind("table-batches", "Batches", b.columns, rows, null, true);
+}
+
+function drawMonitoring(m) {
+  const rows = m.rows;
+  const versions = groupBy(rows, "model_version");
+  const volume = [], latency = [], defects = [], drift = [];
+  let i = 0;
+  for (const [version, rs] of versions) {
+    const color = COLORS[i++ % COLORS.length];
+    const days = rs.map(r => r.day);
+    const short = versions.size > 1 ? ` (${version})` : "";
+    volume.push({ type: "bar", name: `images${short}`, x: days, y: rs.map(r => r.images), marker: { color } });
+    for (const [q, dash] of [["p50", "solid"], ["p95", "dash"], ["p99", "dot"]]) {
+      latency.push({ type: "scatter", mode: "lines+markers", name: `${q}${short}`, x: days,
+                     y: rs.map(r => r[`latency_ms_${q}`]), line: { color, dash }, marker: { color } });
+    }
+    defects.push({ type: "scatter", mode: "lines+markers", name: `share called defective${short}`, x: days,
+                   y: rs.map(r => r.defect_share), line: { color }, marker: { color } });
+    const judged = rs.filter(r => r.psi !== null);
+    drift.push({ type: "scatter", mode: "lines+markers", name: `PSI${short}`, x: judged.map(r => r.day),
+                 y: judged.map(r => r.psi), line: { color }, marker: { color, size: 8 } });
+  }
+  const dayRange = rows.map(r => r.day);
+  const level = m.drift_level;
+  const shapes = level === null ? [] : [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: level, y1: level,
+                                          line: { color: "#e45756", dash: "dash" } }];
+  plot("chart-monitoring-volume", volume, { title: { text: "images scored per day" }, barmode: "stack",
+                                            xaxis: { type: "category" } });
+  plot("chart-monitoring-latency", latency, { title: { text: "request latency (ms)" }, xaxis: { type: "category" } });
+  plot("chart-monitoring-defects", defects, { title: { text: "share of images called defective" },
+                                              yaxis: { range: [0, 1] }, xaxis: { type: "category" } });
+  plot("chart-monitoring-drift", drift, { title: { text: `score drift (PSI); warning above ${fmt(level)}` }, shapes,
+                                          xaxis: { type: "category", categoryarray: dayRange } });
+  behind("table-monitoring", "Days", m.columns, rows, m.downloads, true);
+  document.querySelectorAll("#table-monitoring tbody tr").forEach((tr, k) => {
+    if (rows[k].drift_warning) tr.className = "warn";
+  });
+}
+
+function drawActiveLearning(a) {
+  const numeric = a.columns.filter(c => c !== a.x && a.rows.every(r => typeof r[c] === "number" || r[c] === null));
+  plot("chart-active-learning", numeric.map((c, i) => ({ type: "scatter", mode: "lines+markers", name: c,
+    x: a.rows.map(r => r[a.x]), y: a.rows.map(r => r[c]), marker: { color: COLORS[i % COLORS.length] } })),
+    { title: { text: `progress per ${a.x}` } });
+  behind("table-active-learning", "Labeling rounds", a.columns, a.rows, a.downloads, true);
+}
+
+function drawMistakes(d) {
+  for (const kind of ["misses", "false_alarms"]) {
+    const box = document.getElementById(`gallery-${kind}`);
+    const items = d[kind] || [];
+    if (!items.length) box.append(el("p", { class: "explain" }, "none on the test split"));
+    for (const ex of items) {
+      box.append(el("div", { class: "example" },
+        el("img", { src: ex.picture_url, alt: `patch ${ex.patch_id}`, "data-kind": kind }),
+        el("img", { src: ex.heatmap_url, alt: `heatmap ${ex.patch_id}`, "data-kind": kind }),
+        el("div", {}, `${ex.image} (batch ${ex.batch}): label ${ex.label}, defect score ${fmt(ex.defect_score)}, `
+                      + `called ${ex.decision}`)));
+    }
+  }
+  const rows = ["misses", "false_alarms"].flatMap(k => (d[k] || []).map(ex => Object.assign({ kind: k }, ex)));
+  const info = `${d.model_version}: ${d.counts.misses} misses and ${d.counts.false_alarms} false alarms among `
+             + `${d.test_patches} test patches; the most confident ones are shown`;
+  document.getElementById("table-mistakes").append(el("p", { class: "explain" }, info));
+  behind("table-mistakes", "Shown examples", ["kind", "patch_id", "image", "batch", "label", "defect_score", "decision"],
+         rows, d.downloads);
+}
+
+async function main() {
+  const meta = document.getElementById("meta");
+  let doc;
+  try {
+    const resp = await fetch("/dashboard/api/summary", { credentials: "same-origin" });
+    if (!resp.ok) throw new Error(`${resp.status} ${await resp.text()}`);
+    doc = await resp.json();
+  } catch (e) {
+    meta.textContent = `could not load the dashboard data: ${e.message}`;
+    document.body.dataset.ready = "error";
+    return;
+  }
+  meta.textContent = `data from ${doc.store}, read ${doc.generated_at}`;
+  for (const [section, text] of Object.entries(doc.notes || {})) note(section, text);
+  const draws = [];
+  if (doc.quality) draws.push(() => drawQuality(doc.quality));
+  if (doc.champions) {
+    draws.push(() => drawChampion("current", doc.champions.current));
+    draws.push(() => drawChampion("previous", doc.champions.previous));
+  }
+  if (doc.batches) draws.push(() => drawBatches(doc.batches));
+  if (doc.monitoring) draws.push(() => drawMonitoring(doc.monitoring));
+  if (doc.active_learning) draws.push(() => drawActiveLearning(doc.active_learning));
+  if (doc.mistakes) draws.push(() => drawMistakes(doc.mistakes));
+  for (const draw of draws) {
+    try {
+      draw();
+    } catch (e) {
+      console.error(e);
+      meta.textContent += ` (a section failed to draw: ${e.message})`;
+    }
+  }
+  await Promise.allSettled(pending);
+  document.body.dataset.ready = "yes";
+}
+
+main();

@@ -1,0 +1,207 @@
+"""Prediction monitoring: the PSI by hand, a shifted score sample warns and an unshifted one does
+not (in the asset's check, on days of real prediction-log segments), the BI tables, the daily
+schedule's partition, and the champion's test predictions with its worst mistakes as pictures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from defect_assets.ml.drift import population_stability_index
+from defect_assets.pipeline.monitoring import MONITORING_COLUMNS
+from defect_assets.storage import LocalObjectStore
+from defect_assets.storage.layout import MONITORING_CSV, MONITORING_PARQUET, champion_predictions_key
+from defect_assets.storage.prediction_log import PredictionLog, new_record
+
+VERSION = "tiny_cnn-20261110T000000000-0000beef"
+RNG = np.random.default_rng(12)
+REFERENCE = RNG.beta(2, 5, 443)  # a test split's defect scores (443 patches, mostly ok)
+
+
+def test_psi_by_hand_and_its_chance_level():
+    ref = np.arange(10) / 10 + 0.05  # 0.05 .. 0.95: the median splits it in halves
+    r = population_stability_index(ref, [0.9, 0.9, 0.9, 0.9], bins=2)
+    assert r.edges == [0.5] and r.reference_share == [0.5, 0.5] and r.current_share == [1e-4, 1.0]
+    assert r.psi == pytest.approx((1e-4 - 0.5) * math.log(1e-4 / 0.5) + (1 - 0.5) * math.log(1 / 0.5))
+    same = population_stability_index(ref, ref, bins=5)
+    assert same.psi == pytest.approx(0.0, abs=1e-12) and same.bins == 5
+    assert same.chance_level == pytest.approx(4 * (1 / 10 + 1 / 10))
+    with pytest.raises(ValueError, match="both sides"):
+        population_stability_index(ref, [])
+
+
+def test_a_shifted_score_sample_passes_the_warning_level_and_an_unshifted_one_does_not():
+    rng = np.random.default_rng(3)
+    unshifted = rng.beta(2, 5, 400)  # another sample of the same distribution
+    shifted = np.clip(rng.beta(2, 5, 400) + 0.15, 0, 1)  # every score 0.15 higher
+    calm, drift = population_stability_index(REFERENCE, unshifted), population_stability_index(REFERENCE, shifted)
+    assert calm.psi < 0.1 < 0.25 < drift.psi
+    assert calm.psi < 2 * calm.chance_level  # what chance alone gives at these sizes
+
+
+def write_day(store, day: str, scores, version: str = VERSION, per_request: int = 2) -> list[dict]:
+    """Scores as the service logs them: records through the writer, timestamped on ``day``."""
+    start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC, hour=8)
+    records = [new_record(request_id=f"{day}-{i // per_request}", route="predict", model_version=version,
+                          sha256=f"{i:064x}", scores={"ok": 1 - s, "defect": s},
+                          decision="defect" if s >= 0.5 else "ok", is_defect=bool(s >= 0.5), defect_score=float(s),
+                          latency_ms=20.0 + (i // per_request) % 50, at=start + dt.timedelta(seconds=i))
+               for i, s in enumerate(scores)]
+    log = PredictionLog(store)
+    log.add(records)
+    assert log.flush() == len(records)
+    return records
+
+
+def write_reference(store, version: str = VERSION, scores=REFERENCE) -> None:
+    """What champion_test_predictions stores for a model (only defect_score is read)."""
+    with store.open_write(champion_predictions_key(version)) as f:
+        pd.DataFrame({"patch_id": [f"p{i}" for i in range(len(scores))], "defect_score": scores}).to_parquet(f)
+
+
+def monitor(store, days: list[str], warn_psi: float = 0.25, min_images: int = 200):
+    from defect_assets.defs.io_manager import ArtifactIOManager
+    from defect_assets.defs.monitoring.assets import prediction_monitoring
+    from defect_assets.defs.resources import LocalStorage
+
+    instance = dg.DagsterInstance.ephemeral()
+    artifacts = LocalStorage(root=store.url)
+    resources = {"artifact_store": artifacts, "io_manager": ArtifactIOManager(store=artifacts)}
+    out = {}
+    for day in days:
+        result = dg.materialize([prediction_monitoring], partition_key=day, instance=instance, resources=resources,
+                                run_config={"ops": {"prediction_monitoring": {"config": {
+                                    "warn_psi": warn_psi, "min_images": min_images}}}})
+        assert result.success
+        [check] = result.get_asset_check_evaluations()
+        out[day] = (result.output_for_node("prediction_monitoring"), check,
+                    result.asset_materializations_for_node("prediction_monitoring")[0].metadata)
+    return out
+
+
+@pytest.mark.slow
+def test_monitoring_days_drift_check_and_bi_tables(tmp_path):
+    store = LocalObjectStore(tmp_path / "artifacts")
+    write_reference(store)
+    rng = np.random.default_rng(5)
+    calm = write_day(store, "2026-11-12", rng.beta(2, 5, 400))
+    shifted = write_day(store, "2026-11-13", np.clip(rng.beta(2, 5, 400) + 0.15, 0, 1))
+    write_day(store, "2026-11-14", rng.beta(2, 5, 30))  # a quiet day: too few images to judge
+    write_day(store, "2026-11-14", rng.beta(2, 5, 250), version="model-without-reference")
+    results = monitor(store, ["2026-11-12", "2026-11-13", "2026-11-14", "2026-11-15"])
+
+    rows, check, meta = results["2026-11-12"]
+    assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    [row] = rows.to_dict("records")
+    assert row["requests"] == 200 and row["images"] == 400 and row["drift_images"] == 400
+    assert row["defect_share"] == pytest.approx(np.mean([r["is_defect"] for r in calm]))
+    latencies = [20.0 + k % 50 for k in range(200)]  # one per request
+    assert row["latency_ms_p50"] == pytest.approx(np.percentile(latencies, 50))
+    assert row["latency_ms_p99"] == pytest.approx(np.percentile(latencies, 99))
+    want = population_stability_index(REFERENCE, [r["defect_score"] for r in calm]).psi
+    assert row["psi"] == pytest.approx(want) and row["psi"] < 0.25 and not row["drift_warning"]
+    assert "plot_latency" in meta and f"plot_drift_{VERSION}" in meta  # plots in the UI
+
+    rows, check, _ = results["2026-11-13"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert rows["psi"].iloc[0] > 0.25 and bool(rows["drift_warning"].iloc[0])
+    assert f"{VERSION}: PSI" in check.description and check.metadata["max_psi"].value > 0.25
+    assert population_stability_index(REFERENCE, [r["defect_score"] for r in shifted]).psi == \
+        pytest.approx(rows["psi"].iloc[0])
+
+    rows, check, meta = results["2026-11-14"]
+    assert check.passed and set(rows["model_version"]) == {VERSION, "model-without-reference"}
+    assert rows["psi"].isna().all() and rows["images"].tolist() == [250, 30]  # sorted by model version
+    assert "fewer than min_images=200" in meta["notes"].value and "no test-split scores" in meta["notes"].value
+
+    rows, check, _ = results["2026-11-15"]  # nothing logged: one row of zeros
+    assert check.passed and rows["requests"].tolist() == [0] and rows["images"].tolist() == [0]
+
+    # the tables a BI tool reads: one row per day and model, Parquet and CSV alike
+    table = pd.read_parquet(store.local_path(MONITORING_PARQUET))
+    csv = pd.read_csv(store.local_path(MONITORING_CSV))
+    assert list(table.columns) == list(csv.columns) == MONITORING_COLUMNS
+    assert table["day"].tolist() == ["2026-11-12", "2026-11-13", "2026-11-14", "2026-11-14", "2026-11-15"]
+    np.testing.assert_allclose(csv["psi"].to_numpy(float), table["psi"].to_numpy(float), equal_nan=True)
+    assert csv["drift_warning"].tolist() == [False, True, False, False, False]
+
+    # a second run of one day replaces that day's rows, and a lower level makes the calm day warn
+    again = monitor(store, ["2026-11-12"], warn_psi=0.01)
+    assert not again["2026-11-12"][1].passed
+    table = pd.read_parquet(store.local_path(MONITORING_PARQUET))
+    assert len(table) == 5 and table.loc[table["day"] == "2026-11-12", "drift_level"].tolist() == [0.01]
+
+
+def test_daily_schedule_asks_for_the_day_that_just_ended():
+    from defect_assets.definitions import defs
+    from defect_assets.defs.automation.schedules import daily_monitoring_schedule
+
+    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 20, 0, 15, tzinfo=dt.UTC))
+    request = daily_monitoring_schedule(ctx)
+    assert request.partition_key == "2026-11-19" and request.run_key == "monitoring-2026-11-19"
+    assert defs.resolve_schedule_def("daily_monitoring_schedule").job_name == "monitoring_job"
+    job = defs.resolve_job_def("monitoring_job")
+    assert [k.to_user_string() for k in job.asset_layer.selected_asset_keys] == ["prediction_monitoring"]
+
+
+# --- the champion on the test split, and its worst mistakes ---
+
+@pytest.mark.slow
+def test_champion_test_predictions_table_pictures_and_champions_record(tmp_path):
+    from defect_assets.ml.scorer import load_registered
+    from defect_assets.pipeline.champion import Champion
+    from defect_assets.pipeline.mistakes import champion_test_predictions, reference_scores
+    from defect_assets.pipeline.training import split_data
+    from defect_assets.storage.formats import read_value
+    from defect_assets.storage.layout import CHAMPIONS
+    from defect_assets_tests.test_serving import model_registry
+
+    store, registry, versions = model_registry(tmp_path)
+    patches = {"synthetic": read_value(store, "labeled_patches/synthetic")}
+    test = split_data(patches, "test", "binary", ["ok", "defect"])
+    # the untrained model: it makes mistakes of both kinds at its median score
+    want = load_registered(registry, versions["b"]).predict_proba(test.x)[:, 1]
+    threshold = float(np.median(want))
+    champion = Champion(model_version=versions["b"], family="tiny_cnn", metric="roc_auc", validation_value=0.5,
+                        threshold=threshold, evaluation_id="eval-b", report_html="b.html", test_metrics={},
+                        min_defect_recall=0.5, tolerance=0.0)
+    result = champion_test_predictions(champion, registry, patches, store, per_kind=3)
+    table = result.table
+    assert len(table) == len(test.y) and table["patch_id"].tolist() == test.table["patch_id"].tolist()
+    np.testing.assert_allclose(table["defect_score"], want, atol=1e-6)
+    assert (table["predicted_defect"] == (want >= threshold)).all()
+    assert (table["correct"] == (table["predicted_defect"] == test.y.astype(bool))).all()
+    np.testing.assert_allclose(reference_scores(store, versions["b"]), want, atol=1e-6)
+
+    doc = result.examples
+    misses = table[table["is_defect"] & ~table["predicted_defect"]]
+    alarms = table[~table["is_defect"] & table["predicted_defect"]]
+    assert doc["counts"] == {"misses": len(misses), "false_alarms": len(alarms)}
+    assert len(misses) > 0 and len(alarms) > 0
+    want_misses = misses.sort_values("defect_score")["patch_id"].head(3).tolist()
+    want_alarms = alarms.sort_values("defect_score", ascending=False)["patch_id"].head(3).tolist()
+    assert [e["patch_id"] for e in doc["misses"]] == want_misses
+    assert [e["patch_id"] for e in doc["false_alarms"]] == want_alarms
+    size = test.x.shape[1]
+    for ex in doc["misses"] + doc["false_alarms"]:
+        picture = np.asarray(Image.open(io.BytesIO(store.read_bytes(ex["picture"]))))
+        heat = np.asarray(Image.open(io.BytesIO(store.read_bytes(ex["heatmap"]))))
+        assert picture.shape[:2] == heat.shape[:2] == (3 * size, 3 * size) and heat.shape[2] == 3
+        row = table.set_index("patch_id").loc[ex["patch_id"]]
+        np.testing.assert_array_equal(picture[::3, ::3], test.x[table.index[table["patch_id"] == ex["patch_id"]][0]]
+                                      .reshape(size, size))
+        assert ex["defect_score"] == pytest.approx(row["defect_score"])
+    # champions.json: appended once per model version, in order
+    champion_test_predictions(champion, registry, patches, store, per_kind=1)
+    a = Champion(**{**champion.to_dict(), "model_version": versions["a"], "evaluation_id": "eval-a"})
+    champion_test_predictions(a, registry, patches, store, per_kind=1)
+    assert [c["model_version"] for c in json.loads(store.read_bytes(CHAMPIONS))["champions"]] == \
+        [versions["b"], versions["a"]]
