@@ -1,5 +1,5 @@
 """The champion's gates as pure functions: the paired not-worse gate passes an identical retrain
-every time and blocks a model that learned nothing; the statistics under it (majority baseline,
+every time and blocks a model trained on shuffled labels or not at all; the statistics under it (majority baseline,
 bootstrap intervals, paired AUC difference) on hand-checkable inputs."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def champion_for(registry, version: str, margin: float = 0.02) -> C.Champion:
 
 
 @pytest.mark.slow
-def test_the_paired_gate_passes_an_identical_retrain_every_time_and_blocks_an_untrained_model(tmp_path):
+def test_the_paired_gate_passes_an_identical_retrain_every_time_and_blocks_a_shuffled_label_one(tmp_path):
     from defect_assets.pipeline.tiny import register_tiny_model
 
     store, registry, versions = model_registry(tmp_path)
@@ -59,6 +59,10 @@ def test_the_paired_gate_passes_an_identical_retrain_every_time_and_blocks_an_un
     verdicts = [C.not_worse_gate(champion_for(registry, retrain["version"]), registry, patches) for _ in range(3)]
     assert all(v.passed for v in verdicts)
     assert {(v.metadata["difference_ci95_low"], v.metadata["difference_ci95_high"]) for v in verdicts} == {(0.0, 0.0)}
+
+    shuffled = register_tiny_model(registry, patches, epochs=3, seed=0, shuffle_labels=True)
+    verdict = C.not_worse_gate(champion_for(registry, shuffled["version"]), registry, patches)
+    assert verdict.passed is False and verdict.metadata["difference_ci95_low"] < -0.02, verdict.description
 
     untrained = C.not_worse_gate(champion_for(registry, versions["b"]), registry, patches)
     assert untrained.passed is False and untrained.metadata["difference_ci95_high"] < 0

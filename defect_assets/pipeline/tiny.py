@@ -61,9 +61,10 @@ def synthetic_patch_set(n_scenes: int = 28, size: int = 32, seed: int = 0, width
 
 def register_tiny_model(registry: ModelRegistry, patch_sets: dict[str, ArrayTable] | None = None, size: int = 32,
                         epochs: int = 4, filters: tuple[int, ...] = (8, 16), seed: int = 0, train: bool = True,
-                        log: Callable[[str], None] = lambda _: None) -> dict:
+                        shuffle_labels: bool = False, log: Callable[[str], None] = lambda _: None) -> dict:
     """Train (or, with train=False, only initialize) a tiny CNN on the patch sets and register it
-    like any family: returns its card. Different seeds give different models."""
+    like any family: returns its card. Different seeds give different models. ``shuffle_labels``
+    permutes the training labels (seeded): a model that can only have learned noise."""
     from defect_assets.ml.cnn import make_scratch_cnn
     from defect_assets.ml.training import FitResult, FitSettings, fit, seed_everything
     from defect_assets.pipeline import training as T
@@ -74,6 +75,8 @@ def register_tiny_model(registry: ModelRegistry, patch_sets: dict[str, ArrayTabl
     classes = list(T.BINARY_CLASSES)
     augmented = {b: build_augmented_set(ps) for b, ps in patch_sets.items()}
     train_data = T.augmented_data(augmented, "binary", classes)
+    if shuffle_labels:
+        train_data.y = np.random.default_rng(seed).permutation(train_data.y)
     val = T.split_data(patch_sets, "validation", "binary", classes)
     settings = FitSettings(epochs=epochs, batch_size=64, learning_rate=3e-3, patience=epochs, seed=seed)
     seed_everything(seed)
@@ -86,6 +89,7 @@ def register_tiny_model(registry: ModelRegistry, patch_sets: dict[str, ArrayTabl
     card, _ = T.train_keras_family(
         TINY_FAMILY, lambda: make_scratch_cnn((size, size, 1), len(classes), "small_vgg", filters=filters, dropout=0.1),
         [("train", phase)], train_data, val, classes, "binary",
-        {"filters": list(filters), "epochs": epochs if train else 0, "seed": seed, "synthetic": True},
+        {"filters": list(filters), "epochs": epochs if train else 0, "seed": seed, "synthetic": True,
+         "shuffle_labels": shuffle_labels},
         T.data_version(patch_sets), registry, log)
     return card
