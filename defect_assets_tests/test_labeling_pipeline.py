@@ -4,8 +4,11 @@ the labeling queue scored through the one inference seam, labels from the page f
 image_labels as a new label version, new_labels_sensor asking for exactly the rebuild needed,
 and the next queue scored by the newly promoted model."""
 
+import io
+
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pytest
 
 from defect_assets.defs.active_learning.assets import labeling_queue, unlabeled_pool
@@ -21,6 +24,7 @@ from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import upload_folder
 from defect_assets.storage.formats import read_value
 from defect_assets.storage.labeling import LabelEvent, LabelLog, current_queue
+from defect_assets.storage.layout import ACTIVE_LEARNING_PROGRESS
 from defect_assets_tests.test_serving import model_registry
 
 PREPARE = [raw_images, image_labels, labeled_patches, unlabeled_pool]
@@ -142,6 +146,12 @@ def test_pool_queue_labels_and_the_next_queue(project):
     assert set(nxt.items["model_version"]) == {versions["b"]} and set(nxt.items["strategy"]) == {"margin"}
     assert nxt.doc["pool_images"] == 7
     assert not set(nxt.items["image"]) & set(by_image)
+
+    # one progress row per round for the dashboard: who scored it, the pool, the labels stored by then
+    progress = pd.read_csv(io.BytesIO(store.read_bytes(ACTIVE_LEARNING_PROGRESS)))
+    assert progress[["round", "queue", "model_version", "strategy", "pool_images", "queued", "page_labels"]
+                    ].values.tolist() == [[0, queue.id, versions["a"], "entropy", 9, 4, 0],
+                                          [1, nxt.id, versions["b"], "margin", 7, 4, 2]]
 
 
 def test_the_queue_is_rebuilt_by_retraining_after_deployment():

@@ -5,6 +5,7 @@ one inference seam (``ml.scorer``), and the labeling queue picked by a strategy 
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -126,3 +127,29 @@ def publish_next_queue(store: ObjectStore, scorer: Scorer, pool: pd.DataFrame, s
         "model_version": scorer.version, "classes": scorer.classes, "input_size": scorer.input_size,
         "heatmaps": bool(heatmaps), "pool_images": len(pool), "pool_batches": sorted(set(pool["batch"])),
         **(extra or {})})
+
+
+PROGRESS_COLUMNS = ["round", "published", "queue", "model_version", "strategy", "pool_images", "queued",
+                    "page_labels", "test_accuracy", "test_roc_auc"]
+
+
+def record_round(store: ObjectStore, queue: LabelingQueue, page_labels: int,
+                 test_metrics: dict | None) -> pd.DataFrame:
+    """Append one row per published queue to ``active_learning/progress.csv`` (the dashboard's
+    active-learning chart): the round, the model that scored it with its test accuracy and ROC AUC,
+    the pool, and how many labels the page had stored by then. Rewritten whole, atomically; a
+    queue already recorded is not added twice."""
+    from defect_assets.storage.layout import ACTIVE_LEARNING_PROGRESS
+
+    old = (pd.read_csv(io.BytesIO(store.read_bytes(ACTIVE_LEARNING_PROGRESS)))
+           if store.exists(ACTIVE_LEARNING_PROGRESS) else pd.DataFrame(columns=PROGRESS_COLUMNS))
+    if queue.id in set(old["queue"].astype(str)):
+        return old
+    metrics = test_metrics or {}
+    row = {"round": len(old), "published": queue.doc.get("created"),
+           "queue": queue.id, "model_version": queue.doc.get("model_version"), "strategy": queue.doc.get("strategy"),
+           "pool_images": queue.doc.get("pool_images"), "queued": len(queue.items), "page_labels": int(page_labels),
+           "test_accuracy": metrics.get("accuracy"), "test_roc_auc": metrics.get("roc_auc")}
+    table = pd.concat([old, pd.DataFrame([row], columns=PROGRESS_COLUMNS)], ignore_index=True)
+    store.write_bytes(ACTIVE_LEARNING_PROGRESS, table.to_csv(index=False).encode())
+    return table

@@ -13,6 +13,7 @@ from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.scorer import load_registered
 from defect_assets.pipeline import active_learning as AL
 from defect_assets.storage.formats import ArrayTable
+from defect_assets.storage.labeling import LabelLog
 from defect_assets.storage.registry import ModelRegistry
 
 LABELING_PAGE = "/label"
@@ -74,12 +75,14 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
                                   progress=lambda i, n: context.log.info(f"labeling_queue: {i}/{n} pool images "
                                                                          "scored"))
     items = queue.items
+    progress = AL.record_round(store, queue, len(LabelLog(store).labels()), production.get("test_metrics"))
     context.log.info(f"labeling_queue {queue.id}: {len(items)} of {len(pool)} pool images by {config.strategy}, "
                      f"scored by {scorer.version}")
     shown = items[["rank", "batch", "image", "guess", "guess_probability", "score"]].copy()
     meta = {"queue": queue.id, "items": len(items), "pool_images": len(pool), "strategy": config.strategy,
             "diversity": config.diversity, "model_version": scorer.version,
             "mean_entropy_queued": float(items["entropy"].mean()) if len(items) else 0.0,
+            "round": int(progress["round"].iloc[-1]) if len(progress) else 0,
             "queue_preview": md_table(shown.round(4))}
     if scoring_service.url:
         meta["labeling_page"] = dg.MetadataValue.url(scoring_service.url.rstrip("/") + LABELING_PAGE)
