@@ -172,7 +172,7 @@ def test_champion_test_predictions_table_pictures_and_champions_record(tmp_path)
     threshold = float(np.median(want))
     champion = Champion(model_version=versions["b"], family="tiny_cnn", metric="roc_auc", validation_value=0.5,
                         threshold=threshold, evaluation_id="eval-b", report_html="b.html", test_metrics={},
-                        min_defect_recall=0.5, tolerance=0.0)
+                        min_defect_recall=0.5, margin=0.0)
     result = champion_test_predictions(champion, registry, patches, store, per_kind=3)
     table = result.table
     assert len(table) == len(test.y) and table["patch_id"].tolist() == test.table["patch_id"].tolist()
