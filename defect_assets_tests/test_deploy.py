@@ -8,10 +8,12 @@ HTTP; tampered weights fail the parity gate and deployment refuses."""
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 
 import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
 
 from defect_assets.defs.deploy.resources import ScoringService, scoring_service_from_env
 from defect_assets.defs.models.families import MODEL_FAMILIES
@@ -20,7 +22,9 @@ from defect_assets.defs.resources import default_resources
 from defect_assets.pipeline import champion as C
 from defect_assets.pipeline.training import card_summary
 from defect_assets.serving.settings import ServiceSettings
+from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.formats import write_value
+from defect_assets.storage.registry import ModelRegistry
 from defect_assets_tests.test_serving import API_KEY, ServiceThread, model_registry
 
 EVALUATED = [f.evaluation for f in MODEL_FAMILIES] + ["evaluation_history"]
@@ -35,20 +39,35 @@ def all_assets() -> list:
     return [*defs.assets, *champion_checks]
 
 
-@pytest.fixture
-def evaluated(tmp_path):
+@pytest.fixture(scope="module")
+def evaluated_template(tmp_path_factory):
     """The tiny model registered as every family's latest model (the model assets' stored values)
-    and really evaluated on the synthetic batch's test split by the evaluation assets."""
-    store, registry, versions = model_registry(tmp_path / "data")
+    and really evaluated on the synthetic batch's test split by the evaluation assets, once per
+    module, in a data folder and an on-disk Dagster instance that each test gets a copy of."""
+    root = tmp_path_factory.mktemp("evaluated")
+    store, registry, versions = model_registry(root / "data")
     summary = card_summary(registry.card(versions["a"]))
     for family in MODEL_FAMILIES:
         write_value(store, f"{family.asset}/__all__", summary)
-    instance = dg.DagsterInstance.ephemeral()
+    (root / "home").mkdir()
+    instance = dg.DagsterInstance.local_temp(tempdir=str(root / "home"))
     instance.add_dynamic_partitions(BATCHES, ["synthetic"])
-    data_dir = tmp_path / "data"
-    result = run(data_dir, instance, EVALUATED, ScoringService())
+    result = run(root / "data", instance, EVALUATED, ScoringService())
     assert result.success
-    return data_dir, store, registry, versions, instance
+    instance.dispose()
+    return root, versions
+
+
+@pytest.fixture
+def evaluated(evaluated_template, tmp_path):
+    """A private copy of the evaluated template: (data dir, store, registry, versions, instance)."""
+    root, versions = evaluated_template
+    shutil.copytree(root / "data", tmp_path / "data")
+    shutil.copytree(root / "home", tmp_path / "home")
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "home")))
+    store = LocalObjectStore(tmp_path / "data" / "artifacts")
+    yield tmp_path / "data", store, ModelRegistry(store), versions, instance
+    instance.dispose()
 
 
 def run(data_dir, instance, selection, service: ScoringService, ops: dict | None = None):
