@@ -145,8 +145,12 @@ async def labeler(request: Request, auth: HTTPAuthorizationCredentials | None = 
     return name
 
 
-def _page(name: str, status: int = 200, message: str = "") -> HTMLResponse:
-    html = (PAGES / name).read_text(encoding="utf-8").replace("{{message}}", message)
+AFTER_SIGN_IN = ("/label", "/annotate")
+"""Where the sign-in form may send the browser back to (nowhere else: no open redirect)."""
+
+
+def _page(name: str, status: int = 200, message: str = "", after: str = "/label") -> HTMLResponse:
+    html = (PAGES / name).read_text(encoding="utf-8").replace("{{message}}", message).replace("{{next}}", after)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -162,10 +166,13 @@ async def labeling_page(request: Request, state: ServiceState = Depends(service)
 
 
 @router.post("/label/login", include_in_schema=False)
-async def login(request: Request, token: str = Form("", max_length=512), state: ServiceState = Depends(service)):
+async def login(request: Request, token: str = Form("", max_length=512), after: str = Form("/label", alias="next",
+                                                                                           max_length=64),
+                state: ServiceState = Depends(service)):
+    after = after if after in AFTER_SIGN_IN else "/label"
     if state.settings.labeler_for(token) is None or not _same_origin(request):
-        return _page("login.html", 401, "That token is not a labeler's token.")
-    response = RedirectResponse("/label", status_code=303)
+        return _page("login.html", 401, "That token is not a labeler's token.", after)
+    response = RedirectResponse(after, status_code=303)
     response.set_cookie(COOKIE, token, max_age=COOKIE_SECONDS, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
     return response
