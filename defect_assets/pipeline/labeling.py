@@ -34,7 +34,7 @@ def normalize_batch_labels(inventory: pd.DataFrame, artifacts: ObjectStore,
     """Returns (labels with an image_id column, notes). Raises LabelFileError on bad rows.
 
     Class sub-folders count as labels when ``class_folders`` is True, or when it is None and the
-    batch has no label file and every image sits in a sub-folder. ``page_labels`` are the batch's
+    batch has no label file, no marks drawn on the page, and every image sits in a sub-folder. ``page_labels`` are the batch's
     active labels from the labeling page (``storage.labeling.LabelLog.labels``); ``page_marks`` the
     latest annotation of each image drawn in the annotation view (``storage.annotations.MarkLog.marks``):
     points and boxes as if they came from points.csv / LabelImg XML, or "no defect here". An image
@@ -57,8 +57,10 @@ def normalize_batch_labels(inventory: pd.DataFrame, artifacts: ObjectStore,
             problems += e.problems
     if problems:
         raise L.LabelFileError(problems)
+    # photos marked on the page are not class folders: their folder is where they were taken
     use_folders = class_folders if class_folders is not None else (
-        len(label_files) == 0 and len(images) > 0 and all("/" in p for p in images["path"]))
+        len(label_files) == 0 and (page_marks is None or len(page_marks) == 0) and len(images) > 0
+        and all("/" in p for p in images["path"]))
     if use_folders:
         frames.append(L.labels_from_class_folders(list(images["path"])))
     page_notes = []
