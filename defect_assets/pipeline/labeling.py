@@ -34,11 +34,12 @@ def normalize_batch_labels(inventory: pd.DataFrame, artifacts: ObjectStore,
     """Returns (labels with an image_id column, notes). Raises LabelFileError on bad rows.
 
     Class sub-folders count as labels when ``class_folders`` is True, or when it is None and the
-    batch has no label file, no marks drawn on the page, and every image sits in a sub-folder. ``page_labels`` are the batch's
-    active labels from the labeling page (``storage.labeling.LabelLog.labels``); ``page_marks`` the
-    latest annotation of each image drawn in the annotation view (``storage.annotations.MarkLog.marks``):
-    points and boxes as if they came from points.csv / LabelImg XML, or "no defect here". An image
-    with marks drops its image-level page label (the marks say more), with a note."""
+    batch has no label file, no marks drawn on the page, and every image sits in a sub-folder.
+    ``page_labels`` are the batch's active labels from the labeling page
+    (``storage.labeling.LabelLog.labels``); ``page_marks`` the latest annotation of each image
+    drawn in the annotation view (``storage.annotations.MarkLog.marks``): points and boxes as if
+    they came from points.csv / LabelImg XML, or "no defect here". An image with marks drops its
+    image-level page label (the marks say more), with a note."""
     images = inventory[inventory["role"] == "image"]
     label_files = inventory[inventory["role"] == "label_file"]
     rejected = set(inventory.loc[inventory["role"] == "rejected", "path"])

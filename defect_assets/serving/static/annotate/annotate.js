@@ -105,7 +105,7 @@ function addPoint(p, label) {
   A.noDefect = false;
   A.marks.push({ kind: "point", label: label || A.classes[A.current],
                  x: round2(clamp(p.x, 0, A.view.width - 0.01)), y: round2(clamp(p.y, 0, A.view.height - 0.01)) });
-  A.selected = A.marks.length - 1;
+  A.selected = null; // a new mark is not selected: the next number key picks the class, not relabels it
   render();
 }
 
@@ -118,7 +118,7 @@ function addBox(a, b) {
   remember();
   A.noDefect = false;
   A.marks.push({ kind: "box", label: A.classes[A.current], xmin, ymin, xmax, ymax });
-  A.selected = A.marks.length - 1;
+  A.selected = null;
   render();
 }
 
