@@ -422,6 +422,8 @@ async function save() {
     A.dirty = false;
     A.marks = doc.annotation.marks;
     document.body.dataset.saved = doc.annotation.id;
+    if (doc.stored) A.view.versions += 1;
+    $("versions").textContent = `${A.view.versions} saved version(s); latest by ${doc.annotation.labeler}`;
     say(`${A.view.image}: ${doc.stored ? "saved" : "already saved"} (${A.marks.length} mark(s)` +
         `${A.noDefect ? ", no defect" : ""})`, true);
     render();

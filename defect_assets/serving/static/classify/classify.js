@@ -49,10 +49,26 @@ function showPrediction(doc) {
   $("result").hidden = false;
 }
 
-function showInspection(doc) {
-  const heat = $("heatmap");
-  heat.src = `data:image/png;base64,${doc.heatmap_png}`;
-  heat.hidden = false;
+async function drawHeatmap(png) {
+  // /v1/inspect's heatmap is gray (255 = probability 1): shown as red whose opacity is the score
+  const gray = new Image();
+  await new Promise((resolve) => { gray.onload = resolve; gray.onerror = resolve; gray.src = `data:image/png;base64,${png}`; });
+  const canvas = $("heatmap");
+  canvas.width = gray.naturalWidth;
+  canvas.height = gray.naturalHeight;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(gray, 0, 0);
+  const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  for (let i = 0; i < px.data.length; i += 4) {
+    const v = px.data[i];
+    px.data[i] = 230; px.data[i + 1] = 40; px.data[i + 2] = 30; px.data[i + 3] = Math.round(v * 0.67);
+  }
+  ctx.putImageData(px, 0, 0);
+  canvas.hidden = false;
+}
+
+async function showInspection(doc) {
+  await drawHeatmap(doc.heatmap_png);
   const svg = $("found");
   svg.setAttribute("viewBox", `0 0 ${doc.width} ${doc.height}`);
   svg.replaceChildren(...doc.defects.map((d) => {
@@ -95,9 +111,9 @@ async function classify(event) {
     showPrediction(doc);
     const model = await fetch("/v1/model", { headers: $("api-key").value ? { "X-API-Key": $("api-key").value } : {} })
       .then((r) => (r.ok ? r.json() : null)).catch(() => null);
-    const input = model && model.input ? model.input.size || model.input.patch_size : null;
+    const input = model && model.input ? model.input.patch_size || model.input.size : null;
     const window = input || 64;
-    if (size.width > 2 * window || size.height > 2 * window) showInspection(await post("/v1/inspect", file, "file"));
+    if (size.width > 2 * window || size.height > 2 * window) await showInspection(await post("/v1/inspect", file, "file"));
     say(`${file.name}: ${size.width}x${size.height}`, true);
     document.body.dataset.state = "done";
   } catch (e) {
