@@ -237,3 +237,15 @@ def test_suggestions_come_from_the_served_model_and_decisions_are_stored(annotat
     assert (got["accepted"], got["rejected"]) == (2, 1) and got["accepted_share"] == pytest.approx(2 / 3)
     assert sorted((d["x"], d["y"], d["decision"], d["model_version"]) for d in got["decisions"]) == sorted(
         (s["x"], s["y"], s["decision"], versions["a"]) for s in decided)
+
+
+def test_no_defect_here_gives_negative_windows_only():
+    from defect_assets.ml.patches import NEGATIVE_LABEL, PatchSpec, cut_image_patches
+
+    img, _ = make_surface_scene(np.random.default_rng(3), *SIZE, defects=0)
+    none_row = {"kind": "none", "label": L.NO_DEFECT_LABEL, "x": np.nan, "y": np.nan}
+    cuts = cut_image_patches(img, [none_row], PatchSpec(size=32, negatives_per_clean_image=3),
+                             np.random.default_rng(0))
+    assert [(c.kind, c.label) for c in cuts] == [("negative", NEGATIVE_LABEL)] * 3
+    assert all(16 <= c.x <= SIZE[0] - 16 and 16 <= c.y <= SIZE[1] - 16 for c in cuts)
+    assert not L.is_defect_label(L.NO_DEFECT_LABEL)
