@@ -90,6 +90,14 @@ def test_mark_three_points_and_a_box_move_one_delete_one_save_and_reload(tmp_pat
         shown = json.loads(page.evaluate("JSON.stringify(annotator.marks)"))
         assert shown == MarkLog(store).latest(BATCH)[(BATCH, PHOTO)].to_doc()["marks"]
         assert page.locator("#overlay .mark").count() == 3
+        for _ in range(3):  # much closer: another zoom, the mouse still lands on the right pixel
+            page.keyboard.press("+")
+        assert page.evaluate("annotator.zoom") > 1.8 * zoom
+        page.mouse.click(*screen(page, 131.5, 77.25))
+        last = page.evaluate("annotator.marks[annotator.marks.length - 1]")
+        assert abs(last["x"] - 131.5) <= 1 and abs(last["y"] - 77.25) <= 1
+        page.keyboard.press("u")  # undone before any save: stored marks unchanged
+        assert page.evaluate("annotator.marks.length") == 3
     assert offline_page.blocked == []
     assert shot.exists() and shot.stat().st_size > 10_000
 
@@ -120,6 +128,8 @@ def test_accept_two_suggestions_reject_one_and_all_three_are_stored(tmp_path, of
         page.click("#suggest")
         page.wait_for_function("document.querySelectorAll('#suggestions li.open').length >= 3")
         offered = json.loads(page.evaluate("JSON.stringify(annotator.suggestions)"))
+        assert page.locator("#heatmap").is_visible()  # the model's heatmap over the photo
+        assert page.evaluate("document.getElementById('heatmap').width") == 240
         page.click("#suggestions li:nth-child(1) button.accept")
         page.click("#suggestions li:nth-child(2) button.accept")
         page.click("#suggestions li:nth-child(3) button.reject")

@@ -8,6 +8,8 @@ this origin)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import math
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query, Request, Security
@@ -16,9 +18,10 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
 from defect_assets.ml.images import decode_image, encode_png
+from defect_assets.serving import inspection
 from defect_assets.serving.annotation import MAX_MARKS, AnnotationDesk
 from defect_assets.serving.routes.labeling import PASS_THROUGH, _page, _signed_in, bearer, labeler, token_header
-from defect_assets.serving.routes.scoring import locate_defects, slide_windows
+from defect_assets.serving.routes.scoring import HEATMAP_MAX_PIXELS, locate_defects, slide_windows
 from defect_assets.serving.state import ServiceState, service
 
 WRITE_PREFIXES = ("/v1/annotations/",)
@@ -140,7 +143,8 @@ async def save_marks(batch: str, body: SaveRequest, name: str = Depends(labeler)
 async def suggestions(batch: str, body: SuggestRequest, name: str = Depends(labeler),
                       state: ServiceState = Depends(service)):
     """The production model slid over the photo (the windows of /v1/inspect): candidate defect
-    centers above the threshold, strongest first, for the person to accept or reject."""
+    centers above the threshold, strongest first, for the person to accept or reject, and the
+    heatmap (gray PNG, 255 = probability 1, the photo's size divided by ``heatmap_scale``)."""
     model = state.serving()
     img = await asyncio.to_thread(desk(state).image, batch, body.image)
     data = await asyncio.to_thread(state.settings.store.read_bytes, img.stored_key)
@@ -149,9 +153,14 @@ async def suggestions(batch: str, body: SuggestRequest, name: str = Depends(labe
     grid, proba = await slide_windows(state, model, pixels, body.stride or max(1, size // 4))
     thr = body.threshold if body.threshold is not None else (model.threshold if model.threshold is not None else 0.5)
     found = locate_defects(model, proba, grid, thr, float(size))
+    h, w = pixels.shape[:2]
+    scale = max(1, math.ceil(math.sqrt(w * h / HEATMAP_MAX_PIXELS)))
+    gray = await asyncio.to_thread(inspection.heatmap, model.defect_score(proba), grid, scale)
+    png = base64.b64encode(await asyncio.to_thread(encode_png, gray)).decode()
     return JSONResponse({"model_version": model.version, "threshold": float(thr), "window": size,
                          "suggestions": [{"x": d["x"], "y": d["y"], "score": round(d["score"], 5), "label": d["kind"]}
-                                         for d in found]})
+                                         for d in found],
+                         "heatmap_png": png, "heatmap_scale": scale})
 
 
 @router.get(BATCH + "/decisions")

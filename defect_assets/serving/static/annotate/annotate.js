@@ -2,8 +2,8 @@
 // to fit) and pan (right-drag, Space+drag). A click places a defect center of the current class, a
 // drag draws a box, dragging a mark moves it; a selected mark is relabeled with 1-9 and deleted
 // with Del. 0 answers "no defect here", U (Ctrl+Z) undoes, S saves, N/P go to the next/previous
-// image (saving first). G asks the production model for suggestions (the service's sliding
-// windows); A/R accept or reject the selected one. Every coordinate kept and sent is in image
+// image (saving first). G asks the production model for suggestions and its heatmap (the
+// service's sliding windows; H shows/hides the heatmap); A/R accept or reject the selected one. Every coordinate kept and sent is in image
 // pixels. Talks only to this service's /v1/annotations API; no library, no CDN.
 "use strict";
 
@@ -388,6 +388,8 @@ async function loadImage(index) {
   document.body.dataset.image = view.image;
   document.body.dataset.saved = ann ? ann.id : "";
   history.replaceState(null, "", `/annotate?batch=${encodeURIComponent(A.batch)}&${imageQuery()}`);
+  $("heatmap").hidden = true;
+  $("toggle-heatmap").hidden = true;
   const photo = $("photo");
   await new Promise((resolve) => {
     photo.onload = resolve;
@@ -444,6 +446,32 @@ async function go(step) {
   try { await loadImage(to); } catch (e) { say(e.message); setState("error"); }
 }
 
+async function drawHeatmap(png) {
+  // gray (255 = probability 1) -> red whose opacity is the model's defect probability
+  const gray = new Image();
+  await new Promise((resolve) => { gray.onload = resolve; gray.onerror = resolve; gray.src = `data:image/png;base64,${png}`; });
+  const canvas = $("heatmap");
+  canvas.width = gray.naturalWidth;
+  canvas.height = gray.naturalHeight;
+  canvas.style.width = `${A.view.width}px`;
+  canvas.style.height = `${A.view.height}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(gray, 0, 0);
+  const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  for (let i = 0; i < px.data.length; i += 4) {
+    const v = px.data[i];
+    px.data[i] = 230; px.data[i + 1] = 40; px.data[i + 2] = 30; px.data[i + 3] = Math.round(v * 0.6);
+  }
+  ctx.putImageData(px, 0, 0);
+  canvas.hidden = false;
+  $("toggle-heatmap").hidden = false;
+}
+
+function toggleHeatmap() {
+  if ($("toggle-heatmap").hidden) return;
+  $("heatmap").hidden = !$("heatmap").hidden;
+}
+
 async function suggest() {
   if (!A.view || A.busy) return;
   A.busy = true;
@@ -453,6 +481,7 @@ async function suggest() {
     const body = { image: A.view.image };
     if (t !== "") body.threshold = Number(t);
     const doc = await api("POST", batchPath("/suggestions"), body);
+    await drawHeatmap(doc.heatmap_png);
     remember();
     A.modelVersion = doc.model_version;
     A.suggestions = A.suggestions.filter((s) => s.decision)
@@ -486,6 +515,7 @@ function onKey(e) {
   else if (key === "+" || key === "=") zoomAt(1.25);
   else if (key === "-") zoomAt(0.8);
   else if (key === "g") suggest();
+  else if (key === "h") toggleHeatmap();
   else if (key === "a" && A.chosen !== null) decide(A.chosen, "accepted");
   else if (key === "r" && A.chosen !== null) decide(A.chosen, "rejected");
   else if (key === "escape") { A.selected = null; A.chosen = null; render(); }
@@ -531,6 +561,7 @@ $("save").addEventListener("click", save);
 $("next").addEventListener("click", () => go(1));
 $("prev").addEventListener("click", () => go(-1));
 $("suggest").addEventListener("click", suggest);
+$("toggle-heatmap").addEventListener("click", toggleHeatmap);
 $("batch").addEventListener("change", async (e) => {
   if (A.dirty && (A.marks.length || A.noDefect) && !(await save())) { e.target.value = A.batch; return; }
   try { await loadBatch(e.target.value); } catch (err) { say(err.message); }
