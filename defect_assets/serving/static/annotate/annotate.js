@@ -186,6 +186,7 @@ function draw(preview) {
   A.suggestions.forEach((s, i) => {
     if (s.decision) return;
     el("circle", { cx: s.x, cy: s.y, r: 9 * unit, "stroke-width": 2 * unit, "data-suggestion": i,
+                   "stroke-dasharray": `${4 * unit} ${3 * unit}`,
                    class: `suggestion${A.chosen === i ? " chosen" : ""}` }, svg);
   });
   A.marks.forEach((m0, i) => {
