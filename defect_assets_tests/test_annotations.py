@@ -249,3 +249,15 @@ def test_no_defect_here_gives_negative_windows_only():
     assert [(c.kind, c.label) for c in cuts] == [("negative", NEGATIVE_LABEL)] * 3
     assert all(16 <= c.x <= SIZE[0] - 16 and 16 <= c.y <= SIZE[1] - 16 for c in cuts)
     assert not L.is_defect_label(L.NO_DEFECT_LABEL)
+
+
+def test_a_name_that_is_no_batch_is_a_404(annotating):
+    svc, store, *_ = annotating
+    for name in ("a%5Cb", "%00", "x" * 200, "-x", "a b"):
+        for method, path, body in [("GET", "", None), ("GET", "/decisions", None), ("POST", "/marks", GOOD),
+                                   ("GET", "/points.csv", None), ("GET", "/voc.zip", None),
+                                   ("GET", "/marks?image=" + PHOTO, None)]:
+            status, doc = jcall(svc.port, method, f"/v1/annotations/batches/{name.replace(' ', '%20')}{path}", ANA,
+                                body)
+            assert (status, doc.get("error")) == (404, "unknown_batch"), (name, path, doc)
+    assert MarkLog(store).annotations() == []

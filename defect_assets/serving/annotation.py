@@ -18,6 +18,7 @@ from defect_assets.ml import labels as L
 from defect_assets.serving.errors import ApiError
 from defect_assets.storage.annotations import Annotation, MarkLog
 from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.batches import BatchError, check_batch_id
 from defect_assets.storage.formats import current_version, read_table
 from defect_assets.storage.layout import asset_value_prefix
 
@@ -49,10 +50,13 @@ class AnnotationDesk:
     # --- the batches and their images ---
 
     def batches(self) -> list[str]:
-        return sorted(b for b in self.store.walk_prefixes("raw_images/")
-                      if current_version(self.store, asset_value_prefix("raw_images", b)) is not None)
+        return sorted(b for b in self.store.walk_prefixes("raw_images/") if self._table("raw_images", b) is not None)
 
     def _table(self, asset: str, batch: str) -> pd.DataFrame | None:
+        try:
+            check_batch_id(batch)  # a name that could be no batch is no key either
+        except BatchError:
+            return None
         meta = current_version(self.store, asset_value_prefix(asset, batch))
         if meta is None:
             return None
@@ -66,7 +70,7 @@ class AnnotationDesk:
         return hit[1]
 
     def images(self, batch: str) -> list[BatchImage]:
-        table = self._table("raw_images", batch) if "/" not in batch and batch not in ("", ".", "..") else None
+        table = self._table("raw_images", batch)
         if table is None:
             raise ApiError(404, "unknown_batch", f"no ingested batch {batch[:64]!r} (raw_images is not built for it)")
         rows = table[table["role"] == "image"].drop_duplicates("path").sort_values("path")
@@ -110,15 +114,20 @@ class AnnotationDesk:
                                for r in mine[mine["kind"].isin(["point", "box"])].to_dict("records")]}
 
     def listing(self, batch: str) -> dict:
+        images = self.images(batch)  # first: 404 for a name that is no batch
         latest = self.log.latest(batch)
         out = []
-        for img in self.images(batch):
+        for img in images:
             a = latest.get((batch, img.image))
             out.append({"image": img.image, "width": img.width, "height": img.height,
                         "marks": len(a.marks) if a else 0, "no_defect": bool(a and a.no_defect),
                         "annotated": a is not None, "labeler": a.labeler if a else None})
         return {"batch": batch, "classes": self.classes(batch), "images": out,
                 "annotated": sum(i["annotated"] for i in out)}
+
+    def decisions(self, batch: str) -> pd.DataFrame:
+        self.images(batch)
+        return self.log.decisions(batch)
 
     # --- saving ---
 

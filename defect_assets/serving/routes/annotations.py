@@ -166,7 +166,7 @@ async def suggestions(batch: str, body: SuggestRequest, name: str = Depends(labe
 @router.get(BATCH + "/decisions")
 async def decisions(batch: str, name: str = Depends(labeler), state: ServiceState = Depends(service)):
     """Every accepted and rejected suggestion of the batch's latest annotations, and the share accepted."""
-    table = await asyncio.to_thread(desk(state).log.decisions, batch)
+    table = await asyncio.to_thread(desk(state).decisions, batch)
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
     accepted = sum(r["decision"] == "accepted" for r in rows)
     return JSONResponse({"decisions": rows, "accepted": accepted, "rejected": len(rows) - accepted,
