@@ -28,7 +28,7 @@ READY = "document.body.dataset.state === 'ready' && document.body.dataset.image 
 
 
 def sign_in(page, url: str, image: str = PHOTO):
-    response = page.goto(url + "/annotate")
+    response = page.goto(url + f"/annotate?batch={BATCH}&image={image}")  # the sign-in comes back here
     assert response.status == 401  # the sign-in form, not the page
     page.fill("#token", ANA)
     page.click("#sign-in")
@@ -53,7 +53,9 @@ def test_mark_three_points_and_a_box_move_one_delete_one_save_and_reload(tmp_pat
     page = offline_page.page
     with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1, labelers=LABELERS)) as svc:
         svc.wait_ready(versions["a"])
-        sign_in(page, svc.url)
+        sign_in(page, svc.url, "line/photo-1.png")  # the photo the address names
+        page.click("#prev")  # to the first photo
+        page.wait_for_function(READY.format(image=PHOTO))
         assert page.evaluate("document.getElementById('photo').naturalWidth") == 240
         page.keyboard.press("-")  # zoom out one step from "fit": an uneven zoom
         page.mouse.move(700, 400)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -87,6 +88,14 @@ def test_every_annotation_route_needs_a_labeler_token(annotating):
             assert (status, doc.get("error")) == (401, "unauthorized"), (method, path, token, doc)
     status, headers, page = call(svc.port, "GET", "/annotate")
     assert status == 401 and b'name="token"' in page and b'value="/annotate"' in page
+    status, _, page = call(svc.port, "GET", '/annotate?batch=dents-1&image="><script>')
+    assert status == 401 and b"<script>" not in page and b'value="/annotate?batch=dents-1&amp;image=&quot;' in page
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for target, where in [("/annotate?batch=dents-1", "/annotate?batch=dents-1"), ("https://evil.example/", "/label"),
+                          ("//evil.example/annotate", "/label"), ("/annotate", "/annotate")]:
+        status, headers, _ = call(svc.port, "POST", "/label/login", raw=f"token={ANA}&next={quote(target)}".encode(),
+                                  headers=form)
+        assert (status, headers["location"]) == (303, where)
     assert MarkLog(store).annotations() == []
     status, _, page = call(svc.port, "GET", "/annotate", ANA)
     assert status == 200 and b"/static/annotate/annotate.js" in page

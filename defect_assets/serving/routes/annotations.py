@@ -76,7 +76,8 @@ async def annotation_page(request: Request, state: ServiceState = Depends(servic
     """The annotation view; without a valid token, the labeling sign-in form (401)."""
     if _signed_in(request, state, auth, header)[0] is None:
         why = "" if state.settings.labelers else "Labeling is off: no labeler tokens are configured."
-        return _page("login.html", 401, why, after="/annotate")
+        query = request.url.query
+        return _page("login.html", 401, why, after="/annotate" + (f"?{query}" if query else ""))
     return _page("annotate.html")
 
 

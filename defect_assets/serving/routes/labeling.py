@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+from html import escape as html_escape
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -146,11 +147,18 @@ async def labeler(request: Request, auth: HTTPAuthorizationCredentials | None = 
 
 
 AFTER_SIGN_IN = ("/label", "/annotate")
-"""Where the sign-in form may send the browser back to (nowhere else: no open redirect)."""
+"""Where the sign-in form may send the browser back to (these pages, with their query: never
+another site, so no open redirect)."""
+
+
+def after_sign_in(target: str) -> str:
+    path, _, query = target.partition("?")
+    return target if path in AFTER_SIGN_IN and not any(c in query for c in "\r\n\\") else "/label"
 
 
 def _page(name: str, status: int = 200, message: str = "", after: str = "/label") -> HTMLResponse:
-    html = (PAGES / name).read_text(encoding="utf-8").replace("{{message}}", message).replace("{{next}}", after)
+    html = (PAGES / name).read_text(encoding="utf-8").replace("{{message}}", message).replace(
+        "{{next}}", html_escape(after_sign_in(after), quote=True))
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -166,10 +174,9 @@ async def labeling_page(request: Request, state: ServiceState = Depends(service)
 
 
 @router.post("/label/login", include_in_schema=False)
-async def login(request: Request, token: str = Form("", max_length=512), after: str = Form("/label", alias="next",
-                                                                                           max_length=64),
-                state: ServiceState = Depends(service)):
-    after = after if after in AFTER_SIGN_IN else "/label"
+async def login(request: Request, token: str = Form("", max_length=512),
+                after: str = Form("/label", alias="next", max_length=2048), state: ServiceState = Depends(service)):
+    after = after_sign_in(after)
     if state.settings.labeler_for(token) is None or not _same_origin(request):
         return _page("login.html", 401, "That token is not a labeler's token.", after)
     response = RedirectResponse(after, status_code=303)
