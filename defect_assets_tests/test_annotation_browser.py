@@ -1,10 +1,11 @@
 """The annotation view and the classify-one-image page in a real browser (Playwright driving
 Debian's Chromium, every request beyond 127.0.0.1 blocked) against a real server, on SYNTHETIC
 surface photos: place three points and draw a box with the mouse at a zoom other than 1, move a
-point, delete one, save; the stored rows are where the mouse went (within 1 px, in image pixels),
-a reload shows them again, and the patches cut from them are centered on them. Accepting two
-suggestions and rejecting one stores the three decisions. The classify page shows what
-/v1/predict answers for the same file. Screenshots are saved in test-artifacts/."""
+point, delete one, relabel one with its key, save; the stored rows are where the mouse went
+(within 1 px, in image pixels), a reload shows them again, "no defect here" on the next photo is
+stored too, and the patches cut from them are centered on them. Accepting two suggestions and
+rejecting one stores the three decisions. The classify page shows what /v1/predict answers for
+the same file. Screenshots are saved in test-artifacts/."""
 
 import json
 
@@ -73,6 +74,8 @@ def test_mark_three_points_and_a_box_move_one_delete_one_save_and_reload(tmp_pat
         drag(page, (40, 50), (70, 30))  # move the first point
         page.mouse.click(*screen(page, 120, 90))  # select the second
         page.keyboard.press("Delete")
+        page.mouse.click(*screen(page, 200, 140))  # select the third and relabel it: key 1 = defect
+        page.keyboard.press("1")
         assert page.locator("#marks li").count() == 3
         page.click("#save")
         page.wait_for_function("document.body.dataset.saved !== '' && document.body.dataset.state === 'ready'")
@@ -80,7 +83,7 @@ def test_mark_three_points_and_a_box_move_one_delete_one_save_and_reload(tmp_pat
 
         stored = MarkLog(store).marks(BATCH)
         points = stored[stored["kind"] == "point"].sort_values("x")
-        assert points["label"].tolist() == ["dent", "dent"]
+        assert points["label"].tolist() == ["dent", "defect"]
         assert np.abs(points[["x", "y"]].to_numpy() - [[70, 30], [200, 140]]).max() <= 1.0
         boxes = stored[stored["kind"] == "box"]
         assert boxes["label"].tolist() == ["scratch"] and len(stored) == 3
@@ -100,6 +103,12 @@ def test_mark_three_points_and_a_box_move_one_delete_one_save_and_reload(tmp_pat
         assert abs(last["x"] - 131.5) <= 1 and abs(last["y"] - 77.25) <= 1
         page.keyboard.press("u")  # undone before any save: stored marks unchanged
         assert page.evaluate("annotator.marks.length") == 3
+        page.keyboard.press("n")  # the next photo: "no defect here" (0), saved with S
+        page.wait_for_function(READY.format(image="line/photo-1.png"))
+        page.keyboard.press("0")
+        page.keyboard.press("s")
+        page.wait_for_function("document.body.dataset.saved !== '' && document.body.dataset.state === 'ready'")
+        assert MarkLog(store).latest(BATCH)[(BATCH, "line/photo-1.png")].no_defect
     assert offline_page.blocked == []
     assert shot.exists() and shot.stat().st_size > 10_000
 
@@ -107,6 +116,8 @@ def test_mark_three_points_and_a_box_move_one_delete_one_save_and_reload(tmp_pat
     labels, _ = normalize_batch_labels(inventory, store, page_marks=MarkLog(store).marks(BATCH))
     patch_set = build_patch_set(inventory, labels, store, PatchSpec(size=32))
     table = patch_set.table
+    clean = table[table["image"] == "line/photo-1.png"]
+    assert set(clean["kind"]) == {"negative"} and len(clean) == 2
     marked = table[table["kind"].isin(["point", "box"])].sort_values("x")
     centers = [(float(r.x), float(r.y)) for r in points.itertuples()] + [
         ((float(boxes["xmin"].iloc[0]) + float(boxes["xmax"].iloc[0])) / 2,
@@ -116,7 +127,7 @@ def test_mark_three_points_and_a_box_move_one_delete_one_save_and_reload(tmp_pat
     cut = patches_of(patch_set)
     for i in marked.index:
         assert np.array_equal(cut[i], crop_centered(pixels, table.at[i, "x"], table.at[i, "y"], 32))
-    assert (table["kind"] == "negative").sum() >= 1 and not table.loc[table["kind"] == "negative", "is_defect"].any()
+    assert (table["kind"] == "negative").sum() >= 3 and not table.loc[table["kind"] == "negative", "is_defect"].any()
 
 
 @pytest.mark.slow
