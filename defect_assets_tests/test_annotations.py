@@ -222,6 +222,16 @@ def test_marks_give_way_to_the_batchs_own_label_file(annotating, tmp_path):
     labels, notes = normalize_batch_labels(with_file, store, page_marks=MarkLog(store).marks(BATCH))
     assert labels[["image", "kind", "x", "y"]].values.tolist() == [[PHOTO, "point", 10.0, 10.0]]
     assert notes == [f"labeling page: the marks of {PHOTO!r} are ignored: a label file of the batch labels it"]
+    # once image_labels is built, the view shows the file's marks (not editable) and says the file wins
+    points_file = "image,x,y,label\nline/photo-0.png,10,10,rust\n"
+    store.write_bytes(key, points_file.encode())
+    labels, _ = normalize_batch_labels(with_file, store, page_marks=MarkLog(store).marks(BATCH))
+    write_value(store, asset_value_prefix("image_labels", BATCH), labels)
+    status, view = jcall(svc.port, "GET", MARKS + "?image=" + PHOTO, ANA)
+    assert status == 200 and view["file_labels"] == 1
+    assert view["file_marks"] == [{"kind": "point", "label": "rust", "x": 10.0, "y": 10.0, "xmin": None,
+                                   "ymin": None, "xmax": None, "ymax": None}]
+    assert view["classes"] == ["defect", "dent", "scratch", "rust"]  # the file's class can be drawn too
 
 
 def test_suggestions_come_from_the_served_model_and_decisions_are_stored(annotating):

@@ -183,6 +183,11 @@ function draw(preview) {
   if (!A.view) return;
   svg.replaceChildren();
   const unit = 1 / A.zoom;
+  for (const m of A.view.file_marks || []) { // the batch's own label files: shown, not editable here
+    const common = { "stroke-width": 1.5 * unit, "stroke-dasharray": `${3 * unit} ${2 * unit}`, class: "file-mark" };
+    if (m.kind === "point") el("circle", { cx: m.x, cy: m.y, r: 5 * unit, ...common }, svg);
+    else el("rect", { x: m.xmin, y: m.ymin, width: m.xmax - m.xmin, height: m.ymax - m.ymin, ...common }, svg);
+  }
   A.suggestions.forEach((s, i) => {
     if (s.decision) return;
     el("circle", { cx: s.x, cy: s.y, r: 9 * unit, "stroke-width": 2 * unit, "data-suggestion": i,
