@@ -490,8 +490,9 @@ async function suggest() {
     await drawHeatmap(doc.heatmap_png);
     remember();
     A.modelVersion = doc.model_version;
-    A.suggestions = A.suggestions.filter((s) => s.decision)
-      .concat(doc.suggestions.map((s) => ({ ...s, decision: null })));
+    const decided = A.suggestions.filter((s) => s.decision);
+    const fresh = doc.suggestions.filter((s) => !decided.some((d) => Math.hypot(d.x - s.x, d.y - s.y) < 1));
+    A.suggestions = decided.concat(fresh.map((s) => ({ ...s, decision: null })));
     A.chosen = A.suggestions.findIndex((s) => !s.decision);
     if (A.chosen < 0) A.chosen = null;
     say(`${doc.suggestions.length} suggestion(s) from ${doc.model_version} at threshold ${doc.threshold}`, true);
