@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from defect_assets.ml.images import decode_image, encode_png
 from defect_assets.serving import inspection
 from defect_assets.serving.annotation import MAX_MARKS, AnnotationDesk
-from defect_assets.serving.routes.labeling import PASS_THROUGH, _page, _signed_in, bearer, labeler, token_header
+from defect_assets.serving.routes.labeling import PASS_THROUGH, bearer, html_page, labeler, signed_in, token_header
 from defect_assets.serving.routes.scoring import HEATMAP_MAX_PIXELS, locate_defects, slide_windows
 from defect_assets.serving.state import ServiceState, service
 
@@ -74,11 +74,11 @@ async def annotation_page(request: Request, state: ServiceState = Depends(servic
                           auth: HTTPAuthorizationCredentials | None = Security(bearer),
                           header: str | None = Security(token_header)):
     """The annotation view; without a valid token, the labeling sign-in form (401)."""
-    if _signed_in(request, state, auth, header)[0] is None:
+    if signed_in(request, state, auth, header)[0] is None:
         why = "" if state.settings.labelers else "Labeling is off: no labeler tokens are configured."
         query = request.url.query
-        return _page("login.html", 401, why, after="/annotate" + (f"?{query}" if query else ""))
-    return _page("annotate.html")
+        return html_page("login.html", 401, why, after="/annotate" + (f"?{query}" if query else ""))
+    return html_page("annotate.html")
 
 
 @router.get("/v1/annotations/batches")

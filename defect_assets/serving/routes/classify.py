@@ -9,11 +9,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from defect_assets.serving.routes.labeling import _page
+from defect_assets.serving.routes.labeling import html_page
 
 router = APIRouter(tags=["pages"])
 
 
 @router.get("/classify", response_class=HTMLResponse, include_in_schema=False)
 async def classify_page():
-    return _page("classify.html")
+    return html_page("classify.html")
