@@ -5,9 +5,13 @@ Sources (all relative to a batch's root):
 - class sub-folders (DIGITS style): ``<class>/<image>``,
 - ``points.csv``: ``image,x,y[,label]`` defect centers (the dent workflow),
 - LabelImg Pascal VOC XML: one ``.xml`` per image with ``<object><name>`` + ``<bndbox>``,
-- the labeling page: image-level labels people gave to queued images (``labels_from_page``).
+- the labeling page: image-level labels people gave to queued images (``labels_from_page``),
+- the annotation view: points and boxes drawn on the photo, or "no defect here" (``labels_from_marks``).
 
-The normalized table (LABEL_COLUMNS) has one row per image-level label, point or box. A bad row
+The normalized table (LABEL_COLUMNS) has one row per image-level label, point or box, and one
+row of kind ``none`` for an image a person answered "no defect here" (its patches are negative
+windows only). ``points_csv_text`` and ``voc_xml_text`` write points and boxes back as the
+files they are read from. A bad row
 never passes silently: parsing collects every problem and raises LabelFileError naming the file,
 the row (1-based line, header = line 1) and the reason.
 """
@@ -19,6 +23,7 @@ import io
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import pandas as pd
 
@@ -27,6 +32,8 @@ LABEL_COLUMNS = ["image", "kind", "label", "x", "y", "xmin", "ymin", "xmax", "ym
 module; every image of one group goes to the same split."""
 DEFAULT_POINT_LABEL = "defect"
 NEGATIVE_LABELS = ("ok", "good", "normal", "no_defect", "none", "background", "negative", "pass")
+NO_DEFECT_LABEL = "no_defect"
+"""The label of a ``none`` row: the image was looked at and holds no defect."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +229,69 @@ def labels_from_page(page: pd.DataFrame, already_labeled: set[str] = frozenset()
                          f"{latest['label']!r} by {latest['labeler']}, counts")
         out.append(_row(image, "image", str(latest["label"]), PAGE_SOURCE, 0))
     return _frame(out), notes
+
+
+def labels_from_marks(marks: pd.DataFrame, already_labeled: set[str] = frozenset()) -> tuple[pd.DataFrame, list[str]]:
+    """The latest annotation of each image (``storage.annotations.MarkLog.marks``: image, kind,
+    label, x, y, xmin..ymax) -> point and box rows as ``parse_points_csv`` / ``parse_voc_xml``
+    would give them (a box's x, y = its center), and a ``none`` row for "no defect here". An image
+    that a label file of the batch labels keeps the file's labels (a note says so)."""
+    notes, out = [], []
+    for image, grp in marks.groupby("image", sort=True):
+        image = str(image)
+        if image in already_labeled:
+            notes.append(f"{PAGE_SOURCE}: the marks of {image!r} are ignored: a label file of the batch labels it")
+            continue
+        for r in grp.itertuples(index=False):
+            if r.kind == "point":
+                out.append(_row(image, "point", str(r.label), PAGE_SOURCE, 0, x=float(r.x), y=float(r.y)))
+            elif r.kind == "box":
+                box = (float(r.xmin), float(r.ymin), float(r.xmax), float(r.ymax))
+                out.append(_row(image, "box", str(r.label), PAGE_SOURCE, 0, x=(box[0] + box[2]) / 2,
+                                y=(box[1] + box[3]) / 2, box=box))
+            else:
+                out.append(_row(image, "none", NO_DEFECT_LABEL, PAGE_SOURCE, 0))
+    return _frame(out), notes
+
+
+def _number_text(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def points_csv_text(labels: pd.DataFrame) -> str:
+    """The point rows of a label table as ``points.csv`` (``image,x,y,label``): read back by
+    ``parse_points_csv`` they give the same image, label and coordinates."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "x", "y", "label"])
+    for r in labels[labels["kind"] == "point"].itertuples(index=False):
+        w.writerow([r.image, _number_text(r.x), _number_text(r.y), r.label])
+    return buf.getvalue()
+
+
+def voc_xml_text(image: str, width: int, height: int, depth: int, boxes: pd.DataFrame) -> str:
+    """One image's boxes as LabelImg writes a Pascal VOC annotation (integer pixel corners; no
+    ``<object>`` for an image verified to hold no defect). ``parse_voc_xml`` reads it back to the
+    same rows when the file sits in the image's folder."""
+    path = PurePosixPath(image)
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = path.parent.name
+    ET.SubElement(root, "filename").text = path.name
+    ET.SubElement(root, "path").text = image
+    ET.SubElement(ET.SubElement(root, "source"), "database").text = "Unknown"
+    size = ET.SubElement(root, "size")
+    for tag, v in (("width", width), ("height", height), ("depth", depth)):
+        ET.SubElement(size, tag).text = str(int(v))
+    ET.SubElement(root, "segmented").text = "0"
+    for r in boxes[boxes["kind"] == "box"].itertuples(index=False):
+        obj = ET.SubElement(root, "object")
+        for tag, v in (("name", r.label), ("pose", "Unspecified"), ("truncated", "0"), ("difficult", "0")):
+            ET.SubElement(obj, tag).text = str(v)
+        bnd = ET.SubElement(obj, "bndbox")
+        for tag in ("xmin", "ymin", "xmax", "ymax"):
+            ET.SubElement(bnd, tag).text = _number_text(getattr(r, tag))
+    ET.indent(root, space="\t")
+    return ET.tostring(root, encoding="unicode") + "\n"
 
 
 def combine_labels(frames: list[pd.DataFrame]) -> pd.DataFrame:

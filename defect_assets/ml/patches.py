@@ -2,6 +2,7 @@
 
 - point / box labels: a positive patch centered on the defect (reflect-padded at the border, so
   the patch stays centered), plus random negative windows that overlap no defect;
+- "no defect here" (a ``none`` row): random windows, all negative;
 - image-level labels: the whole image resized to the patch size.
 
 Every patch also keeps a larger square *context* (side ``context_size(size)``, same center) so
@@ -35,6 +36,8 @@ class PatchSpec:
     negatives_per_positive: float = 1.0
     defect_radius: float | None = None  # half-side of the box around a point that negatives avoid; default size/2
     max_negative_tries: int = 200
+    negatives_per_clean_image: int = 2
+    """Negative windows cut from an image answered "no defect here" (a ``none`` label row)."""
     image_size: int | None = None
     """Side of the whole-image patch of image-level labels (None: ``size``). A cell whose defects
     are 1-3 px wide needs its native resolution; a dent 20 px across does not."""
@@ -136,6 +139,11 @@ def cut_image_patches(image: np.ndarray, rows: list[dict], spec: PatchSpec,
         for cx, cy in sample_negative_centers(rng, w, h, spec.size, np.asarray(boxes), n_neg, spec.max_negative_tries):
             out.append(CutPatch("negative", NEGATIVE_LABEL, float(cx), float(cy), crop_centered(image, cx, cy, S)))
         return out
+    if any(r["kind"] == "none" for r in rows):  # looked at, no defect: windows anywhere are negatives
+        centers = sample_negative_centers(rng, w, h, spec.size, np.zeros((0, 4)), spec.negatives_per_clean_image,
+                                          spec.max_negative_tries)
+        return [CutPatch("negative", NEGATIVE_LABEL, float(cx), float(cy), crop_centered(image, cx, cy, S))
+                for cx, cy in centers]
     image_rows = [r for r in rows if r["kind"] == "image"]
     if not image_rows:
         return []

@@ -40,7 +40,7 @@ def build_patch_set(inventory: pd.DataFrame, labels: pd.DataFrame, artifacts: Ob
     (seed, image content), so rebuilding gives the same patches. Windows around points and boxes
     are ``spec.size``; whole images of image-level labels are ``spec.whole_image_size``: one
     batch holds one patch size, so a batch mixing both kinds needs the two sizes equal."""
-    local = labels["kind"].isin(["point", "box"])
+    local = labels["kind"].isin(["point", "box", "none"])  # windows of spec.size
     side = spec.size if local.any() else spec.whole_image_size
     if local.any() and (~local).any() and spec.whole_image_size != spec.size:
         raise ValueError(f"this batch mixes image-level labels (whole images at image_size={spec.whole_image_size}) "

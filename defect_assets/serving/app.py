@@ -5,7 +5,9 @@ handlers and the static files of its pages (served by the app itself: no CDN, wo
 Routes: POST /v1/predict (one or many images), POST /v1/inspect (a large photo: windows,
 heatmap, located defects), GET /v1/model (version, metrics, lineage), GET /healthz (alive),
 GET /readyz (a model is loaded and warmed), /docs and /openapi.json; the labeling page at
-/label with its API under /v1/labeling (labeler token; ``routes/labeling.py``), /static/;
+/label with its API under /v1/labeling (labeler token; ``routes/labeling.py``), the annotation
+view at /annotate with its API under /v1/annotations (the same token; ``routes/annotations.py``),
+the classify-one-image page at /classify, /static/;
 GET /dashboard (the analysts' page, its data at /dashboard/api/summary). Every scored image is
 appended to the prediction log (buffered; ``storage.prediction_log``) unless the settings turn
 it off.
@@ -30,12 +32,13 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from defect_assets.serving.annotation import AnnotationDesk
 from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import install_error_handlers
 from defect_assets.serving.guard import UploadGuard
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder
-from defect_assets.serving.routes import dashboard, health, labeling, model, scoring
+from defect_assets.serving.routes import annotations, classify, dashboard, health, labeling, model, scoring
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.serving.state import ServiceState
 from defect_assets.storage.prediction_log import PredictionLog
@@ -72,6 +75,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                          batcher=MicroBatcher(settings.max_batch, settings.max_wait_ms),
                          loader=ThreadPoolExecutor(max_workers=1, thread_name_prefix="defect-loader"),
                          labeling=LabelingDesk(settings.store),
+                         annotation=AnnotationDesk(settings.store, settings.mark_classes),
                          predictions=PredictionLog(settings.store, settings.prediction_log_flush_seconds)
                          if settings.prediction_log else None)
 
@@ -103,8 +107,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.add_middleware(UploadGuard, paths=scoring.UPLOAD_ROUTES, max_bytes=settings.max_upload_bytes,
                        body_timeout=settings.body_timeout_seconds)
     app.add_middleware(labeling.WriteBodyCap)
+    app.add_middleware(labeling.WriteBodyCap, max_bytes=annotations.MAX_WRITE_BYTES,
+                       prefixes=annotations.WRITE_PREFIXES)
     install_error_handlers(app)
-    for router in (health.router, model.router, scoring.router, labeling.router, dashboard.router):
+    for router in (health.router, model.router, scoring.router, labeling.router, annotations.router, classify.router,
+                   dashboard.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -19,6 +19,8 @@
 - ``DEFECT_ASSETS_LABELER_TOKENS`` (default: unset): who may use the labeling page, as
   ``name:token,name:token`` (one token per labeler, at least 12 characters; the name is what
   each stored label records as its labeler); unset: the labeling page answers 401 to everyone
+- ``DEFECT_ASSETS_MARK_CLASSES`` (default: ``defect,dent,scratch``): the classes of points and
+  boxes drawn in the annotation view (the point/box classes a batch's own files use are added)
 - ``DEFECT_ASSETS_PREDICTION_LOG`` (default: ``1``): ``0``: keep no prediction log (nothing for
   prediction monitoring to read)
 - ``DEFECT_ASSETS_PREDICTION_LOG_FLUSH_SECONDS`` (default: 1): how often the buffered prediction
@@ -45,6 +47,8 @@ API_KEY_ENV = "DEFECT_ASSETS_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 SERVICE_URL_ENV = "DEFECT_ASSETS_SERVICE_URL"
 LABELER_TOKENS_ENV = "DEFECT_ASSETS_LABELER_TOKENS"
+MARK_CLASSES_ENV = "DEFECT_ASSETS_MARK_CLASSES"
+DEFAULT_MARK_CLASSES = ("defect", "dent", "scratch")
 LABELER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_TOKEN_CHARS = 12
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -90,6 +94,8 @@ class ServiceSettings:
     an embedding process, such as a test run, may say False)."""
     labelers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     """(name, token) of everyone who may use the labeling page; empty: nobody."""
+    mark_classes: tuple[str, ...] = DEFAULT_MARK_CLASSES
+    """Classes of the points and boxes drawn in the annotation view."""
 
     def __post_init__(self):
         for name in ("max_upload_bytes", "max_pixels", "max_images", "max_windows", "max_batch"):
@@ -137,7 +143,16 @@ class ServiceSettings:
                 values[name] = env_number(var, 0, int if kind == "int" else float, float("-inf"), environ=env)
         return cls(store=store if store is not None else open_store("artifacts"),
                    api_key=env.get(API_KEY_ENV) or None, labelers=parse_labelers(env.get(LABELER_TOKENS_ENV, "")),
-                   **values)
+                   mark_classes=parse_mark_classes(env.get(MARK_CLASSES_ENV, "")), **values)
+
+
+def parse_mark_classes(text: str) -> tuple[str, ...]:
+    """``dent,scratch`` -> ("dent", "scratch"); empty: the default classes."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    bad = [n for n in names if not LABELER_NAME_RE.match(n)]
+    if bad:
+        raise ValueError(f"{MARK_CLASSES_ENV}: class names are letters, digits and ._@- (not {bad[:3]})")
+    return names or DEFAULT_MARK_CLASSES
 
 
 def parse_labelers(text: str) -> tuple[tuple[str, str], ...]:

@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
+from defect_assets.serving.annotation import AnnotationDesk
 from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import ApiError
 from defect_assets.serving.labeling import LabelingDesk
@@ -30,6 +31,8 @@ class ServiceState:
     """One thread that loads models, so a reload never blocks the event loop."""
     labeling: LabelingDesk
     """The labeling page's queue and label events (in the same artifact store as the registry)."""
+    annotation: AnnotationDesk | None = field(default=None)
+    """The annotation view's batches, images and marks (same store)."""
     predictions: PredictionLog | None = field(default=None)
     """The buffered prediction log (None: not kept)."""
 

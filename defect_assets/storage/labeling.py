@@ -30,6 +30,8 @@ from defect_assets.storage.formats import read_json, read_table, write_json, wri
 
 ROOT = "labeling"
 EVENTS = f"{ROOT}/events"
+MARKS = f"{ROOT}/marks"
+"""Annotations drawn on the photo (points, boxes, "no defect here"): ``storage.annotations``."""
 QUEUES = f"{ROOT}/queues"
 CURRENT_QUEUE = f"{ROOT}/current_queue.json"
 EVENT_KINDS = ("label", "skip", "undo")
@@ -132,11 +134,13 @@ class LabelLog:
         return sorted(out, key=lambda e: (e.at, e.id))
 
     def digests(self) -> dict[str, str]:
-        """Batch -> a short hash of which events it has (one listing): it changes exactly when an
-        event of that batch is added. Batches without events are absent."""
+        """Batch -> a short hash of which events it has, labels and annotations (``MARKS``) alike
+        (two listings): it changes exactly when an event of that batch is added. Batches without
+        events are absent; a batch without annotations keeps the digest it had before they existed."""
         by_batch: dict[str, list[str]] = {}
-        for key in self.keys():
-            by_batch.setdefault(key[len(EVENTS) + 1:].split("/", 1)[0], []).append(key)
+        marks = [o.key for o in self.store.list(f"{MARKS}/") if o.key.endswith(".json")]
+        for key in self.keys() + marks:
+            by_batch.setdefault(key.split("/", 3)[2], []).append(key)
         return {b: hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16] for b, keys in sorted(by_batch.items())}
 
     def labels(self, batch: str | None = None) -> pd.DataFrame:

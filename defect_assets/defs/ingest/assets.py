@@ -12,6 +12,7 @@ from defect_assets.ml.images import DEFAULT_MAX_PIXELS
 from defect_assets.ml.labels import PAGE_SOURCE
 from defect_assets.pipeline.ingest import ingest_batch
 from defect_assets.pipeline.labeling import label_version, normalize_batch_labels
+from defect_assets.storage.annotations import MarkLog
 from defect_assets.storage.batches import read_manifest
 from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.labeling import LabelLog
@@ -72,7 +73,8 @@ def raw_images(context: dg.AssetExecutionContext, config: IngestConfig,
 def image_labels(context: dg.AssetExecutionContext, raw_images: ArrayTable,
                  artifact_store: StorageResource) -> dg.Output[pd.DataFrame]:
     """Every label source of the batch (labels.csv, class sub-folders, points.csv defect
-    centers, LabelImg Pascal VOC boxes, labels saved from the labeling page) as one table:
+    centers, LabelImg Pascal VOC boxes, labels saved from the labeling page, points and boxes
+    drawn in the annotation view) as one table:
     image, kind (image/point/box), label, coordinates, and where the label came from. A bad row
     fails the batch with file:row: reason for every bad row. New page labels make a new label
     version (``label_version``), which every model trained on it records."""
@@ -81,7 +83,9 @@ def image_labels(context: dg.AssetExecutionContext, raw_images: ArrayTable,
     log = LabelLog(store)
     events = log.digests().get(batch, "")
     page = log.labels(batch)
-    labels, notes = normalize_batch_labels(raw_images.table, store, raw_images.attrs.get("class_folders"), page)
+    marks = MarkLog(store).marks(batch)
+    labels, notes = normalize_batch_labels(raw_images.table, store, raw_images.attrs.get("class_folders"), page,
+                                           marks)
     images = raw_images.table[raw_images.table["role"] == "image"]
     labeled = set(labels["image"])
     unlabeled = sorted(set(images["path"]) - labeled)
@@ -93,7 +97,8 @@ def image_labels(context: dg.AssetExecutionContext, raw_images: ArrayTable,
         "labeled_images": len(labeled),
         "unlabeled_images": len(unlabeled),
         "label_version": label_version(labels),
-        "page_labels": int((labels["source"] == PAGE_SOURCE).sum()),
+        "page_labels": int(((labels["source"] == PAGE_SOURCE) & (labels["kind"] == "image")).sum()),
+        "page_marks": int(((labels["source"] == PAGE_SOURCE) & (labels["kind"] != "image")).sum()),
         LABEL_EVENTS_METADATA: events,
         "counts": md_table(counts),
         "unlabeled": md_table(pd.DataFrame({"image": unlabeled})),

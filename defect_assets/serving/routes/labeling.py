@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+from html import escape as html_escape
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -111,7 +112,7 @@ def desk(state: ServiceState) -> LabelingDesk:
     return state.labeling
 
 
-def _signed_in(request: Request, state: ServiceState, auth: HTTPAuthorizationCredentials | None,
+def signed_in(request: Request, state: ServiceState, auth: HTTPAuthorizationCredentials | None,
                header: str | None) -> tuple[str | None, bool]:
     """(the labeler named by the first valid credential: bearer, header, then cookie; whether it
     was the cookie). A stray invalid credential beside a valid one does not lock a labeler out."""
@@ -136,7 +137,7 @@ async def labeler(request: Request, auth: HTTPAuthorizationCredentials | None = 
     if not state.settings.labelers:
         raise ApiError(401, "unauthorized", "labeling is off: no labeler tokens are configured "
                                             "(DEFECT_ASSETS_LABELER_TOKENS)")
-    name, from_cookie = _signed_in(request, state, auth, header)
+    name, from_cookie = signed_in(request, state, auth, header)
     if name is None:
         raise ApiError(401, "unauthorized", "a labeler token is required (Authorization: Bearer, "
                                             f"{TOKEN_HEADER}, or sign in at /label)")
@@ -145,8 +146,19 @@ async def labeler(request: Request, auth: HTTPAuthorizationCredentials | None = 
     return name
 
 
-def _page(name: str, status: int = 200, message: str = "") -> HTMLResponse:
-    html = (PAGES / name).read_text(encoding="utf-8").replace("{{message}}", message)
+AFTER_SIGN_IN = ("/label", "/annotate")
+"""Where the sign-in form may send the browser back to (these pages, with their query: never
+another site, so no open redirect)."""
+
+
+def after_sign_in(target: str) -> str:
+    path, _, query = target.partition("?")
+    return target if path in AFTER_SIGN_IN and not any(c in query for c in "\r\n\\") else "/label"
+
+
+def html_page(name: str, status: int = 200, message: str = "", after: str = "/label") -> HTMLResponse:
+    html = (PAGES / name).read_text(encoding="utf-8").replace("{{message}}", message).replace(
+        "{{next}}", html_escape(after_sign_in(after), quote=True))
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -155,17 +167,19 @@ async def labeling_page(request: Request, state: ServiceState = Depends(service)
                         auth: HTTPAuthorizationCredentials | None = Security(bearer),
                         header: str | None = Security(token_header)):
     """The labeling page; without a valid token, its sign-in form (401)."""
-    if _signed_in(request, state, auth, header)[0] is None:
+    if signed_in(request, state, auth, header)[0] is None:
         why = "" if state.settings.labelers else "Labeling is off: no labeler tokens are configured."
-        return _page("login.html", 401, why)
-    return _page("labeling.html")
+        return html_page("login.html", 401, why)
+    return html_page("labeling.html")
 
 
 @router.post("/label/login", include_in_schema=False)
-async def login(request: Request, token: str = Form("", max_length=512), state: ServiceState = Depends(service)):
+async def login(request: Request, token: str = Form("", max_length=512),
+                after: str = Form("/label", alias="next", max_length=2048), state: ServiceState = Depends(service)):
+    after = after_sign_in(after)
     if state.settings.labeler_for(token) is None or not _same_origin(request):
-        return _page("login.html", 401, "That token is not a labeler's token.")
-    response = RedirectResponse("/label", status_code=303)
+        return html_page("login.html", 401, "That token is not a labeler's token.", after)
+    response = RedirectResponse(after, status_code=303)
     response.set_cookie(COOKIE, token, max_age=COOKIE_SECONDS, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
     return response

@@ -59,6 +59,37 @@ def decode(fn, data: bytes, index: int, name: str | None, *args):
         raise ApiError(422, "image_rejected", f"file {index} ({name or 'unnamed'}): {reason}"[:500]) from None
 
 
+async def slide_windows(state: ServiceState, model, pixels: np.ndarray,
+                        step: int) -> tuple[inspection.WindowGrid, np.ndarray]:
+    """The model's class probabilities for every model-sized window of a photo (422 over the
+    window cap). Shared by /v1/inspect and the annotation view's suggestions."""
+    h, w = pixels.shape[:2]
+    size = model.scorer.patch_size  # windows as the model's patches were cut (it shrinks them if needed)
+    grid = inspection.window_grid(w, h, size, step)
+    if grid.count > state.settings.max_windows:
+        need = math.ceil(math.sqrt(w * h / state.settings.max_windows))
+        raise ApiError(422, "too_many_windows", f"{w}x{h} at stride {step} gives {grid.count:,} windows, over the "
+                                                f"cap of {state.settings.max_windows:,}; use stride >= {need}")
+    chunk = max(256, state.settings.max_batch)
+    parts = []
+    for lo in range(0, grid.count, chunk):  # one chunk at a time: predict requests interleave
+        windows = inspection.cut_windows(pixels, grid, np.arange(lo, min(lo + chunk, grid.count)))
+        parts.append(await state.score(model, windows))
+    return grid, np.concatenate(parts)
+
+
+def locate_defects(model, proba: np.ndarray, grid: inspection.WindowGrid, threshold: float,
+                   min_distance: float) -> list[dict]:
+    """Defect centers above ``threshold`` (``inspection.locate``), each with the defect class its
+    window scored highest."""
+    found = inspection.locate(model.defect_score(proba), grid, threshold, min_distance)
+    kinds = [i for i, c in enumerate(model.classes) if is_defect_label(c)] or list(range(1, len(model.classes)))
+    for d in found:
+        window = d.pop("window")
+        d["kind"] = model.classes[1] if model.binary else model.classes[max(kinds, key=lambda i: proba[window, i])]
+    return found
+
+
 @router.post("/v1/predict", response_model=PredictResponse, dependencies=[require_key("predict")],
              responses=ERROR_RESPONSES,
              openapi_extra=file_schema("files", True, "one or more images (PNG, JPEG, BMP, TIFF)"))
@@ -107,24 +138,10 @@ async def inspect(request: Request, state: ServiceState = Depends(service),
     pixels = await asyncio.to_thread(decode, model.scorer.pixels, data, 0, upload.filename, state.settings.max_pixels)
     h, w = pixels.shape[:2]
     step = stride or max(1, size // 4)
-    grid = inspection.window_grid(w, h, size, step)
-    if grid.count > state.settings.max_windows:
-        need = math.ceil(math.sqrt(w * h / state.settings.max_windows))
-        raise ApiError(422, "too_many_windows", f"{w}x{h} at stride {step} gives {grid.count:,} windows, over the "
-                                                f"cap of {state.settings.max_windows:,}; use stride >= {need}")
-    chunk = max(256, state.settings.max_batch)
-    parts = []
-    for lo in range(0, grid.count, chunk):  # one chunk at a time: predict requests interleave
-        windows = inspection.cut_windows(pixels, grid, np.arange(lo, min(lo + chunk, grid.count)))
-        parts.append(await state.score(model, windows))
-    proba = np.concatenate(parts)
+    grid, proba = await slide_windows(state, model, pixels, step)
     score = model.defect_score(proba)
     thr = threshold if threshold is not None else (model.threshold if model.threshold is not None else 0.5)
-    found = inspection.locate(score, grid, thr, min_distance if min_distance is not None else float(size))
-    kinds = [i for i, c in enumerate(model.classes) if is_defect_label(c)] or list(range(1, len(model.classes)))
-    for d in found:
-        window = d.pop("window")
-        d["kind"] = model.classes[1] if model.binary else model.classes[max(kinds, key=lambda i: proba[window, i])]
+    found = locate_defects(model, proba, grid, thr, min_distance if min_distance is not None else float(size))
     scale = max(1, math.ceil(math.sqrt(w * h / HEATMAP_MAX_PIXELS)))
     png = None
     if heatmap:

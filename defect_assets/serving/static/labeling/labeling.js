@@ -74,6 +74,8 @@ function renderItem(item) {
   document.body.dataset.item = item.item_id;
   $("photo").src = item.image_url;
   $("image-name").textContent = `#${item.rank}: ${item.batch} / ${item.image} (${item.width}x${item.height})`;
+  $("annotate-link").href =
+    `/annotate?batch=${encodeURIComponent(item.batch)}&image=${encodeURIComponent(item.image)}`;
   $("guess").textContent = item.guess;
   $("guess-p").textContent = `(p = ${item.guess_probability.toFixed(3)})`;
   $("model-version").textContent = item.model_version;
