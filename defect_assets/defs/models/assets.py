@@ -13,6 +13,8 @@ from defect_assets.defs.metadata import md_png, md_table
 from defect_assets.defs.models.families import MODEL_FAMILIES, ModelFamily
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
+from defect_assets.pipeline import engine
+from defect_assets.pipeline import features as F
 from defect_assets.pipeline import training as T
 from defect_assets.pipeline.patching import patches_of
 from defect_assets.storage.formats import ArrayTable
@@ -31,23 +33,25 @@ class FeatureConfig(dg.Config):
 def backbone_features(context: dg.AssetExecutionContext, config: FeatureConfig,
                       labeled_patches: ArrayTable) -> dg.Output[ArrayTable]:
     """Mean- and max-pooled activations of the pretrained VGG16 backbone for every patch of one
-    batch. Computed once per batch: a new batch costs only its own images."""
-    from defect_assets.ml.backbone import extract_features, feature_extractor
-
+    batch. Computed once per batch: a new batch costs only its own images; in shards on the Dask
+    cluster named by ``DEFECT_ASSETS_DASK_ADDRESS`` when it is set."""
     x = np.asarray(patches_of(labeled_patches))
     channels = x.shape[3] if x.ndim == 4 else 1
     t0 = time.perf_counter()
-    fx = feature_extractor((x.shape[1], x.shape[2], channels), tuple(config.blocks), config.weights)
-    feats = extract_features(fx, x, config.batch_size,
-                             progress=lambda i, n: context.log.info(f"backbone_features[{context.partition_key}]: "
-                                                                    f"{i}/{n} patches"))
+    address = engine.dask_address()
+    if address:
+        context.log.info(f"backbone_features[{context.partition_key}]: {len(x)} patches on Dask at {address}")
+    feats = F.backbone_features(x, tuple(config.blocks), config.weights, config.batch_size, address=address,
+                                progress=lambda i, n: context.log.info(
+                                    f"backbone_features[{context.partition_key}]: {i}/{n} patches"))
     seconds = time.perf_counter() - t0
     table = labeled_patches.table[["patch_id", "image_id", "label", "is_defect", "split"]]
     attrs = {"blocks": list(config.blocks), "weights": config.weights, "size": int(x.shape[1]), "channels": channels,
              "label_version": labeled_patches.attrs.get("label_version")}
     return dg.Output(ArrayTable(table, {"features": feats}, attrs), metadata={
         "patches": len(feats), "dimensions": int(feats.shape[1]), "seconds": round(seconds, 1),
-        "patches_per_second": round(len(feats) / seconds, 1) if seconds else 0.0, "blocks": str(list(config.blocks))})
+        "patches_per_second": round(len(feats) / seconds, 1) if seconds else 0.0, "blocks": str(list(config.blocks)),
+        "engine": f"dask {address}" if address else "in-process"})
 
 
 def model_metadata(trained) -> dict:
