@@ -86,6 +86,12 @@ def worker_loads() -> dict[str, int]:
     return dict(_WORKER_CACHE.loads)
 
 
+def warm_worker(task: Task, config: dict, payload) -> int:
+    """Run ``task`` once on a sample so this worker has loaded what it needs before real shards
+    arrive (``client.run(warm_worker, task, config, sample)`` warms every worker); returns its rows."""
+    return len(task(config, payload, _WORKER_CACHE))
+
+
 def _run_on_worker(task: Task, config: dict, shard_id: str, payload) -> tuple[str, np.ndarray]:
     return shard_id, np.asarray(task(config, payload, _WORKER_CACHE))
 
