@@ -114,6 +114,37 @@ def test_pool_scores_on_dask_equal_in_process(cluster, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_backbone_features_asset_runs_on_the_cluster_named_in_the_environment(cluster, tmp_path, monkeypatch):
+    import dagster as dg
+
+    from defect_assets.defs.models.assets import backbone_features as backbone_features_asset
+    from defect_assets.defs.partitions import BATCHES, batch_partitions
+    from defect_assets.defs.resources import default_resources
+    from defect_assets.pipeline.patching import patches_of
+    from defect_assets.pipeline.tiny import synthetic_patch_set
+    from defect_assets.storage.formats import read_value, write_value
+    from defect_assets.storage.layout import asset_value_prefix
+
+    store = LocalObjectStore(tmp_path / "data" / "artifacts")
+    patch_set = synthetic_patch_set(n_scenes=7, size=32, seed=2)
+    write_value(store, asset_value_prefix(["labeled_patches"], "d1"), patch_set)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(BATCHES, ["d1"])
+    monkeypatch.setenv(engine.DASK_ADDRESS_ENV, cluster.address)
+    result = dg.materialize([dg.AssetSpec("labeled_patches", partitions_def=batch_partitions), backbone_features_asset],
+                            partition_key="d1", instance=instance, resources=default_resources(tmp_path / "data"),
+                            run_config={"ops": {"backbone_features": {"config": {"blocks": [3]}}}})
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("backbone_features")
+    assert mat.metadata["engine"].value == f"dask {cluster.address}"
+    feats = read_value(store, asset_value_prefix(["backbone_features"], "d1")).arrays["features"]
+    here = backbone_features(np.asarray(patches_of(patch_set)), (3,), address="")
+    assert feats.shape == here.shape == (len(patch_set.table), 512)
+    assert np.abs(np.asarray(feats) - here).max() <= TOL * max(1.0, float(np.abs(here).max()))
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_worker_killed_mid_shard_loses_and_doubles_nothing(cluster):
     """Last in this module: it leaves the shared cluster with one worker."""
