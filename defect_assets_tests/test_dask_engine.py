@@ -64,6 +64,22 @@ def test_no_address_in_the_environment_means_in_process(monkeypatch):
     assert engine.dask_address() == "tcp://127.0.0.1:8786"
 
 
+def test_a_store_config_for_workers_names_the_credential_variable_never_its_value(monkeypatch, tmp_path):
+    import dagster as dg
+    from dagster_azure.blob import AzureBlobStorageKeyCredential
+
+    from defect_assets.defs.resources import AzureBlobStorage, LocalStorage
+
+    monkeypatch.setenv("AZURE_STORAGE_KEY", "a-secret-key-value")
+    blob = AzureBlobStorage(account_url="https://acct.blob.core.windows.net", container="artifacts", prefix="p",
+                            credential=AzureBlobStorageKeyCredential(key=dg.EnvVar("AZURE_STORAGE_KEY")))
+    config = blob.store_config()
+    assert (config.kind, config.container, config.prefix) == ("azure", "artifacts", "p")
+    assert (config.credential_kind, config.credential_env) == ("key", "AZURE_STORAGE_KEY")
+    assert "a-secret-key-value" not in repr(config)
+    assert LocalStorage(root=str(tmp_path)).store_config() == StoreConfig(kind="local", root=str(tmp_path.resolve()))
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with LocalDaskCluster(tmp_path_factory.mktemp("dask"), workers=2) as c:
