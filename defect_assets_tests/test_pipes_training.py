@@ -54,3 +54,10 @@ def test_scratch_cnn_trains_in_a_pipes_subprocess_and_reports_epochs_and_version
     assert value["version"].tolist() == [meta["version"]]
     logged = [e.message for e in instance.all_logs(result.run_id) if e.message]
     assert any(f"scratch_cnn epoch {EPOCHS}/{EPOCHS}" in m for m in logged), logged[-20:]
+
+
+def test_the_external_entry_point_knows_every_family_by_the_same_function():
+    from defect_assets.defs.models.families import MODEL_FAMILIES
+    from defect_assets.pipeline.families import TRAINERS
+
+    assert TRAINERS == {f.name: f.train for f in MODEL_FAMILIES}
