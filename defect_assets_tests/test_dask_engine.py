@@ -131,6 +131,39 @@ def test_pool_scores_on_dask_equal_in_process(cluster, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
+def test_score_batch_on_the_cluster_gives_the_in_process_table(cluster, tmp_path, monkeypatch):
+    from defect_assets.cli import main
+    from defect_assets.pipeline.batch_scoring import score_batch
+    from defect_assets.storage.formats import ArrayTable, write_value
+    from defect_assets.storage.layout import asset_value_prefix
+
+    store = LocalObjectStore(tmp_path / "data" / "artifacts")
+    card = register_tiny_model(ModelRegistry(store), train=False)
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(12):
+        key = f"images/b1-{i:02d}.png"
+        store.write_bytes(key, encode_png(rng.integers(0, 256, (40, 44), dtype=np.uint8)))
+        rows.append({"path": f"img{i:02d}.png", "role": "image", "sha256": f"{i:064x}", "stored_key": key,
+                     "width": 44, "height": 40})
+    rows.append({"path": "labels.csv", "role": "labels", "sha256": "0" * 64, "stored_key": "x", "width": 0,
+                 "height": 0})
+    write_value(store, asset_value_prefix(["raw_images"], "b1"), ArrayTable(pd.DataFrame(rows)))
+    here = score_batch(store, "b1", card["version"], address="")
+    assert len(here) == 12 and list(here.columns) == ["image", "image_id", "model_version", "p_ok", "p_defect"]
+    for name in ("DEFECT_ASSETS_DATA_DIR", "DAGSTER_HOME", "DEFECT_ASSETS_STORAGE"):
+        monkeypatch.setenv(name, "local" if name == "DEFECT_ASSETS_STORAGE" else str(tmp_path))
+    monkeypatch.setenv(engine.DASK_ADDRESS_ENV, cluster.address)
+    out = tmp_path / "scores.csv"
+    assert main(["--data-dir", str(tmp_path / "data"), "score-batch", "b1", "--version", card["version"],
+                 "--out", str(out)]) == 0
+    there = pd.read_csv(out)
+    assert there["image"].tolist() == here["image"].tolist()
+    assert np.abs(there[["p_ok", "p_defect"]].to_numpy() - here[["p_ok", "p_defect"]].to_numpy()).max() <= TOL
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_the_backbone_features_asset_runs_on_the_cluster_named_in_the_environment(cluster, tmp_path, monkeypatch):
     import dagster as dg
 
