@@ -90,6 +90,24 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_score_batch(args) -> int:
+    from defect_assets.pipeline.batch_scoring import score_batch
+    from defect_assets.pipeline.engine import dask_address
+    from defect_assets.storage.env import store_config
+
+    config = store_config("artifacts")  # --data-dir reached the environment in _setup_env
+    where = f"on Dask at {dask_address()}" if dask_address() else "in this process"
+    print(f"scoring batch {args.batch} {where}", file=sys.stderr)
+    table = score_batch(config.open(), args.batch, args.version, config,
+                        progress=lambda i, n: print(f"  {i}/{n} images", file=sys.stderr))
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"{len(table)} images scored by {table['model_version'].iloc[0] if len(table) else '-'}: {args.out}")
+    else:
+        print(table.to_csv(index=False), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="defect-assets", description=__doc__)
     p.add_argument("--data-dir", help="landing zone + artifact store root (default ./data or $DEFECT_ASSETS_DATA_DIR)")
@@ -136,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--url", help="service URL (default $DEFECT_ASSETS_SERVICE_URL or http://127.0.0.1:8000)")
     c.add_argument("--json", action="store_true", help="print the results as JSON")
     c.set_defaults(func=cmd_score)
+
+    b = sub.add_parser("score-batch", help="score every image of an ingested batch without the service "
+                                           "(on Dask when DEFECT_ASSETS_DASK_ADDRESS is set)")
+    b.add_argument("batch")
+    b.add_argument("--version", help="registered model version (default: the production model)")
+    b.add_argument("--out", help="write the table as CSV here (default: to standard output)")
+    b.set_defaults(func=cmd_score_batch)
 
     args = p.parse_args(argv)
     _setup_env(args)

@@ -7,6 +7,10 @@ import dagster as dg
 
 from defect_assets.defs.models.families import MODEL_ASSETS
 
+# the production instance (deploy/dagster.yaml) runs at most one run with this tag at a time
+COMPUTE_TAG = "defect_assets/compute"
+TRAINING_TAGS = {COMPUTE_TAG: "training"}
+
 prepare_batch_job = dg.define_asset_job(
     "prepare_batch_job",
     selection=(dg.AssetSelection.groups("ingest", "patches")
@@ -27,6 +31,7 @@ train_models_job = dg.define_asset_job(
     "train_models_job",
     selection=dg.AssetSelection.assets(*MODEL_ASSETS),
     description="Train every model family on every built batch and register them.",
+    tags=TRAINING_TAGS,
 )
 
 evaluate_job = dg.define_asset_job(
@@ -47,6 +52,7 @@ retrain_job = dg.define_asset_job(
                - dg.AssetSelection.assets("backbone_features")) | dg.AssetSelection.assets("labeling_queue"),
     description="Retrain every family, evaluate them, pick the champion behind its checks, deploy it, and score "
                 "the next labeling queue with it.",
+    tags=TRAINING_TAGS,
 )
 
 monitoring_job = dg.define_asset_job(

@@ -17,7 +17,7 @@ from dagster_azure.blob import (
 )
 
 from defect_assets.storage import LocalObjectStore, ObjectStore
-from defect_assets.storage.env import StoreConfig, store_config
+from defect_assets.storage.env import AZURE_KEY_ENV, AZURE_SAS_TOKEN_ENV, StoreConfig, store_config
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -25,6 +25,10 @@ class StorageResource(dg.ConfigurableResource):
 
     def open(self) -> ObjectStore:
         raise NotImplementedError
+
+    def store_config(self) -> StoreConfig | None:
+        """Where the store lives, for another process to open it (a Dask worker); None if unknown."""
+        return None
 
 
 class LocalStorage(StorageResource):
@@ -34,6 +38,9 @@ class LocalStorage(StorageResource):
 
     def open(self) -> ObjectStore:
         return LocalObjectStore(self.root)
+
+    def store_config(self) -> StoreConfig:
+        return StoreConfig(kind="local", root=str(Path(self.root).resolve()))
 
 
 def _resolved(value):
@@ -73,6 +80,17 @@ class AzureBlobStorage(StorageResource, AzureBlobStorageResource):
 
             return DefaultAzureCredential(**cred.kwargs)
         return None  # anonymous
+
+    def store_config(self) -> StoreConfig | None:
+        """Workers read a key or SAS token from the same variable as ``storage.env`` does (never
+        from this resource: the config a worker receives carries no secret)."""
+        kind = {"key": "key", "sas": "sas", "default_azure_credential": "default"}.get(self.credential.credential_type)
+        if kind is None:
+            return None
+        variable = {"key": AZURE_KEY_ENV, "sas": AZURE_SAS_TOKEN_ENV}.get(kind)
+        return StoreConfig(kind="azure", account_url=str(_resolved(self.account_url)), container=self.container,
+                           prefix=self.prefix, create_container=self.create_container, credential_env=variable,
+                           credential_kind=kind)
 
     def open(self) -> ObjectStore:
         if self._store is None:

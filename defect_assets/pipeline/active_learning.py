@@ -1,9 +1,11 @@
 """Active learning without Dagster: the unlabeled pool of a batch, the pool scored through the
 one inference seam (``ml.scorer``), and the labeling queue picked by a strategy of
-``ml.active_learning`` (optionally spread out in the pretrained backbone's feature space)."""
+``ml.active_learning`` (optionally spread out in the pretrained backbone's feature space). Pool
+scoring runs its shards on Dask when a scheduler is configured (``pipeline/engine.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from collections.abc import Callable
@@ -14,7 +16,9 @@ import pandas as pd
 
 from defect_assets.ml import active_learning as AL
 from defect_assets.ml.scorer import Scorer
+from defect_assets.pipeline import engine
 from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.env import StoreConfig
 from defect_assets.storage.labeling import LabelingQueue, publish_queue
 
 POOL_COLUMNS = ["batch", "image", "image_id", "stored_key", "width", "height"]
@@ -42,26 +46,38 @@ def item_id(batch: str, image: str) -> str:
 
 
 def score_pool(scorer: Scorer, pool: pd.DataFrame, store: ObjectStore,
-               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """(N, K) class probabilities of every pool image, through the scorer's own preprocessing."""
-    parts = []
-    for lo in range(0, len(pool), SCORE_CHUNK):
-        keys = pool["stored_key"].iloc[lo:lo + SCORE_CHUNK]
-        parts.append(scorer.predict_images([store.read_bytes(k) for k in keys]))
-        if progress:
-            progress(min(lo + SCORE_CHUNK, len(pool)), len(pool))
-    return np.concatenate(parts) if parts else np.zeros((0, len(scorer.classes)), np.float32)
+               progress: Callable[[int, int], None] | None = None, store_config: StoreConfig | None = None,
+               address: str | None = None) -> np.ndarray:
+    """(N, K) class probabilities of every pool image, through the scorer's own preprocessing, in
+    shards of ``SCORE_CHUNK`` images. With a Dask scheduler (``address``, default from
+    ``DEFECT_ASSETS_DASK_ADDRESS``) the shards run on its workers, each loading the scorer's model
+    version once from the store that ``store_config`` names and reading the images itself."""
+    empty = np.zeros((0, len(scorer.classes)), np.float32)
+    keys = pool["stored_key"].astype(str).tolist()
+    address = engine.dask_address() if address is None else address
+    if address:
+        if store_config is None:
+            raise ValueError(f"{engine.DASK_ADDRESS_ENV} is set, but the store has no configuration that Dask "
+                             "workers can open (a local folder or an Azure container)")
+        config = {"store": dataclasses.asdict(store_config), "version": scorer.version}
+        return engine.map_shards(engine.scorer_task, config, lambda s: keys[s.lo:s.hi], len(keys), empty=empty,
+                                 shard_size=SCORE_CHUNK, job="pool", address=address, progress=progress)
+
+    def here(_config, shard_keys, _cache):  # the scorer this process already loaded
+        return scorer.predict_images([store.read_bytes(k) for k in shard_keys])
+
+    return engine.map_shards(here, {}, lambda s: keys[s.lo:s.hi], len(keys), empty=empty, shard_size=SCORE_CHUNK,
+                             job="pool", address="", progress=progress)
 
 
 def pool_features(scorer: Scorer, pool: pd.DataFrame, store: ObjectStore, blocks: tuple[int, ...],
                   weights: str = "offline") -> np.ndarray:
     """Pretrained-backbone features of every pool image as the scorer prepares it (for the
     diversity step: distances between images, not a prediction)."""
-    from defect_assets.ml.backbone import extract_features, feature_extractor
+    from defect_assets.pipeline.features import backbone_features
 
     patches = np.stack([scorer.prepare(store.read_bytes(k)) for k in pool["stored_key"]])
-    shape = patches.shape[1:3] + ((patches.shape[3],) if patches.ndim == 4 else (1,))
-    return extract_features(feature_extractor(shape, tuple(blocks), weights), patches)
+    return backbone_features(patches, tuple(blocks), weights)
 
 
 def build_queue(pool: pd.DataFrame, proba: np.ndarray, classes: list[str], model_version: str, strategy: str,
@@ -114,10 +130,11 @@ class QueueSettings:
 
 def publish_next_queue(store: ObjectStore, scorer: Scorer, pool: pd.DataFrame, settings: QueueSettings,
                        heatmaps: bool, extra: dict | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> LabelingQueue:
+                       progress: Callable[[int, int], None] | None = None,
+                       store_config: StoreConfig | None = None) -> LabelingQueue:
     """Score the pool with ``scorer``, pick the round, and publish it as the labeling page's
     current queue. ``heatmaps``: the scorer's model learned from windows (``windowed_model``)."""
-    proba = score_pool(scorer, pool, store, progress)
+    proba = score_pool(scorer, pool, store, progress, store_config)
     features = (pool_features(scorer, pool, store, settings.feature_blocks, settings.feature_weights)
                 if settings.diversity and len(pool) else None)
     items = build_queue(pool, proba, scorer.classes, scorer.version, settings.strategy, settings.per_round,

@@ -238,3 +238,27 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
         "data_version": T.data_version(patches), "validation": metrics, "training_seconds": seconds,
         "trials": table.to_dict("records"), "golden": T.golden_record(val, proba)})
     return TrainedModel(card, table)
+
+
+TRAINERS: dict[str, Callable[..., TrainedModel]] = {
+    "scratch_cnn": train_scratch_cnn, "fine_tuned_vgg16": train_fine_tuned_vgg16,
+    "elastic_net": train_elastic_net, "ensemble": train_ensemble,
+}
+"""Family name -> training function: what an external training process (Dagster Pipes) looks up."""
+
+
+class Settings:
+    """A family's settings as plain values (attribute access and ``model_dump``, like the Dagster
+    config class they came from): what the training functions take in any process."""
+
+    def __init__(self, values: dict):
+        self._values = dict(values)
+
+    def __getattr__(self, name: str):
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def model_dump(self) -> dict:
+        return dict(self._values)

@@ -153,7 +153,13 @@ def golden_record(val: SplitData, proba: np.ndarray) -> dict:
 
 
 def epoch_logger(family: str, total: int, log: Callable[[str], None], offset: int = 0) -> Callable[[int, dict], None]:
+    """One log line per epoch; a ``log`` that also has an ``epoch_metrics(family, epoch, row)``
+    method (the Pipes reporter of ``defect_assets.pipes_training``) gets each row as numbers too."""
+    metrics = getattr(log, "epoch_metrics", None)
+
     def on_epoch(epoch: int, row: dict) -> None:
+        if metrics is not None:
+            metrics(family, epoch + offset, row)
         log(f"{family} epoch {epoch + offset}/{total}: loss {row.get('loss', float('nan')):.3f} "
             f"acc {row.get('accuracy', float('nan')):.3f} auc {row.get('auc', float('nan')):.3f} | "
             f"val loss {row.get('val_loss', float('nan')):.3f} acc {row.get('val_accuracy', float('nan')):.3f} "

@@ -73,7 +73,8 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
     windowed = AL.windowed_model([t for b, t in stored_patch_tables(store).items() if b in trained_on])
     queue = AL.publish_next_queue(store, scorer, pool, settings, windowed, {"run_id": context.run.run_id},
                                   progress=lambda i, n: context.log.info(f"labeling_queue: {i}/{n} pool images "
-                                                                         "scored"))
+                                                                         "scored"),
+                                  store_config=artifact_store.store_config())
     items = queue.items
     progress = AL.record_round(store, queue, len(LabelLog(store).labels()), production.get("test_metrics"))
     context.log.info(f"labeling_queue {queue.id}: {len(items)} of {len(pool)} pool images by {config.strategy}, "

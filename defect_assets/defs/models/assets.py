@@ -2,7 +2,9 @@
 trained on every built batch and registered with its card (config, data version, validation
 metrics, time). The training itself is in ``pipeline/families.py``."""
 
+import dataclasses
 import inspect
+import sys
 import time
 
 import dagster as dg
@@ -10,10 +12,13 @@ import numpy as np
 import pandas as pd
 
 from defect_assets.defs.metadata import md_png, md_table
-from defect_assets.defs.models.families import MODEL_FAMILIES, ModelFamily
+from defect_assets.defs.models.families import MODEL_FAMILIES, PLACEMENT_FIELDS, ModelFamily
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
+from defect_assets.pipeline import engine
+from defect_assets.pipeline import features as F
 from defect_assets.pipeline import training as T
+from defect_assets.pipeline.families import Settings
 from defect_assets.pipeline.patching import patches_of
 from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.registry import ModelRegistry
@@ -31,23 +36,25 @@ class FeatureConfig(dg.Config):
 def backbone_features(context: dg.AssetExecutionContext, config: FeatureConfig,
                       labeled_patches: ArrayTable) -> dg.Output[ArrayTable]:
     """Mean- and max-pooled activations of the pretrained VGG16 backbone for every patch of one
-    batch. Computed once per batch: a new batch costs only its own images."""
-    from defect_assets.ml.backbone import extract_features, feature_extractor
-
+    batch. Computed once per batch: a new batch costs only its own images; in shards on the Dask
+    cluster named by ``DEFECT_ASSETS_DASK_ADDRESS`` when it is set."""
     x = np.asarray(patches_of(labeled_patches))
     channels = x.shape[3] if x.ndim == 4 else 1
     t0 = time.perf_counter()
-    fx = feature_extractor((x.shape[1], x.shape[2], channels), tuple(config.blocks), config.weights)
-    feats = extract_features(fx, x, config.batch_size,
-                             progress=lambda i, n: context.log.info(f"backbone_features[{context.partition_key}]: "
-                                                                    f"{i}/{n} patches"))
+    address = engine.dask_address()
+    if address:
+        context.log.info(f"backbone_features[{context.partition_key}]: {len(x)} patches on Dask at {address}")
+    feats = F.backbone_features(x, tuple(config.blocks), config.weights, config.batch_size, address=address,
+                                progress=lambda i, n: context.log.info(
+                                    f"backbone_features[{context.partition_key}]: {i}/{n} patches"))
     seconds = time.perf_counter() - t0
     table = labeled_patches.table[["patch_id", "image_id", "label", "is_defect", "split"]]
     attrs = {"blocks": list(config.blocks), "weights": config.weights, "size": int(x.shape[1]), "channels": channels,
              "label_version": labeled_patches.attrs.get("label_version")}
     return dg.Output(ArrayTable(table, {"features": feats}, attrs), metadata={
         "patches": len(feats), "dimensions": int(feats.shape[1]), "seconds": round(seconds, 1),
-        "patches_per_second": round(len(feats) / seconds, 1) if seconds else 0.0, "blocks": str(list(config.blocks))})
+        "patches_per_second": round(len(feats) / seconds, 1) if seconds else 0.0, "blocks": str(list(config.blocks)),
+        "engine": f"dask {address}" if address else "in-process"})
 
 
 def model_metadata(trained) -> dict:
@@ -76,10 +83,37 @@ def build_model_asset(family: ModelFamily) -> dg.AssetsDefinition:
               description=inspect.cleandoc(family.train.__doc__ or family.name))
     def _model(context: dg.AssetExecutionContext, config: config_class, artifact_store: StorageResource,
                **inputs) -> dg.Output[pd.DataFrame]:
-        trained = family.train(config, inputs, ModelRegistry(artifact_store.open()), context.log.info)
+        settings = Settings(config.model_dump(exclude=PLACEMENT_FIELDS))
+        if config.through_pipes:
+            return train_through_pipes(context, family, settings, inputs, artifact_store)
+        trained = family.train(settings, inputs, ModelRegistry(artifact_store.open()), context.log.info)
         return dg.Output(T.card_summary(trained.card), metadata=model_metadata(trained))
 
     return _model
+
+
+def train_through_pipes(context: dg.AssetExecutionContext, family: ModelFamily, settings: Settings, inputs: dict,
+                        artifact_store: StorageResource) -> dg.Output[pd.DataFrame]:
+    """Run ``defect_assets.pipes_training`` as a subprocess under Dagster Pipes: its log lines and
+    per-epoch metrics arrive in this run; the model it registered becomes this asset's value."""
+    store_config = artifact_store.store_config()
+    if store_config is None:
+        raise dg.Failure("through_pipes needs an artifact store another process can open (a folder or a container)")
+    extras = {"family": family.name, "config": settings.model_dump(), "store": dataclasses.asdict(store_config),
+              "inputs": {name: sorted(v) if isinstance(v, dict) else None for name, v in inputs.items()}}
+    invocation = dg.PipesSubprocessClient().run(
+        context=context, command=[sys.executable, "-m", "defect_assets.pipes_training"], extras=extras)
+    reported = invocation.get_materialize_result().metadata or {}
+    version = reported["version"]
+    version = getattr(version, "value", version)
+    card = ModelRegistry(artifact_store.open()).card(str(version))
+    epochs = pd.DataFrame([m for m in invocation.get_custom_messages() if isinstance(m, dict)
+                           and m.get("kind") == "epoch"])
+    meta = {**reported, "trained_through": "dagster pipes (subprocess)", "epochs": len(epochs),
+            "val_roc_auc": card["validation"]["roc_auc"], "val_accuracy": card["validation"]["accuracy"]}
+    if len(epochs):
+        meta["history"] = md_table(epochs.drop(columns=["kind"]).round(4), max_rows=50)
+    return dg.Output(T.card_summary(card), metadata=meta)
 
 
 models_by_family = {f.name: build_model_asset(f) for f in MODEL_FAMILIES}

@@ -11,7 +11,19 @@ import dagster as dg
 from defect_assets.pipeline import families as train
 
 
-class ElasticNetConfig(dg.Config):
+class TrainingPlacement(dg.Config):
+    """Where a model family trains (a setting of the asset, never written into the model card)."""
+
+    through_pipes: bool = False
+    """Train in an external process under Dagster Pipes (``python -m defect_assets.pipes_training``
+    through ``dg.PipesSubprocessClient``; deploy/README.md shows the same on Azure ML), which
+    reports each epoch and the registered model back to this asset. False: in this run's process."""
+
+
+PLACEMENT_FIELDS = frozenset(TrainingPlacement.model_fields)
+
+
+class ElasticNetConfig(TrainingPlacement):
     task: str = "binary"
     """'binary' (defect or not) or 'multiclass' (every label, e.g. ELPV's 4 levels)."""
     C: float = 0.05
@@ -28,7 +40,7 @@ class ElasticNetConfig(dg.Config):
     """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
 
 
-class KerasTrainConfig(dg.Config):
+class KerasTrainConfig(TrainingPlacement):
     task: str = "binary"
     learning_rate: float = 1e-3
     batch_size: int = 64
@@ -75,7 +87,7 @@ class VGG16Config(KerasTrainConfig):
     patience: int = 4
 
 
-class EnsembleConfig(dg.Config):
+class EnsembleConfig(TrainingPlacement):
     metric: str = "roc_auc"
     """Validation metric that picks the members' weights."""
     weight_steps: int = 4

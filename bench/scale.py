@@ -1,0 +1,75 @@
+"""Benchmark: backbone features (the pretrained VGG16, blocks 3 and 4, mean+max pooled: what
+``backbone_features`` computes) of ELPV cells at 224 px on a real Dask cluster on this machine,
+with 1 and then 2 workers (one process, one thread and one TensorFlow thread each), side by side:
+images/s and the speed-up (target >= 1.7x with 2 workers on 2 cores). The features of both runs
+are compared with each other (they must agree within 1e-6 of the largest value).
+
+    .venv/bin/python bench/scale.py [--images 96] [--size 224] [--blocks 3 4] [--shard 8]
+
+Each worker builds its extractor before the clock starts (``engine.warm_worker``), so the figures
+are steady-state throughput, the number that sizes a cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from defect_assets.datasets.elpv import elpv_labels, elpv_root  # noqa: E402
+from defect_assets.ml.preprocess import prepare_patch  # noqa: E402
+from defect_assets.pipeline import engine  # noqa: E402
+from defect_assets.pipeline.features import backbone_features  # noqa: E402
+from defect_assets_tests.dask_cluster import LocalDaskCluster  # noqa: E402
+
+
+def elpv_cells(n: int, size: int) -> np.ndarray:
+    root = elpv_root()
+    paths = elpv_labels()["path"].tolist()[:n]
+    return np.stack([prepare_patch((root / p).read_bytes(), size, 1) for p in paths])
+
+
+def run(x: np.ndarray, workers: int, blocks: tuple[int, ...], shard: int, workdir: Path) -> tuple[float, np.ndarray]:
+    from distributed import Client
+
+    config = engine.backbone_config((x.shape[1], x.shape[2], 1), blocks, "offline", shard)
+    with LocalDaskCluster(workdir / f"w{workers}", workers=workers) as cluster:
+        with Client(cluster.address, set_as_default=False) as client:
+            client.run(engine.warm_worker, engine.backbone_task, config, x[:1])
+        t0 = time.perf_counter()
+        feats = backbone_features(x, blocks, batch_size=shard, shard_size=shard, address=cluster.address)
+        return time.perf_counter() - t0, feats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--blocks", type=int, nargs="+", default=[3, 4])
+    ap.add_argument("--shard", type=int, default=8, help="images per shard (and per forward batch)")
+    args = ap.parse_args()
+    x = elpv_cells(args.images, args.size)
+    print(f"{len(x)} ELPV cells at {args.size} px, VGG16 blocks {args.blocks}, shards of {args.shard}; "
+          f"{os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        s1, f1 = run(x, 1, tuple(args.blocks), args.shard, Path(tmp))
+        s2, f2 = run(x, 2, tuple(args.blocks), args.shard, Path(tmp))
+    r1, r2 = len(x) / s1, len(x) / s2
+    diff = float(np.abs(f1 - f2).max())
+    print(f"{'workers':>8} {'seconds':>8} {'images/s':>9} {'speed-up':>9}")
+    print(f"{1:>8} {s1:>8.1f} {r1:>9.2f} {1.0:>8.2f}x")
+    print(f"{2:>8} {s2:>8.1f} {r2:>9.2f} {r2 / r1:>8.2f}x")
+    print(f"features of the two runs: max |difference| {diff:.2e} (largest value {float(np.abs(f1).max()):.1f})")
+    print(f"one worker (1 core): {r1:.2f} images/s = {r1 * 86400:,.0f} images/day; "
+          f"1,000,000 images/day needs {1e6 / 86400 / r1:.1f} such workers at 100% busy")
+
+
+if __name__ == "__main__":
+    main()
