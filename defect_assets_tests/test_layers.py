@@ -80,15 +80,21 @@ SERVICE_WITHOUT_DAGSTER = textwrap.dedent('''
     app = create_app(ServiceSettings.from_env().with_(reload_seconds=0.2))
     sock = socket.socket(); sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
     client = DefectClient(f"http://127.0.0.1:{sock.getsockname()[1]}")
     deadline = time.monotonic() + 60
     while not client.ready():
         assert time.monotonic() < deadline, "the service did not get ready"
         time.sleep(0.1)
     result = client.predict([sys.argv[1]])[0]
+    print(json.dumps({"result": result, "dagster": sorted(m for m in sys.modules if m.startswith("dagster"))}),
+          flush=True)
+    # a clean shutdown (lifespan: the prediction log's last flush, the loader thread) before the
+    # interpreter exits: TensorFlow threads torn down mid-call at exit can crash the process
     server.should_exit = True
-    print(json.dumps({"result": result, "dagster": sorted(m for m in sys.modules if m.startswith("dagster"))}))
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the service did not shut down"
 ''')
 
 

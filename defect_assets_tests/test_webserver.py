@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 REPO = Path(__file__).resolve().parents[1]
 QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
@@ -123,10 +124,16 @@ def test_a_person_materializes_an_asset_from_the_ui(tmp_path, offline_page, monk
 
         # the asset graph: find the asset and select it
         page.goto(f"{ui}/asset-groups")
-        jump = page.get_by_placeholder("Jump to")
-        jump.fill("prediction_monitoring")
-        jump.press("Enter")
-        page.get_by_text("View in Asset Catalog").wait_for()  # the side panel of the selected asset
+        for attempt in range(3):  # the prompt can pop up mid-typing and swallow the Enter: type again
+            jump = page.get_by_placeholder("Jump to")
+            jump.fill("prediction_monitoring")
+            jump.press("Enter")
+            try:  # the side panel of the selected asset
+                page.get_by_text("View in Asset Catalog").wait_for(timeout=30_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
         page.get_by_role("button", name="Materialize selected").click()
 
         # the launch dialog: one partition, and a run config typed into the config editor
