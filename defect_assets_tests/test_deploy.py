@@ -13,7 +13,6 @@ import zipfile
 
 import dagster as dg
 import pytest
-from dagster._core.instance.ref import InstanceRef
 
 from defect_assets.defs.deploy.resources import ScoringService, scoring_service_from_env
 from defect_assets.defs.models.families import MODEL_FAMILIES
@@ -59,12 +58,13 @@ def evaluated_template(tmp_path_factory):
 
 
 @pytest.fixture
-def evaluated(evaluated_template, tmp_path):
+def evaluated(evaluated_template, tmp_path, monkeypatch):
     """A private copy of the evaluated template: (data dir, store, registry, versions, instance)."""
     root, versions = evaluated_template
     shutil.copytree(root / "data", tmp_path / "data")
     shutil.copytree(root / "home", tmp_path / "home")
-    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "home")))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    instance = dg.DagsterInstance.get()
     store = LocalObjectStore(tmp_path / "data" / "artifacts")
     yield tmp_path / "data", store, ModelRegistry(store), versions, instance
     instance.dispose()
