@@ -9,6 +9,12 @@ secret in it), loads the inputs from the artifact store as the IO manager stored
 back: each log line, each epoch's metrics as a custom message, and the registered model as the
 asset's materialization (its version is the data version).
 
+How the Pipes context comes in and the messages go out depends on where this runs: a subprocess
+reads both from the bootstrap environment (the default); an Azure ML job cannot reach the Dagster
+process, so ``DEFECT_ASSETS_PIPES_TRANSPORT=azure_blob`` makes it read its context from, and write
+its messages to, Blob Storage (``DEFECT_ASSETS_PIPES_ACCOUNT_URL``; the container and keys come in
+the bootstrap parameters), with the credential ``storage.env`` would use (a managed identity there).
+
 Only ``dagster_pipes`` (the protocol, no Dagster instance) is imported here.
 """
 
@@ -19,9 +25,33 @@ import os
 import time
 
 from defect_assets.pipeline.families import TRAINERS, Settings
-from defect_assets.storage.env import StoreConfig
+from defect_assets.storage.env import StoreConfig, blob_service_client, env_number
 from defect_assets.storage.formats import read_value
 from defect_assets.storage.layout import asset_value_prefix
+
+PIPES_TRANSPORT_ENV = "DEFECT_ASSETS_PIPES_TRANSPORT"
+PIPES_ACCOUNT_URL_ENV = "DEFECT_ASSETS_PIPES_ACCOUNT_URL"
+PIPES_MESSAGE_INTERVAL_ENV = "DEFECT_ASSETS_PIPES_MESSAGE_INTERVAL"
+"""Seconds between two uploads of message chunks (azure_blob transport); default 10."""
+
+
+def pipes_transport(environ=None) -> dict:
+    """The ``open_dagster_pipes`` arguments for where this process runs (see the module text)."""
+    env = os.environ if environ is None else environ
+    kind = env.get(PIPES_TRANSPORT_ENV, "").strip().lower()
+    if kind in ("", "env", "subprocess"):
+        return {}
+    if kind != "azure_blob":
+        raise ValueError(f"{PIPES_TRANSPORT_ENV}={kind!r}: use 'azure_blob' or leave it unset")
+    account_url = env.get(PIPES_ACCOUNT_URL_ENV, "").strip()
+    if not account_url:
+        raise ValueError(f"{PIPES_TRANSPORT_ENV}=azure_blob needs {PIPES_ACCOUNT_URL_ENV}")
+    from dagster_pipes import PipesAzureBlobStorageContextLoader, PipesAzureBlobStorageMessageWriter
+
+    service = blob_service_client(account_url, env)
+    interval = env_number(PIPES_MESSAGE_INTERVAL_ENV, 10, minimum=0.2, unit="seconds", environ=env)
+    return {"context_loader": PipesAzureBlobStorageContextLoader(service),
+            "message_writer": PipesAzureBlobStorageMessageWriter(service, interval=interval)}
 
 
 class PipesReporter:
@@ -55,7 +85,7 @@ def load_inputs(store, inputs: dict) -> dict:
 def main() -> None:
     from dagster_pipes import open_dagster_pipes
 
-    with open_dagster_pipes() as pipes:
+    with open_dagster_pipes(**pipes_transport()) as pipes:
         family = pipes.get_extra("family")
         if family not in TRAINERS:
             raise ValueError(f"unknown model family {family!r}; known: {', '.join(TRAINERS)}")

@@ -126,6 +126,23 @@ def azure_credential_env(environ: Mapping[str, str] | None = None) -> tuple[str,
     return "default", None
 
 
+def blob_service_client(account_url: str, environ: Mapping[str, str] | None = None):
+    """A ``BlobServiceClient`` for ``account_url`` with the credential the environment names (shared
+    key, else SAS token, else ``DefaultAzureCredential``: a managed identity on Azure)."""
+    from azure.storage.blob import BlobServiceClient
+
+    env = os.environ if environ is None else environ
+    if urlsplit(account_url).query:
+        raise ValueError("a Blob account URL must not carry a query string; put a SAS token in "
+                         f"{AZURE_SAS_TOKEN_ENV}")
+    kind, variable = azure_credential_env(env)
+    if variable:
+        return BlobServiceClient(account_url=account_url, credential=env[variable])
+    from azure.identity import DefaultAzureCredential
+
+    return BlobServiceClient(account_url=account_url, credential=DefaultAzureCredential())
+
+
 def storage_kind(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     kind = env.get(STORAGE_ENV, "local").strip().lower() or "local"

@@ -4,7 +4,6 @@ metrics, time). The training itself is in ``pipeline/families.py``."""
 
 import dataclasses
 import inspect
-import sys
 import time
 
 import dagster as dg
@@ -13,6 +12,7 @@ import pandas as pd
 
 from defect_assets.defs.metadata import md_png, md_table
 from defect_assets.defs.models.families import MODEL_FAMILIES, PLACEMENT_FIELDS, ModelFamily
+from defect_assets.defs.models.pipes import run_training_through_pipes
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.pipeline import engine
@@ -94,22 +94,22 @@ def build_model_asset(family: ModelFamily) -> dg.AssetsDefinition:
 
 def train_through_pipes(context: dg.AssetExecutionContext, family: ModelFamily, settings: Settings, inputs: dict,
                         artifact_store: StorageResource) -> dg.Output[pd.DataFrame]:
-    """Run ``defect_assets.pipes_training`` as a subprocess under Dagster Pipes: its log lines and
+    """Run ``defect_assets.pipes_training`` under Dagster Pipes (a subprocess here, an Azure ML job
+    when ``DEFECT_ASSETS_TRAINING_BACKEND=azureml``; see ``defs/models/pipes.py``): its log lines and
     per-epoch metrics arrive in this run; the model it registered becomes this asset's value."""
     store_config = artifact_store.store_config()
     if store_config is None:
         raise dg.Failure("through_pipes needs an artifact store another process can open (a folder or a container)")
     extras = {"family": family.name, "config": settings.model_dump(), "store": dataclasses.asdict(store_config),
               "inputs": {name: sorted(v) if isinstance(v, dict) else None for name, v in inputs.items()}}
-    invocation = dg.PipesSubprocessClient().run(
-        context=context, command=[sys.executable, "-m", "defect_assets.pipes_training"], extras=extras)
+    invocation, trained_through = run_training_through_pipes(context, family.name, extras, store_config)
     reported = invocation.get_materialize_result().metadata or {}
     version = reported["version"]
     version = getattr(version, "value", version)
     card = ModelRegistry(artifact_store.open()).card(str(version))
     epochs = pd.DataFrame([m for m in invocation.get_custom_messages() if isinstance(m, dict)
                            and m.get("kind") == "epoch"])
-    meta = {**reported, "trained_through": "dagster pipes (subprocess)", "epochs": len(epochs),
+    meta = {**reported, "trained_through": trained_through, "epochs": len(epochs),
             "val_roc_auc": card["validation"]["roc_auc"], "val_accuracy": card["validation"]["accuracy"]}
     if len(epochs):
         meta["history"] = md_table(epochs.drop(columns=["kind"]).round(4), max_rows=50)

@@ -1,0 +1,131 @@
+"""Where a model asset with ``through_pipes: true`` trains: the Pipes client, chosen by the
+environment like the stores and the Dask engine are.
+
+- ``DEFECT_ASSETS_TRAINING_BACKEND``: ``subprocess`` (default: ``dg.PipesSubprocessClient`` on this
+  machine) or ``azureml``;
+- ``AZUREML_SUBSCRIPTION_ID``, ``AZUREML_RESOURCE_GROUP``, ``AZUREML_WORKSPACE``: the workspace;
+- ``AZUREML_COMPUTE``: the compute cluster the job runs on (e.g. ``Standard_NC4as_T4_v3`` nodes);
+- ``AZUREML_ENVIRONMENT``: an Azure ML environment built from the code-location image
+  (e.g. ``defect-assets-train@latest``);
+- ``DEFECT_ASSETS_PIPES_ACCOUNT_URL``: the Blob account for the Pipes context and messages
+  (default: the artifact store's), ``DEFECT_ASSETS_PIPES_CONTAINER`` its container (``dagster-pipes``);
+- ``AZUREML_POLL_SECONDS``, ``DEFECT_ASSETS_PIPES_MESSAGE_INTERVAL``: how often the job's state
+  and its messages are read (15 s, 10 s).
+
+On Azure ML the same entry point (``python -m defect_assets.pipes_training``) runs as a command
+job through dagster-azure's ``PipesAzureMLClient``; context and messages travel through Blob
+Storage, and the job reaches the artifact store with its managed identity (no secret is sent).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import dagster as dg
+
+from defect_assets.pipes_training import PIPES_ACCOUNT_URL_ENV, PIPES_MESSAGE_INTERVAL_ENV, PIPES_TRANSPORT_ENV
+from defect_assets.storage.env import StoreConfig, blob_service_client, env_number
+
+TRAINING_BACKEND_ENV = "DEFECT_ASSETS_TRAINING_BACKEND"
+PIPES_CONTAINER_ENV = "DEFECT_ASSETS_PIPES_CONTAINER"
+ENTRY_POINT = "python -m defect_assets.pipes_training"
+AZUREML_REQUIRED = ("AZUREML_SUBSCRIPTION_ID", "AZUREML_RESOURCE_GROUP", "AZUREML_WORKSPACE", "AZUREML_COMPUTE",
+                    "AZUREML_ENVIRONMENT")
+
+
+def training_backend(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    backend = env.get(TRAINING_BACKEND_ENV, "").strip().lower() or "subprocess"
+    if backend not in ("subprocess", "azureml"):
+        raise ValueError(f"{TRAINING_BACKEND_ENV}={backend!r}: use 'subprocess' or 'azureml'")
+    return backend
+
+
+@dataclass(frozen=True)
+class AzureMLSettings:
+    """What the Azure ML backend needs, read from the environment (no secret among it)."""
+
+    subscription_id: str
+    resource_group: str
+    workspace: str
+    compute: str
+    environment: str
+    pipes_account_url: str
+    pipes_container: str = "dagster-pipes"
+    poll_seconds: float = 15.0
+    message_interval: float = 10.0
+
+    @classmethod
+    def from_env(cls, store: StoreConfig, environ: Mapping[str, str] | None = None) -> AzureMLSettings:
+        env = os.environ if environ is None else environ
+        missing = [name for name in AZUREML_REQUIRED if not env.get(name, "").strip()]
+        if missing:
+            raise ValueError(f"{TRAINING_BACKEND_ENV}=azureml needs {', '.join(missing)}")
+        if store.kind != "azure":
+            raise ValueError(f"{TRAINING_BACKEND_ENV}=azureml needs the artifact store in Blob Storage "
+                             "(DEFECT_ASSETS_STORAGE=azure): an Azure ML job cannot open a local folder")
+        return cls(subscription_id=env["AZUREML_SUBSCRIPTION_ID"].strip(),
+                   resource_group=env["AZUREML_RESOURCE_GROUP"].strip(), workspace=env["AZUREML_WORKSPACE"].strip(),
+                   compute=env["AZUREML_COMPUTE"].strip(), environment=env["AZUREML_ENVIRONMENT"].strip(),
+                   pipes_account_url=env.get(PIPES_ACCOUNT_URL_ENV, "").strip() or store.account_url,
+                   pipes_container=env.get(PIPES_CONTAINER_ENV, "").strip() or "dagster-pipes",
+                   poll_seconds=env_number("AZUREML_POLL_SECONDS", 15, minimum=0.1, environ=env),
+                   message_interval=env_number(PIPES_MESSAGE_INTERVAL_ENV, 10, minimum=0.2, environ=env))
+
+
+def azureml_command(settings: AzureMLSettings, family: str):
+    """The Azure ML command job that runs the training entry point (built locally, not submitted).
+    Its environment names the Blob transport; Pipes adds its bootstrap variables when it runs."""
+    from azure.ai.ml import command
+
+    return command(command=ENTRY_POINT, environment=settings.environment, compute=settings.compute,
+                   display_name=f"defect-assets {family} training", experiment_name="defect-assets-training",
+                   environment_variables={PIPES_TRANSPORT_ENV: "azure_blob",
+                                          PIPES_ACCOUNT_URL_ENV: settings.pipes_account_url,
+                                          PIPES_MESSAGE_INTERVAL_ENV: str(settings.message_interval)})
+
+
+def azureml_client(settings: AzureMLSettings, ml_client=None, blob_service=None):
+    """dagster-azure's ``PipesAzureMLClient`` for these settings. ``ml_client`` defaults to an
+    ``azure.ai.ml.MLClient`` on ``DefaultAzureCredential``; the Pipes container is created if missing."""
+    from dagster_azure.pipes import (
+        PipesAzureBlobStorageContextInjector,
+        PipesAzureBlobStorageMessageReader,
+        PipesAzureMLClient,
+    )
+
+    if ml_client is None:
+        from azure.ai.ml import MLClient
+        from azure.identity import DefaultAzureCredential
+
+        ml_client = MLClient(DefaultAzureCredential(), settings.subscription_id, settings.resource_group,
+                             settings.workspace)
+    blobs = blob_service or blob_service_client(settings.pipes_account_url)
+    container = blobs.get_container_client(settings.pipes_container)
+    if not container.exists():
+        container.create_container()
+    return PipesAzureMLClient(
+        client=ml_client, poll_interval_seconds=settings.poll_seconds,
+        context_injector=PipesAzureBlobStorageContextInjector(container=settings.pipes_container, client=blobs),
+        message_reader=PipesAzureBlobStorageMessageReader(container=settings.pipes_container, client=blobs,
+                                                          interval=settings.message_interval))
+
+
+def run_training_through_pipes(context: dg.AssetExecutionContext, family: str, extras: dict,
+                               store: StoreConfig) -> tuple[dg.PipesClientCompletedInvocation, str]:
+    """Run the training entry point on the configured backend; returns the invocation and how it ran."""
+    if training_backend() == "azureml":
+        try:
+            settings = AzureMLSettings.from_env(store)
+        except ValueError as e:
+            raise dg.Failure(str(e)) from None
+        invocation = azureml_client(settings).run(context=context, extras=extras,
+                                                             command=azureml_command(settings, family))
+        return invocation, f"dagster pipes (Azure ML, compute {settings.compute})"
+    invocation = dg.PipesSubprocessClient().run(context=context, command=[sys.executable, "-m",
+                                                                          "defect_assets.pipes_training"],
+                                                extras=extras)
+    return invocation, "dagster pipes (subprocess)"
