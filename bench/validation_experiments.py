@@ -1,0 +1,134 @@
+"""Experiments behind the ELPV defaults, on the VALIDATION split only (the test split is never
+read here): what the main job's choices are worth against their alternatives.
+
+    .venv/bin/python bench/validation_experiments.py [--data-dir data] [--views-limit 200]
+
+It reads what the main job left in ``--data-dir``:
+- elastic net on the cached VGG16 features: C, soft targets from ELPV's label probability (0,
+  1/3, 2/3, 1) against the thresholded class, balanced class weights or not;
+- test-time views (1, 2, 4, 8 quarter turns and mirrors) for every registered Keras model, through
+  the one scorer (``ml/scorer.py``), on the validation cells (``--views-limit`` of them, stratified
+  by a fixed seed; 0 = all).
+Each row: validation ROC AUC, accuracy and balanced accuracy at 0.5, and the fit time.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def stored(store, asset: str) -> dict:
+    from defect_assets.storage.formats import read_value
+
+    batches = sorted(store.walk_prefixes(f"{asset}/"))
+    return {b: read_value(store, f"{asset}/{b}") for b in batches if store.exists(f"{asset}/{b}/current.json")}
+
+
+def split_of(sets: dict, split: str):
+    """(arrays, table) of one split over every batch."""
+    parts = [(s, (s.table["split"] == split).to_numpy()) for _, s in sorted(sets.items())]
+    table = pd.concat([s.table[m] for s, m in parts], ignore_index=True)
+    return parts, table
+
+
+def row(name: str, y: np.ndarray, proba: np.ndarray, seconds: float) -> dict:
+    from defect_assets.ml.metrics import summary_metrics
+
+    m = summary_metrics(y, proba)
+    return {"experiment": name, "val_roc_auc": m["roc_auc"], "val_accuracy": m["accuracy"],
+            "val_balanced_acc": m["balanced_accuracy"], "seconds": round(seconds, 1)}
+
+
+def elastic_net_experiments(store, c_grid: list[float]) -> pd.DataFrame:
+    from defect_assets.ml.linear import fit_elastic_net, soft_binary_rows
+
+    feats = stored(store, "backbone_features")
+    xs, tables = {}, {}
+    for split in ("train", "validation"):
+        parts, tables[split] = split_of(feats, split)
+        xs[split] = np.concatenate([np.asarray(s.arrays["features"])[m] for s, m in parts])
+    y = {s: tables[s]["is_defect"].to_numpy().astype(int) for s in tables}
+    p = pd.to_numeric(tables["train"]["label"], errors="coerce").to_numpy()
+    p = np.where(np.isfinite(p), p, y["train"].astype(float))
+    classes = ["ok", "defect"]
+    print(f"elastic net: {len(y['train'])} train and {len(y['validation'])} validation cells, "
+          f"{xs['train'].shape[1]} features", flush=True)
+    rows = []
+    for C in c_grid:
+        for soft in (False, True):
+            for weight in (("balanced", None) if not soft else ("balanced",)):
+                fx, fy, w = (soft_binary_rows(xs["train"], p) if soft else (xs["train"], y["train"], None))
+                t0 = time.perf_counter()
+                model = fit_elastic_net(fx, fy, classes, C=C, l1_ratio=0.5, class_weight=weight, sample_weight=w)
+                name = f"elastic net C={C} {'soft' if soft else 'hard'} targets, {weight or 'unweighted'}"
+                rows.append(row(name, y["validation"], model.predict_proba(xs["validation"]),
+                                time.perf_counter() - t0))
+                print("   ", rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
+def view_experiments(store, limit: int) -> pd.DataFrame:
+    from defect_assets.ml.scorer import load_registered
+    from defect_assets.storage.registry import ModelRegistry
+
+    registry = ModelRegistry(store)
+    patches = stored(store, "labeled_patches")
+    parts, table = split_of(patches, "validation")
+    x = np.concatenate([np.asarray(s.arrays["patches"])[m] for s, m in parts])
+    y = table["is_defect"].to_numpy().astype(int)
+    if limit and limit < len(y):
+        rng = np.random.default_rng(0)
+        keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == k), round(limit * (y == k).mean()),
+                                                  replace=False) for k in (0, 1)]))
+        x, y = x[keep], y[keep]
+    newest = {}
+    for card in registry.versions():
+        if card.get("kind") != "features+linear" and card["family"] in ("scratch_cnn", "fine_tuned_vgg16"):
+            newest[card["family"]] = card["version"]  # versions come oldest first
+    print(f"test-time views: {len(y)} validation cells; models {newest}", flush=True)
+    rows = []
+    for family, version in newest.items():
+        scorer = load_registered(registry, version)
+        base = dict(scorer.card)
+        for views in (1, 2, 4, 8):
+            scorer.card = {**base, "inference": {**(base.get("inference") or {}), "views": views}}
+            t0 = time.perf_counter()
+            proba = scorer.predict_proba(x)
+            rows.append(row(f"{family} {views} view(s)", y, proba, time.perf_counter() - t0))
+            print("   ", rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=ROOT / "data")
+    ap.add_argument("--c-grid", type=float, nargs="+", default=[0.02, 0.05, 0.2, 0.5])
+    ap.add_argument("--views-limit", type=int, default=0)
+    ap.add_argument("--skip-views", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "validation_experiments.txt")
+    args = ap.parse_args()
+
+    from defect_assets.storage import LocalObjectStore
+
+    store = LocalObjectStore(args.data_dir / "artifacts")
+    tables = [elastic_net_experiments(store, args.c_grid)]
+    if not args.skip_views:
+        tables.append(view_experiments(store, args.views_limit))
+    text = pd.concat(tables, ignore_index=True).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    print("\nValidation split only (the test split is not read):\n" + text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(f"# {' '.join(sys.argv)}\n{text}\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
