@@ -6,6 +6,9 @@ read here): what the main job's choices are worth against their alternatives.
 It reads what the main job left in ``--data-dir``:
 - elastic net on the cached VGG16 features: C, soft targets from ELPV's label probability (0,
   1/3, 2/3, 1) against the thresholded class, balanced class weights or not;
+- the cell size (``--image-sizes``): the original 300 px cells of the same train and validation
+  splits re-read and resized to each size, the same VGG16 features (blocks 3+4), the same elastic
+  net with C chosen on validation;
 - test-time views (1, 2, 4, 8 quarter turns and mirrors) for every registered Keras model, through
   the one scorer (``ml/scorer.py``), on the validation cells (``--views-limit`` of them, stratified
   by a fixed seed; 0 = all).
@@ -48,14 +51,51 @@ def row(name: str, y: np.ndarray, proba: np.ndarray, seconds: float) -> dict:
             "val_balanced_acc": m["balanced_accuracy"], "seconds": round(seconds, 1)}
 
 
-def elastic_net_experiments(store, c_grid: list[float]) -> pd.DataFrame:
-    from defect_assets.ml.linear import fit_elastic_net, soft_binary_rows
-
+def cached_features(store) -> tuple[dict, dict]:
+    """({split: features}, {split: table}) of train and validation from the main job's cache."""
     feats = stored(store, "backbone_features")
     xs, tables = {}, {}
     for split in ("train", "validation"):
         parts, tables[split] = split_of(feats, split)
         xs[split] = np.concatenate([np.asarray(s.arrays["features"])[m] for s, m in parts])
+    return xs, tables
+
+
+def size_experiments(store, sizes: list[int], c_grid: list[float]) -> pd.DataFrame:
+    """Val AUC of the elastic net (C picked on validation) on features of cells resized to each size."""
+    from defect_assets.datasets.elpv import elpv_root
+    from defect_assets.ml.linear import fit_elastic_net
+    from defect_assets.ml.metrics import summary_metrics
+    from defect_assets.ml.preprocess import prepare_patch
+    from defect_assets.pipeline.features import backbone_features
+
+    patches = stored(store, "labeled_patches")
+    tables = {split: split_of(patches, split)[1] for split in ("train", "validation")}
+    root, rows = elpv_root(), []
+    for size in sizes:
+        t0 = time.perf_counter()
+        xs = {split: backbone_features(np.stack([prepare_patch((root / "images" / name).read_bytes(), size, 1)
+                                                 for name in table["image"]]), (3, 4), batch_size=32)
+              for split, table in tables.items()}
+        extract = time.perf_counter() - t0
+        y = {s: tables[s]["is_defect"].to_numpy().astype(int) for s in tables}
+        best = None
+        for C in c_grid:
+            model = fit_elastic_net(xs["train"], y["train"], ["ok", "defect"], C=C, l1_ratio=0.5)
+            proba = model.predict_proba(xs["validation"])
+            if best is None or summary_metrics(y["validation"], proba)["roc_auc"] > best[1]["roc_auc"]:
+                best = (C, summary_metrics(y["validation"], proba), proba)
+        rows.append(row(f"cells at {size} px (elastic net, C={best[0]} on validation)", y["validation"], best[2],
+                        time.perf_counter() - t0))
+        rows[-1]["extract_s"] = round(extract, 1)
+        print("   ", rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
+def elastic_net_experiments(store, c_grid: list[float]) -> pd.DataFrame:
+    from defect_assets.ml.linear import fit_elastic_net, soft_binary_rows
+
+    xs, tables = cached_features(store)
     y = {s: tables[s]["is_defect"].to_numpy().astype(int) for s in tables}
     p = pd.to_numeric(tables["train"]["label"], errors="coerce").to_numpy()
     p = np.where(np.isfinite(p), p, y["train"].astype(float))
@@ -114,6 +154,8 @@ def main() -> None:
     ap.add_argument("--c-grid", type=float, nargs="+", default=[0.02, 0.05, 0.2, 0.5])
     ap.add_argument("--views-limit", type=int, default=0)
     ap.add_argument("--skip-views", action="store_true")
+    ap.add_argument("--image-sizes", type=int, nargs="*", default=[],
+                    help="cell sizes to compare (features recomputed from the original cells)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "validation_experiments.txt")
     args = ap.parse_args()
 
@@ -123,6 +165,8 @@ def main() -> None:
     tables = [elastic_net_experiments(store, args.c_grid)]
     if not args.skip_views:
         tables.append(view_experiments(store, args.views_limit))
+    if args.image_sizes:
+        tables.append(size_experiments(store, args.image_sizes, args.c_grid))
     text = pd.concat(tables, ignore_index=True).to_string(index=False, float_format=lambda v: f"{v:.3f}")
     print("\nValidation split only (the test split is not read):\n" + text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
