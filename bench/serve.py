@@ -282,7 +282,11 @@ def run_bench(args, data_dir: str, version: str) -> None:
         print(f"{label:<34}{r['requests']:>10,}{r['per_second']:>11,.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
               f"{len(r['errors']):>8}")
     s, n, h, one = results["service"], results["naive"], results["hello"], results["service-1"]
-    print(f"service / naive throughput:     {s['per_second'] / max(n['per_second'], 1e-9):6.1f}x  (target >= 10x)")
+    if n["requests"] and s["requests"]:
+        print(f"service / naive throughput:     {s['per_second'] / n['per_second']:6.1f}x  (target >= 10x)")
+    else:
+        print("service / naive throughput:     n/a (a server completed no request in the window: use a longer "
+              "--seconds for a slow model)")
     print(f"service p99 latency, 1 client:  {one['p99']:6.1f} ms (target <= 100 ms)")
     print(f"service p99 latency, {args.concurrency} clients: {s['p99']:6.1f} ms")
     print(f"service / hello-world requests: {100 * s['per_second'] / max(h['per_second'], 1e-9):6.1f}%"
