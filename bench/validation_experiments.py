@@ -123,7 +123,9 @@ def view_experiments(store, limit: int) -> pd.DataFrame:
     registry = ModelRegistry(store)
     patches = stored(store, "labeled_patches")
     parts, table = split_of(patches, "validation")
-    x = np.concatenate([np.asarray(s.arrays["patches"])[m] for s, m in parts])
+    from defect_assets.pipeline.patching import patches_of
+
+    x = np.concatenate([np.asarray(patches_of(s))[m] for s, m in parts])
     y = table["is_defect"].to_numpy().astype(int)
     if limit and limit < len(y):
         rng = np.random.default_rng(0)
@@ -154,6 +156,7 @@ def main() -> None:
     ap.add_argument("--c-grid", type=float, nargs="+", default=[0.02, 0.05, 0.2, 0.5])
     ap.add_argument("--views-limit", type=int, default=0)
     ap.add_argument("--skip-views", action="store_true")
+    ap.add_argument("--skip-elastic-net", action="store_true")
     ap.add_argument("--image-sizes", type=int, nargs="*", default=[],
                     help="cell sizes to compare (features recomputed from the original cells)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "validation_experiments.txt")
@@ -162,7 +165,7 @@ def main() -> None:
     from defect_assets.storage import LocalObjectStore
 
     store = LocalObjectStore(args.data_dir / "artifacts")
-    tables = [elastic_net_experiments(store, args.c_grid)]
+    tables = [] if args.skip_elastic_net else [elastic_net_experiments(store, args.c_grid)]
     if not args.skip_views:
         tables.append(view_experiments(store, args.views_limit))
     if args.image_sizes:
