@@ -1,11 +1,9 @@
 """The IO manager that puts asset values into the artifact store in open formats:
 DataFrames as Parquet, ArrayTables as Parquet + .npy, typed documents (dataclasses with
 ``to_dict``/``from_dict``, e.g. the champion) as JSON, each as an atomic version under
-``<asset>/<partition>/``. A downstream asset that reads several partitions gets a mapping
-{partition: value} whose values are read when first used (training through Pipes passes only
-the batch names to another process, so the Dagster process never reads the patch sets)."""
+``<asset>/<partition>/``. A downstream asset that reads several partitions gets a dict
+{partition: value}."""
 
-from collections.abc import Iterator, Mapping
 
 import dagster as dg
 
@@ -16,30 +14,6 @@ from defect_assets.storage.layout import asset_value_prefix
 
 def asset_prefix(asset_key: dg.AssetKey, partition: str | None) -> str:
     return asset_value_prefix(asset_key.path, partition)
-
-
-class BatchValues(Mapping):
-    """{batch: value} of one asset, each value read from the store on first access, then kept."""
-
-    def __init__(self, store, asset_key: dg.AssetKey, batches: list[str]):
-        self._store, self._key, self._batches = store, asset_key, list(batches)
-        self._values: dict = {}
-
-    def __getitem__(self, batch: str):
-        if batch not in self._batches:
-            raise KeyError(batch)
-        if batch not in self._values:
-            self._values[batch] = read_value(self._store, asset_prefix(self._key, batch))
-        return self._values[batch]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._batches)
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def loaded(self) -> list[str]:
-        return [b for b in self._batches if b in self._values]
 
 
 class ArtifactIOManager(dg.ConfigurableIOManager):
@@ -72,4 +46,4 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
                                 f"using {len(built)} batch(es)")
         if not built:
             raise FileNotFoundError(f"{context.asset_key.to_user_string()} is not materialized for any batch yet")
-        return BatchValues(store, context.asset_key, built)
+        return {pk: read_value(store, asset_prefix(context.asset_key, pk)) for pk in built}

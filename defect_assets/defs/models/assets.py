@@ -5,7 +5,6 @@ metrics, time). The training itself is in ``pipeline/families.py``."""
 import dataclasses
 import inspect
 import time
-from collections.abc import Mapping
 
 import dagster as dg
 import numpy as np
@@ -102,7 +101,7 @@ def train_through_pipes(context: dg.AssetExecutionContext, family: ModelFamily, 
     if store_config is None:
         raise dg.Failure("through_pipes needs an artifact store another process can open (a folder or a container)")
     extras = {"family": family.name, "config": settings.model_dump(), "store": dataclasses.asdict(store_config),
-              "inputs": {name: sorted(v) if isinstance(v, Mapping) else None for name, v in inputs.items()}}
+              "inputs": {name: sorted(v) if isinstance(v, dict) else None for name, v in inputs.items()}}
     invocation, trained_through = run_training_through_pipes(context, family.name, extras, store_config)
     reported = invocation.get_materialize_result().metadata or {}
     version = reported["version"]
