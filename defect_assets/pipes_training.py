@@ -25,14 +25,14 @@ import os
 import time
 
 from defect_assets.pipeline.families import TRAINERS, Settings
+from defect_assets.pipeline.pipes_transport import (
+    PIPES_ACCOUNT_URL_ENV,
+    PIPES_MESSAGE_INTERVAL_ENV,
+    PIPES_TRANSPORT_ENV,
+)
 from defect_assets.storage.env import StoreConfig, blob_service_client, env_number
 from defect_assets.storage.formats import read_value
 from defect_assets.storage.layout import asset_value_prefix
-
-PIPES_TRANSPORT_ENV = "DEFECT_ASSETS_PIPES_TRANSPORT"
-PIPES_ACCOUNT_URL_ENV = "DEFECT_ASSETS_PIPES_ACCOUNT_URL"
-PIPES_MESSAGE_INTERVAL_ENV = "DEFECT_ASSETS_PIPES_MESSAGE_INTERVAL"
-"""Seconds between two uploads of message chunks (azure_blob transport); default 10."""
 
 
 def pipes_transport(environ=None) -> dict:

@@ -262,8 +262,15 @@ def test_concurrent_requests_share_model_calls(service):
     images = [png_bytes(smooth_image(32, 32, seed=s)) for s in range(48)]
     want = expected_proba(registry, versions["a"], images)
     before = svc.app.state.service.batcher.model_calls
+    wave = threading.Barrier(16)  # 3 waves of 16 clients sending together (load staggers thread starts)
+
+    def send(im):
+        client = DefectClient(svc.url)
+        wave.wait(timeout=60)
+        return client.predict([im])[0]
+
     with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(lambda im: DefectClient(svc.url).predict([im])[0], images))
+        results = list(pool.map(send, images))
     calls = svc.app.state.service.batcher.model_calls - before
     got = np.array([r["probabilities"]["defect"] for r in results])
     np.testing.assert_allclose(got, want[:, 1], atol=1e-5)

@@ -26,7 +26,11 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from defect_assets.pipes_training import PIPES_ACCOUNT_URL_ENV, PIPES_MESSAGE_INTERVAL_ENV, PIPES_TRANSPORT_ENV
+from defect_assets.pipeline.pipes_transport import (
+    PIPES_ACCOUNT_URL_ENV,
+    PIPES_MESSAGE_INTERVAL_ENV,
+    PIPES_TRANSPORT_ENV,
+)
 from defect_assets.storage.env import StoreConfig, blob_service_client, env_number
 
 TRAINING_BACKEND_ENV = "DEFECT_ASSETS_TRAINING_BACKEND"
