@@ -23,10 +23,9 @@ EPOCHS = 2
 scratch_cnn_model = models_by_family["scratch_cnn"]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_scratch_cnn_trains_in_a_pipes_subprocess_and_reports_epochs_and_version(tmp_path):
-    store = LocalObjectStore(tmp_path / "data" / "artifacts")
+def train_through_pipes(store, resources: dict):
+    """Store one batch's patch sets as the IO manager does (here they are sources) and materialize
+    a tiny ``scratch_cnn_model`` with ``through_pipes``; returns (result, instance)."""
     patch_set = synthetic_patch_set(n_scenes=14, size=32, seed=5)
     write_value(store, asset_value_prefix(["labeled_patches"], "p1"), patch_set)
     write_value(store, asset_value_prefix(["augmented_training_set"], "p1"), build_augmented_set(patch_set))
@@ -34,12 +33,18 @@ def test_scratch_cnn_trains_in_a_pipes_subprocess_and_reports_epochs_and_version
     instance.add_dynamic_partitions(BATCHES, ["p1"])
     config = {"filters": [4, 8], "epochs": EPOCHS, "images_per_epoch": 256, "batch_size": 32,
               "train_angle_step": 90, "through_pipes": True}
-    # the batch's patch sets were stored above as the IO manager stores them: here they are sources
     upstream = [dg.AssetSpec(name, partitions_def=batch_partitions) for name in ("labeled_patches",
                                                                                  "augmented_training_set")]
-    result = dg.materialize([*upstream, scratch_cnn_model], instance=instance,
-                            resources=default_resources(tmp_path / "data"),
+    result = dg.materialize([*upstream, scratch_cnn_model], instance=instance, resources=resources,
                             run_config={"ops": {"scratch_cnn_model": {"config": config}}})
+    return result, instance
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_scratch_cnn_trains_in_a_pipes_subprocess_and_reports_epochs_and_version(tmp_path):
+    store = LocalObjectStore(tmp_path / "data" / "artifacts")
+    result, instance = train_through_pipes(store, default_resources(tmp_path / "data"))
     assert result.success
     (mat,) = result.asset_materializations_for_node("scratch_cnn_model")
     meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
@@ -123,17 +128,7 @@ def test_with_the_azureml_backend_training_runs_as_a_command_job_talking_through
     monkeypatch.setattr(azure.ai.ml, "MLClient", LocalAzureMLJobs)
     LocalAzureMLJobs.submitted.clear()
     store = store_config("artifacts").open()
-    patch_set = synthetic_patch_set(n_scenes=14, size=32, seed=5)
-    write_value(store, asset_value_prefix(["labeled_patches"], "p1"), patch_set)
-    write_value(store, asset_value_prefix(["augmented_training_set"], "p1"), build_augmented_set(patch_set))
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(BATCHES, ["p1"])
-    config = {"filters": [4, 8], "epochs": EPOCHS, "images_per_epoch": 256, "batch_size": 32,
-              "train_angle_step": 90, "through_pipes": True}
-    upstream = [dg.AssetSpec(name, partitions_def=batch_partitions) for name in ("labeled_patches",
-                                                                                 "augmented_training_set")]
-    result = dg.materialize([*upstream, scratch_cnn_model], instance=instance, resources=default_resources(),
-                            run_config={"ops": {"scratch_cnn_model": {"config": config}}})
+    result, instance = train_through_pipes(store, default_resources())
     assert result.success
 
     (job,) = LocalAzureMLJobs.submitted  # one command job, as Azure ML would have received it
