@@ -121,11 +121,12 @@ def azureml_client(settings: AzureMLSettings, ml_client=None, blob_service=None)
 def run_training_through_pipes(context: dg.AssetExecutionContext, family: str, extras: dict,
                                store: StoreConfig) -> tuple[dg.PipesClientCompletedInvocation, str]:
     """Run the training entry point on the configured backend; returns the invocation and how it ran."""
-    if training_backend() == "azureml":
-        try:
-            settings = AzureMLSettings.from_env(store)
-        except ValueError as e:
-            raise dg.Failure(str(e)) from None
+    try:  # a wrong setting fails the asset with the reason, not with a stack trace
+        backend = training_backend()
+        settings = AzureMLSettings.from_env(store) if backend == "azureml" else None
+    except ValueError as e:
+        raise dg.Failure(str(e)) from None
+    if settings is not None:
         invocation = azureml_client(settings).run(context=context, extras=extras,
                                                              command=azureml_command(settings, family))
         return invocation, f"dagster pipes (Azure ML, compute {settings.compute})"
