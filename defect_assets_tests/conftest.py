@@ -13,6 +13,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from defect_assets.storage import LocalObjectStore  # noqa: E402
 
+
+def _import_anyio_eagerly() -> None:
+    """Resolve anyio's lazily imported submodules here, in the main thread, before any server thread.
+
+    anyio (4.16) imports its submodules on first attribute access, so Starlette's first file
+    response (`anyio.open_file`) imports `anyio._core._fileio` inside the uvicorn thread. Under
+    pytest that import is assertion-rewritten (anyio ships a pytest plugin, and pytest rewrites the
+    packages of its plugins), i.e. `ast.parse` runs in a server thread while another thread may be
+    parsing too; CPython 3.11 shares the AST constructor's recursion counter between threads and
+    can raise `SystemError: AST constructor recursion depth mismatch` (python/cpython#106905). It
+    broke one dashboard request in CI. Outside pytest nothing is rewritten, so the service needs no
+    such step.
+    """
+    import importlib
+
+    import anyio
+    import anyio.abc
+
+    for module in (anyio, anyio.abc):
+        for name in dir(module):
+            getattr(module, name)
+    importlib.import_module("anyio._backends._asyncio")  # what the event loop thread loads on first use
+
+
+_import_anyio_eagerly()
+
 # The browser fixtures, registered once for every module: one Playwright (and one Chromium) per session
 from defect_assets_tests.browser import browser, offline_page  # noqa: E402, F401
 
