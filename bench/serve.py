@@ -4,7 +4,7 @@ on the same stack (FastAPI on uvicorn, same flags, access log off for all three)
 images/s, p50 and p99 latency of each and the ratios. Targets: >= 10x the naive server's
 throughput at p99 <= 100 ms for 64x64 patches; >= 30% of the hello-world requests/s.
 
-    .venv/bin/python bench/serve.py [--concurrency 32] [--seconds 4] [--data-dir DIR [--elpv 16]]
+    .venv/bin/python bench/serve.py [--concurrency 32] [--seconds 4] [--data-dir DIR [--elpv 16] [--version V]]
 
 By default it registers a tiny 64x64 CNN (two 8-filter conv layers, 730 parameters; untrained,
 as only its compute counts here) in a temporary folder; ``--data-dir data`` benchmarks the production model of
@@ -181,6 +181,8 @@ def main() -> None:
     p.add_argument("--elpv", type=int, default=0, metavar="N",
                    help="send N real full-size ELPV cells (300x300 PNG from the elpv-dataset package) instead of "
                         "random images at the model's input size")
+    p.add_argument("--version", help="with --data-dir: serve this registered version instead of the production one "
+                   "(a promoted copy of the registry in a temporary folder; DIR is not changed)")
     p.add_argument("--role", choices=["naive", "hello"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -197,11 +199,38 @@ def main() -> None:
             version = (ModelRegistry(LocalObjectStore(Path(data_dir) / "artifacts")).production() or {}).get("version")
             if not version:
                 sys.exit(f"no production model in {data_dir}/artifacts (run ./run demo first)")
+            if args.version:
+                data_dir, version = str(tmp), serve_other_version(Path(data_dir), args.version, tmp)
         else:
             data_dir, version = str(tmp), tiny_store(tmp)
         run_bench(args, data_dir, version)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def serve_other_version(data_dir: Path, version: str, tmp: Path) -> str:
+    """A copy of DIR's model registry in ``tmp`` with ``version`` in production (DIR is not touched),
+    its threshold and test metrics taken from its evaluation report: the service then serves that
+    model exactly as it would after a promotion (e.g. one family of the ELPV main job, to set its
+    speed beside the champion's)."""
+    from defect_assets.storage import LocalObjectStore
+    from defect_assets.storage.registry import ModelRegistry
+
+    source = ModelRegistry(LocalObjectStore(data_dir / "artifacts"))
+    family = ModelRegistry.family_of(version)
+    if version not in {v["version"] for v in source.versions(family)}:
+        sys.exit(f"no model version {version} in {data_dir}/artifacts")
+    folder = data_dir / "artifacts" / "evaluations" / family
+    reports = [json.loads(p.read_text()) for p in sorted(folder.glob("*/report.json"))]
+    report = next((r for r in reversed(reports) if r.get("model_version") == version), None)
+    if report is None:
+        sys.exit(f"{version} has no evaluation report in {data_dir}/artifacts/evaluations/{family}")
+    shutil.copytree(data_dir / "artifacts" / source.root, tmp / "artifacts" / source.root)
+    copy = ModelRegistry(LocalObjectStore(tmp / "artifacts"))
+    metrics = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+    copy.promote(version, threshold=report["threshold"], evaluation_id=report["evaluation_id"],
+                 test_metrics={k: report[k] for k in metrics})
+    return version
 
 
 def run_bench(args, data_dir: str, version: str) -> None:
