@@ -59,3 +59,47 @@ def test_label_three_images_with_clicks_and_keys_then_undo_one(tmp_path, offline
     assert view["next"]["item_id"] == order[2] and view["progress"]["labeled"] == 2
     assert offline_page.blocked == []  # nothing beyond 127.0.0.1 was asked for: no CDN, no web font
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_no_label_is_taken_before_the_photo_is_shown(tmp_path, offline_page):
+    """While the next photo is still on its way the page takes no label (the last photo must not be
+    labeled as the next one), and a photo that cannot load can be skipped but not labeled."""
+    store, _, versions, queue = labeling_project(tmp_path, per_round=5)
+    order = queue.items.sort_values("rank")["item_id"].tolist()
+    page = offline_page.page
+    held = []
+    page.route(f"**/v1/labeling/items/{order[1]}/image", lambda r: held.append(r))  # answered later, by hand
+    page.route(f"**/v1/labeling/items/{order[2]}/image", lambda r: r.abort())  # never arrives
+    photo = "document.getElementById('photo')"
+    with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1, labelers=LABELERS)) as svc:
+        svc.wait_ready(versions["a"])
+        page.goto(svc.url + "/label")
+        page.fill("#token", ANA)
+        page.click("#sign-in")
+        page.wait_for_function(SHOWN.format(item=order[0]))
+
+        page.keyboard.press("2")  # labels the first; the second photo is held back
+        page.wait_for_function("document.body.dataset.labeled === '1' && "
+                               f"document.body.dataset.item === {order[1]!r}")
+        assert page.evaluate(f"{photo}.style.visibility") == "hidden"  # not the first photo any more
+        assert page.evaluate("document.body.dataset.state") == "busy"
+        page.keyboard.press("1")  # ignored: the second photo is not shown yet
+        page.keyboard.press("2")
+        assert held and page.evaluate("document.body.dataset.labeled") == "1"
+        held[0].continue_()
+        page.wait_for_function(SHOWN.format(item=order[1]))
+        assert page.evaluate(f"{photo}.naturalWidth") == 192
+        assert page.evaluate(f"{photo}.style.visibility") == "visible"
+
+        page.keyboard.press("1")  # labels the second; the third photo fails
+        page.wait_for_function(SHOWN.format(item=order[2]))
+        assert "could not be shown" in page.locator("#message").inner_text()
+        assert page.evaluate(f"{photo}.style.visibility") == "hidden"
+        page.keyboard.press("1")  # refused: that image was never shown
+        page.wait_for_function("document.getElementById('message').textContent.includes('is not shown')")
+        page.keyboard.press("s")  # skipping it is allowed
+        page.wait_for_function(SHOWN.format(item=order[3]))
+        assert page.locator("#progress-text").inner_text() == "2 labeled, 1 skipped, 2 to go of 5"
+    labels = LabelLog(store).labels()
+    assert sorted(zip(labels["item"], labels["label"])) == sorted([(order[0], "defect"), (order[1], "ok")])

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const page = { view: null, item: null, busy: false, heatmap: true };
+const page = { view: null, item: null, busy: false, heatmap: true, photoShown: false };
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -60,7 +60,24 @@ function renderClasses(classes) {
   });
 }
 
-function renderItem(item) {
+// The next photo replaces the previous one only once it is decoded, and the page is "ready" (takes
+// labels) only then: a fast labeler must never label an image while still looking at the last one.
+async function showPhoto(item) {
+  const photo = $("photo");
+  page.photoShown = false;
+  photo.style.visibility = "hidden";
+  photo.src = item.image_url;
+  try {
+    await photo.decode();
+  } catch {
+    throw new Error(`${item.image} could not be shown: skip it (S) or reload the page`);
+  }
+  if (page.item !== item) return;  // a newer item took its place meanwhile
+  photo.style.visibility = "visible";
+  page.photoShown = true;
+}
+
+async function renderItem(item) {
   page.item = item;
   if (!item) {
     $("desk").hidden = true;
@@ -72,7 +89,6 @@ function renderItem(item) {
   $("desk").hidden = false;
   $("done").hidden = true;
   document.body.dataset.item = item.item_id;
-  $("photo").src = item.image_url;
   $("image-name").textContent = `#${item.rank}: ${item.batch} / ${item.image} (${item.width}x${item.height})`;
   $("annotate-link").href =
     `/annotate?batch=${encodeURIComponent(item.batch)}&image=${encodeURIComponent(item.image)}`;
@@ -108,6 +124,7 @@ function renderItem(item) {
     heat.removeAttribute("src");
     heat.hidden = true;
   }
+  await showPhoto(item);
   setState("ready");
 }
 
@@ -121,20 +138,27 @@ function render(view) {
 }
 
 async function load() {
+  page.busy = true;
   setState("busy");
   try {
     const view = await api("GET", "/v1/labeling/queue");
     render(view);
-    renderItem(view.next);
+    await renderItem(view.next);
   } catch (e) {
     say(e.message);
-    setState("error");
+    setState(page.item ? "ready" : "error");
+  } finally {
+    page.busy = false;
   }
 }
 
 async function act(kind, label) {
   if (page.busy) return;
   if (kind !== "undo" && !page.item) return;
+  if (kind === "label" && !page.photoShown) {
+    say("this image is not shown: skip it (S) or reload the page");
+    return;
+  }
   page.busy = true;
   setState("busy");
   try {
@@ -152,7 +176,7 @@ async function act(kind, label) {
     page.view.progress = doc.progress;
     page.view.can_undo = doc.can_undo;
     render(page.view);
-    renderItem(kind === "undo" ? doc.restored : doc.next);
+    await renderItem(kind === "undo" ? doc.restored : doc.next);
   } catch (e) {
     say(e.message);
     setState(page.item ? "ready" : "done");
