@@ -62,6 +62,7 @@ function renderClasses(classes) {
 
 // The next photo replaces the previous one only once it is decoded, and the page is "ready" (takes
 // labels) only then: a fast labeler must never label an image while still looking at the last one.
+// (No other item can be rendered meanwhile: `page.busy` holds every action until it is shown.)
 async function showPhoto(item) {
   const photo = $("photo");
   page.photoShown = false;
@@ -72,7 +73,6 @@ async function showPhoto(item) {
   } catch {
     throw new Error(`${item.image} could not be shown: skip it (S) or reload the page`);
   }
-  if (page.item !== item) return;  // a newer item took its place meanwhile
   photo.style.visibility = "visible";
   page.photoShown = true;
 }
