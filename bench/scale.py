@@ -40,7 +40,8 @@ def elpv_cells(n: int, size: int) -> np.ndarray:
 
 def timed(x: np.ndarray, blocks: tuple[int, ...], shard: int, address: str) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
-    feats = backbone_features(x, blocks, batch_size=shard, shard_size=shard, address=address)
+    feats = backbone_features(x, {"backbone": "vgg16", "blocks": list(blocks), "weights": "offline"},
+                              batch_size=shard, shard_size=shard, address=address)
     return time.perf_counter() - t0, feats
 
 
@@ -59,7 +60,8 @@ def main() -> None:
     blocks = tuple(args.blocks)
     print(f"{len(x)} ELPV cells at {args.size} px, VGG16 blocks {list(blocks)}, shards of {args.shard}; "
           f"{os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.2f}; {args.rounds} rounds")
-    config = engine.backbone_config((x.shape[1], x.shape[2], 1), blocks, "offline", args.shard)
+    config = engine.backbone_config((x.shape[1], x.shape[2], 1),
+                                    {"backbone": "vgg16", "blocks": list(blocks), "weights": "offline"}, args.shard)
     seconds: dict[int, list[float]] = {1: [], 2: []}
     feats: dict[int, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp, \

@@ -24,6 +24,7 @@ from defect_assets.storage.registry import ModelRegistry
 from defect_assets_tests.dask_cluster import LocalDaskCluster, slow_backbone_task
 
 TOL = 1e-6
+VGG_BLOCK3 = {"backbone": "vgg16", "blocks": [3], "weights": "offline"}  # the engine is what is tested: a small VGG cut
 
 
 def patches(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -92,15 +93,15 @@ def test_features_on_two_workers_equal_in_process_and_each_worker_loads_once(clu
     from distributed import Client
 
     x = patches(48)
-    here = backbone_features(x, (3,), batch_size=8, shard_size=8, address="")
-    there = backbone_features(x, (3,), batch_size=8, shard_size=8, address=cluster.address)
+    here = backbone_features(x, VGG_BLOCK3, batch_size=8, shard_size=8, address="")
+    there = backbone_features(x, VGG_BLOCK3, batch_size=8, shard_size=8, address=cluster.address)
     assert there.shape == here.shape == (48, 512)
     assert np.abs(there - here).max() <= TOL * max(1.0, float(np.abs(here).max()))
     with Client(cluster.address, set_as_default=False) as client:
         loads = client.run(engine.worker_loads)
     # six shards over two workers: every worker that worked built the extractor exactly once
     assert sorted(v.get("backbone", 0) for v in loads.values()) == [1, 1], loads
-    again = backbone_features(x[:16], (3,), batch_size=8, shard_size=8, address=cluster.address)
+    again = backbone_features(x[:16], VGG_BLOCK3, batch_size=8, shard_size=8, address=cluster.address)
     assert np.abs(again - here[:16]).max() <= TOL * max(1.0, float(np.abs(here).max()))
     with Client(cluster.address, set_as_default=False) as client:
         assert all(v.get("backbone") == 1 for v in client.run(engine.worker_loads).values())
@@ -183,12 +184,12 @@ def test_the_backbone_features_asset_runs_on_the_cluster_named_in_the_environmen
     monkeypatch.setenv(engine.DASK_ADDRESS_ENV, cluster.address)
     result = dg.materialize([dg.AssetSpec("labeled_patches", partitions_def=batch_partitions), backbone_features_asset],
                             partition_key="d1", instance=instance, resources=default_resources(tmp_path / "data"),
-                            run_config={"ops": {"backbone_features": {"config": {"blocks": [3]}}}})
+                            run_config={"ops": {"backbone_features": {"config": {"backbone": "vgg16", "blocks": [3]}}}})
     assert result.success
     (mat,) = result.asset_materializations_for_node("backbone_features")
     assert mat.metadata["engine"].value == f"dask {cluster.address}"
     feats = read_value(store, asset_value_prefix(["backbone_features"], "d1")).arrays["features"]
-    here = backbone_features(np.asarray(patches_of(patch_set)), (3,), address="")
+    here = backbone_features(np.asarray(patches_of(patch_set)), VGG_BLOCK3, address="")
     assert feats.shape == here.shape == (len(patch_set.table), 512)
     assert np.abs(np.asarray(feats) - here).max() <= TOL * max(1.0, float(np.abs(here).max()))
 
@@ -200,8 +201,8 @@ def test_a_worker_killed_mid_shard_loses_and_doubles_nothing(cluster):
     from distributed import Client
 
     x = patches(64, seed=3)
-    config = engine.backbone_config((32, 32, 1), (3,), "offline", 8)
-    here = backbone_features(x, (3,), batch_size=8, shard_size=8, address="")
+    config = engine.backbone_config((32, 32, 1), VGG_BLOCK3, 8)
+    here = backbone_features(x, VGG_BLOCK3, batch_size=8, shard_size=8, address="")
     pids = cluster.worker_pids()
     victim = {}
 

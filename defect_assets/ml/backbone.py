@@ -138,3 +138,56 @@ def extract_features(model, patches: np.ndarray, batch_size: int = 64, progress=
     if not out:
         return np.zeros((0, int(model.output_shape[-1])), np.float32)
     return np.concatenate(out).astype(np.float32)
+
+
+LITE_STAGES = ("4", "5", "6", "top")
+"""EfficientNet-Lite stages whose outputs are pooled: stride 16 (80 and 112 channels), stride 32
+(192) and the 1280-channel head, so a 1-3 px crack anywhere in a cell can move a max-pooled
+feature of the early stages while the head sees the whole cell."""
+
+
+def lite_feature_extractor(input_shape: tuple[int, int, int], variant: str = "lite0",
+                           stages: tuple[str, ...] = LITE_STAGES, maps: bool = False):
+    """A frozen model: pixels -> for each stage in ``stages``, its mean-pooled then its
+    max-pooled channels, concatenated. ``maps=True``: the stage maps themselves (a list), which
+    the heatmaps of a linear head decompose exactly."""
+    import keras
+    from keras import layers
+
+    from defect_assets.ml.efficientnet_lite import efficientnet_lite, stage_outputs
+
+    base = efficientnet_lite(variant, input_shape)
+    outs = stage_outputs(base, stages)
+    if maps:
+        return keras.Model(base.input, outs, name=f"{variant}_maps")
+    pooled = []
+    for s, t in zip(stages, outs):
+        pooled += [layers.GlobalAveragePooling2D(name=f"stage{s}_mean")(t),
+                   layers.GlobalMaxPooling2D(name=f"stage{s}_max")(t)]
+    return keras.Model(base.input, layers.Concatenate(name="features")(pooled), name=f"{variant}_features")
+
+
+def make_extractor(spec: dict, input_shape: tuple[int, int, int], maps: bool = False):
+    """The frozen extractor a feature spec names: {'backbone': 'lite0', 'stages': [...]} or
+    {'backbone': 'vgg16', 'blocks': [...], 'weights': 'offline'} (cards written before the
+    EfficientNet backbone have no 'backbone' key: VGG16)."""
+    backbone = spec.get("backbone", "vgg16")
+    if backbone == "vgg16":
+        if maps:
+            raise ValueError("stage maps are available for the EfficientNet-Lite backbones only")
+        return feature_extractor(input_shape, tuple(spec["blocks"]), spec.get("weights", "offline"))
+    if backbone.startswith("lite"):
+        return lite_feature_extractor(input_shape, backbone, tuple(str(s) for s in spec["stages"]), maps)
+    raise ValueError(f"unknown backbone {backbone!r} (lite0, lite2 or vgg16)")
+
+
+def feature_dims(spec: dict) -> int:
+    """Length of the feature vector of a spec (mean + max of each stage or block)."""
+    if spec.get("backbone", "vgg16") == "vgg16":
+        return 2 * sum(VGG_BLOCKS[b][1] for b in spec["blocks"])
+    from defect_assets.ml.efficientnet_lite import converted
+
+    blocks, weights = converted(spec["backbone"])
+    ends = {str(b.stage): b.filters_out for b in blocks}
+    ends["top"] = int(weights["top_conv"][0].shape[-1])
+    return 2 * sum(ends[str(s)] for s in spec["stages"])

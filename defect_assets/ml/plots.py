@@ -127,3 +127,28 @@ def histogram_png(values, title: str, xlabel: str, bins: int = 30) -> bytes:
     ax.hist(values, bins=bins, color="#4c78a8")
     ax.set(xlabel=xlabel, ylabel="count", title=title)
     return _png(plt, fig)
+
+
+def tradeoff_png(candidates: list[dict], budget_ms: float | None, champion: str, metric: str) -> bytes:
+    """Each candidate's validation ``metric`` against its p99 latency (log scale), the latency
+    budget as a line and the champion ringed: the quality-latency trade-off at a glance."""
+    import numpy as np
+
+    plt, fig, ax = _single(5.2, 3.8)
+    for c in candidates:
+        x, y = c.get("latency_p99_ms"), c.get("val_metric")
+        if x is None or y is None or not np.isfinite(x) or not np.isfinite(y):
+            continue
+        chosen = c.get("model_version") == champion
+        ax.scatter([x], [y], s=90 if chosen else 40, color="#c0392b" if chosen else "#2c7fb8",
+                   edgecolors="black" if chosen else "none", zorder=3)
+        ax.annotate(c.get("model_family", "?"), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if budget_ms:
+        ax.axvline(budget_ms, color="#777", linestyle="--", linewidth=1)
+        ax.text(budget_ms, ax.get_ylim()[0], f" budget {budget_ms:g} ms", fontsize=8, color="#555", va="bottom")
+    ax.set_xscale("log")
+    ax.set_xlabel("p99 latency, one full-size image, one client (ms)")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title("quality against latency (champion ringed)")
+    ax.grid(alpha=0.3)
+    return _png(plt, fig)

@@ -52,3 +52,49 @@ def overlay(patch: np.ndarray, heat: np.ndarray, scale: int = 3, limit: float | 
     alpha = 0.65 * np.abs(a)
     out = (np.repeat(gray[..., None], 3, axis=2) * (1 - alpha) + color * alpha).round().astype(np.uint8)
     return np.repeat(np.repeat(out, scale, axis=0), scale, axis=1) if scale > 1 else out
+
+
+def _upsample(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(gh, gw) -> (h, w): each cell's value spread smoothly over the pixels it covers (bilinear
+    between cell centers, 'same'-padding geometry: cell i covers pixels i*h/gh .. (i+1)*h/gh)."""
+    gh, gw = a.shape
+    ys = (np.arange(h) + 0.5) * gh / h - 0.5
+    xs = (np.arange(w) + 0.5) * gw / w - 0.5
+    y0 = np.clip(np.floor(ys).astype(int), 0, gh - 1)
+    x0 = np.clip(np.floor(xs).astype(int), 0, gw - 1)
+    y1, x1 = np.minimum(y0 + 1, gh - 1), np.minimum(x0 + 1, gw - 1)
+    wy = np.clip(ys - y0, 0, 1)[:, None]
+    wx = np.clip(xs - x0, 0, 1)[None, :]
+    top = a[y0][:, x0] * (1 - wx) + a[y0][:, x1] * wx
+    bottom = a[y1][:, x0] * (1 - wx) + a[y1][:, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def linear_stage_map(maps_model, linear, patch: np.ndarray, classes: list[str]) -> np.ndarray:
+    """(H, W) share of a linear head's defect logit at each location of ``patch`` (H, W, C), for
+    features that are the mean- then max-pooled channels of each stage map (``ml.backbone``'s
+    order). Exact: the map's sum is the logit minus the head's constant (the intercept and the
+    standardization offsets), each stage's cells spread over the pixels they cover."""
+    import tensorflow as tf
+
+    maps = maps_model(tf.cast(np.asarray(patch)[None], tf.float32), training=False)
+    maps = [np.asarray(m)[0] for m in (maps if isinstance(maps, (list, tuple)) else [maps])]
+    coef = np.asarray(linear.coef, np.float64)
+    row = coef[0] if coef.shape[0] == 1 else coef[-1] - coef[0]  # binary: the defect logit
+    w = row / np.asarray(linear.scale, np.float64)
+    h, wd = patch.shape[:2]
+    heat = np.zeros((h, wd))
+    at = 0
+    for m in maps:
+        gh, gw, c = m.shape
+        w_mean, w_max = w[at:at + c], w[at + c:at + 2 * c]
+        at += 2 * c
+        cells = (m.astype(np.float64) @ w_mean) / (gh * gw)
+        flat = m.reshape(-1, c)
+        arg = flat.argmax(axis=0)
+        np.add.at(cells.reshape(-1), arg, w_max * flat[arg, np.arange(c)])
+        # spread each cell's share over its pixels (so the map sums to the same logit)
+        heat += _upsample(cells, h, wd) * (gh * gw) / (h * wd)
+    if at != len(w):
+        raise ValueError(f"the head has {len(w)} weights but the stage maps give {at} features")
+    return heat

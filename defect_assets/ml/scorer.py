@@ -135,6 +135,63 @@ class Scorer:
                 raise ValueError(f"model {self.version} gave {p.shape} non-finite or misshaped probabilities")
 
 
+class LinearScorer(Scorer):
+    """A linear head on frozen backbone features. Its parts are exposed so an ensemble of heads
+    on one backbone runs the backbone once per image (``shared_features``), and so its heatmap is
+    the exact decomposition of the head's logit over the backbone's locations (``explain``)."""
+
+    def __init__(self, card: dict, features: Callable[[np.ndarray], np.ndarray], linear, compiled: bool = False):
+        super().__init__(card, lambda x: linear.predict_proba(features(x)), compiled)
+        self.features, self.linear = features, linear
+        self._maps = None
+
+    @property
+    def feature_key(self) -> str:
+        """Equal for two heads whose features are the same numbers (same backbone, input, views)."""
+        import json
+
+        return json.dumps([self.card["features"], self.card["input"], self.views], sort_keys=True)
+
+    def view_features(self, patches: np.ndarray) -> list[np.ndarray]:
+        """The features of each test-time view of (N, size, size, C) patches."""
+        return [self.features(v) for v in dihedral_views(patches, self.views)]
+
+    def head(self, view_features: list[np.ndarray]) -> np.ndarray:
+        return np.mean([self.linear.predict_proba(f) for f in view_features], axis=0).astype(np.float32)
+
+    def explain(self, patch: np.ndarray) -> tuple[float, np.ndarray]:
+        """(defect probability, (size, size) map): each backbone location's share of the head's
+        defect logit, exact for mean- and max-pooled stage features (a mean-pooled channel gives
+        every location w * a / (h * w), a max-pooled one gives its arg-max location w * max),
+        each stage's map upsampled to the patch. Views: the maps of each view turned back and
+        averaged."""
+        from defect_assets.ml.saliency import linear_stage_map
+
+        if self._maps is None:
+            from defect_assets.ml.backbone import make_extractor
+
+            self._maps = make_extractor(self.card["features"], (self.input_size, self.input_size, self.channels),
+                                        maps=True)
+        x = np.asarray(patch)
+        if x.ndim == 2:
+            x = x[..., None]
+        heat = np.zeros(x.shape[:2], np.float64)
+        for k, view in enumerate(dihedral_views(x[None], self.views)):
+            m = linear_stage_map(self._maps, self.linear, view[0], self.classes)
+            heat += undo_view(m, k, self.views)
+        defect = float(self.predict_proba(x[None])[0, -1])
+        return defect, heat / self.views
+
+
+def undo_view(a: np.ndarray, k: int, views: int) -> np.ndarray:
+    """Map a (H, W) array computed on view ``k`` of ``dihedral_views`` back onto the original."""
+    turns = [0] if views in (1, 2) else [0, 1, 2, 3]
+    n = len(turns)
+    if k >= n:  # a mirrored view: mirror back first
+        a, k = np.flip(a, axis=1), k - n
+    return np.rot90(a, -turns[k], axes=(0, 1))
+
+
 def _graph(model, size: int, channels: int) -> Callable[[np.ndarray], np.ndarray]:
     """``model`` traced once for any batch size, uint8 in: one call releases the GIL once
     instead of once per layer (eager Keras spends milliseconds of Python per call)."""
@@ -157,15 +214,14 @@ def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = 
             return Scorer(card, _graph(model, size, channels), compiled=True)
         return Scorer(card, lambda x: predict_proba(model, x))
     if kind == "features+linear":
-        from defect_assets.ml.backbone import extract_features, feature_extractor
+        from defect_assets.ml.backbone import extract_features, make_extractor
         from defect_assets.ml.linear import LinearSoftmax
 
         linear = LinearSoftmax.from_bytes(read_file(LINEAR_FILE))
-        fx = feature_extractor((size, size, channels), tuple(card["features"]["blocks"]), card["features"]["weights"])
-        if compiled:
-            features = _graph(fx, size, channels)
-            return Scorer(card, lambda x: linear.predict_proba(features(x)), compiled=True)
-        return Scorer(card, lambda x: linear.predict_proba(extract_features(fx, x)))
+        spec = card["features"]
+        fx = make_extractor(spec, (size, size, channels))
+        features = _graph(fx, size, channels) if compiled else (lambda x: extract_features(fx, x))
+        return LinearScorer(card, features, linear, compiled=compiled)
     raise ValueError(f"unknown model kind {kind!r} in card of {card.get('version')}")
 
 
@@ -186,7 +242,24 @@ def load_registered(registry: ModelSource, version: str, compiled: bool = False)
             raise ValueError(f"ensemble {version}: {len(members)} members but {len(weights)} weights")
 
         def predict(x: np.ndarray) -> np.ndarray:
-            return np.tensordot(weights, np.stack([m.predict_proba(x) for m in members]), axes=1).astype(np.float32)
+            return np.tensordot(weights, np.stack(shared_predictions(members, x)), axes=1).astype(np.float32)
 
         return Scorer(card, predict, compiled=compiled)
     return load_scorer(card, lambda name: registry.read_file(version, name), compiled)
+
+
+def shared_predictions(members: Sequence[Scorer], patches: np.ndarray) -> list[np.ndarray]:
+    """Each member's probabilities for the same patches; linear heads on the same backbone
+    features share one backbone pass (per test-time view) instead of one each."""
+    features: dict[str, list[np.ndarray]] = {}
+    out = []
+    for m in members:
+        if isinstance(m, LinearScorer) and m.patch_size == m.input_size:
+            key = m.feature_key
+            if key not in features:
+                x = np.asarray(patches)
+                features[key] = m.view_features(x[..., None] if x.ndim == 3 else x)
+            out.append(m.head(features[key]))
+        else:
+            out.append(m.predict_proba(patches))
+    return out

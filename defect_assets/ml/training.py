@@ -22,6 +22,7 @@ class FitSettings:
     patience: int = 4  # epochs without validation-AUC gain before stopping
     class_weight: bool = True  # balance the classes in the loss
     seed: int = 0
+    time_budget_s: float | None = None  # stop before an epoch would end past this (the best epoch is kept)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +108,20 @@ def fit(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_va
             if on_epoch:
                 on_epoch(epoch + 1, row)
 
+    class TimeBudget(keras.callbacks.Callback):
+        """Stop when another epoch as long as the slowest so far would end past the budget; early
+        stopping then restores the best epoch's weights, as after a plateau."""
+
+        def on_train_begin(self, logs=None):
+            self.t0, self.slowest = time.perf_counter(), 0.0
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.slowest = max(self.slowest, rows[-1]["seconds"] if rows else 0.0)
+            if time.perf_counter() - self.t0 + self.slowest > settings.time_budget_s:
+                self.model.stop_training = True
+                if rows:
+                    rows[-1]["stopped_by_time_budget"] = 1.0
+
     callbacks = [
         Progress(),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=settings.patience,
@@ -114,6 +129,8 @@ def fit(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_va
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, settings.patience // 2),
                                           min_lr=settings.learning_rate / 64, verbose=0),
     ]
+    if settings.time_budget_s:
+        callbacks.append(TimeBudget())
     cw = balanced_class_weight(y_train, num_classes) if settings.class_weight else None
     t0 = time.perf_counter()
     model.fit(train, validation_data=val, epochs=initial_epoch + settings.epochs, initial_epoch=initial_epoch,

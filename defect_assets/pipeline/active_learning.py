@@ -70,14 +70,13 @@ def score_pool(scorer: Scorer, pool: pd.DataFrame, store: ObjectStore,
                              job="pool", address="", progress=progress)
 
 
-def pool_features(scorer: Scorer, pool: pd.DataFrame, store: ObjectStore, blocks: tuple[int, ...],
-                  weights: str = "offline") -> np.ndarray:
+def pool_features(scorer: Scorer, pool: pd.DataFrame, store: ObjectStore, spec: dict) -> np.ndarray:
     """Pretrained-backbone features of every pool image as the scorer prepares it (for the
     diversity step: distances between images, not a prediction)."""
     from defect_assets.pipeline.features import backbone_features
 
     patches = np.stack([scorer.prepare(store.read_bytes(k)) for k in pool["stored_key"]])
-    return backbone_features(patches, tuple(blocks), weights)
+    return backbone_features(patches, spec)
 
 
 def build_queue(pool: pd.DataFrame, proba: np.ndarray, classes: list[str], model_version: str, strategy: str,
@@ -116,8 +115,8 @@ class QueueSettings:
     per_round: int = 20
     diversity: bool = False
     shortlist_factor: int = 5
-    feature_blocks: tuple[int, ...] = (3, 4)
-    feature_weights: str = "offline"
+    feature_spec: tuple[tuple[str, object], ...] = (("backbone", "lite0"), ("stages", ("4", "5", "6", "top")))
+    """The backbone of the diversity step's feature space (``ml.backbone.make_extractor``), as pairs."""
     seed: int = 0
 
     def __post_init__(self):
@@ -135,7 +134,8 @@ def publish_next_queue(store: ObjectStore, scorer: Scorer, pool: pd.DataFrame, s
     """Score the pool with ``scorer``, pick the round, and publish it as the labeling page's
     current queue. ``heatmaps``: the scorer's model learned from windows (``windowed_model``)."""
     proba = score_pool(scorer, pool, store, progress, store_config)
-    features = (pool_features(scorer, pool, store, settings.feature_blocks, settings.feature_weights)
+    spec = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.feature_spec}
+    features = (pool_features(scorer, pool, store, spec)
                 if settings.diversity and len(pool) else None)
     items = build_queue(pool, proba, scorer.classes, scorer.version, settings.strategy, settings.per_round,
                         settings.seed, features, settings.shortlist_factor)

@@ -66,13 +66,18 @@ class Champion:
     margin: float
     """Non-inferiority margin of the not-worse gate, in test ROC AUC."""
     candidates: list[dict] = field(default_factory=list)
+    latency_budget_ms: float | None = None
+    """p99 milliseconds for one full-size image at one client that a candidate must fit (None: any)."""
+    reason: str = ""
+    """Why this candidate: the best on validation within the latency budget, or the fallback."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, doc: dict) -> Champion:
-        return cls(**doc)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in doc.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -114,23 +119,49 @@ class PromotionDecision:
 
 
 def pick_champion(evaluations: pd.DataFrame, registry: ModelRegistry, metric: str = "roc_auc",
-                  min_defect_recall: float = 0.6, margin: float = 0.02) -> Champion:
-    """The evaluated candidate with the best validation ``metric`` (ties: the first listed)."""
+                  min_defect_recall: float = 0.6, margin: float = 0.02,
+                  latency_budget_ms: float | None = None) -> Champion:
+    """The evaluated candidate with the best validation ``metric`` (ties: the first listed) among
+    those whose measured p99 latency (``latency_p99_ms``, one full-size image at one client) fits
+    ``latency_budget_ms``. When none fits, the fastest candidate, and the reason says so."""
     if not len(evaluations):
         raise ValueError("no evaluated candidate to choose a champion from")
     table = evaluations.reset_index(drop=True).copy()
     cards = {v: registry.card(v) for v in table["model_version"]}
     table["val_metric"] = [cards[v]["validation"].get(metric, np.nan) for v in table["model_version"]]
-    best = table.sort_values("val_metric", ascending=False, kind="stable").iloc[0]
-    cols = ["model_family", "model_version", "val_metric", "accuracy", "recall", "f1", "roc_auc"]
-    candidates = [{k: (v if isinstance(v, str) else _number(v)) for k, v in row.items()}
+    if "latency_p99_ms" not in table:
+        table["latency_p99_ms"] = np.nan
+    p99 = pd.to_numeric(table["latency_p99_ms"], errors="coerce")
+    if latency_budget_ms is None:
+        table["within_budget"] = True
+    else:  # an unmeasured latency (NaN) does not fit a budget
+        table["within_budget"] = (p99 <= latency_budget_ms).to_numpy()
+    ranked = table.sort_values("val_metric", ascending=False, kind="stable")
+    fits = ranked[ranked["within_budget"]]
+    best_overall = ranked.iloc[0]
+    if len(fits):
+        best = fits.iloc[0]
+        reason = f"best validation {metric} ({best['val_metric']:.4f})"
+        if latency_budget_ms is not None:
+            reason += f" within the {latency_budget_ms:g} ms p99 budget (p99 {best['latency_p99_ms']:.1f} ms)"
+            if best["model_version"] != best_overall["model_version"]:
+                reason += (f"; {best_overall['model_family']} was better on validation "
+                           f"({best_overall['val_metric']:.4f}) but its p99 is {best_overall['latency_p99_ms']:.1f} ms")
+    else:
+        best = table.iloc[int(p99.fillna(np.inf).to_numpy().argmin())]
+        reason = (f"no candidate fits the {latency_budget_ms:g} ms p99 budget; the fastest "
+                  f"(p99 {best['latency_p99_ms']:.1f} ms, validation {metric} {best['val_metric']:.4f})")
+    cols = ["model_family", "model_version", "val_metric", "latency_p99_ms", "within_budget",
+            "accuracy", "recall", "f1", "roc_auc"]
+    candidates = [{k: (v if isinstance(v, (str, bool)) else _number(v)) for k, v in row.items()}
                   for row in table[cols].to_dict("records")]
     return Champion(
         model_version=str(best["model_version"]), family=str(best["model_family"]), metric=metric,
         validation_value=float(best["val_metric"]), threshold=_number(best.get("threshold")),
         evaluation_id=str(best.get("evaluation_id", "")), report_html=str(best.get("report_html", "")),
         test_metrics={k: _number(best[k]) for k in TEST_METRICS if k in best.index},
-        min_defect_recall=float(min_defect_recall), margin=float(margin), candidates=candidates)
+        min_defect_recall=float(min_defect_recall), margin=float(margin), candidates=candidates,
+        latency_budget_ms=None if latency_budget_ms is None else float(latency_budget_ms), reason=reason)
 
 
 def leak_gate(patch_tables: list[pd.DataFrame]) -> GateResult:

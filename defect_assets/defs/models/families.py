@@ -32,6 +32,11 @@ class ElasticNetConfig(TrainingPlacement):
     search_C: list[float] = [0.02, 0.05, 0.2]
     """Candidates tried (every trial is recorded); empty: just C."""
     search_l1_ratio: list[float] = []
+    train_views: int = 1
+    """Views of each training patch used as rows (1, 2, 4 or 8; backbone_features must hold them)."""
+    test_time_views: int = 1
+    """Views whose probabilities are averaged at validation, evaluation and serving (the scorer's
+    ``inference.views``): 8 costs 8 backbone passes per image."""
     soft_labels: bool = False
     """Binary task: learn the numeric label itself (ELPV's defect probability 0, 1/3, 2/3, 1) as a
     soft target instead of the thresholded class (cross-entropy against p, by weighted rows)."""
@@ -52,6 +57,9 @@ class KerasTrainConfig(TrainingPlacement):
     mirrors (8 views; ELPV cells are axis-aligned), 15 keeps all 48 (orientation-free defects
     such as dents)."""
     patience: int = 8
+    time_budget_seconds: float = 0
+    """Stop training (keeping the best epoch on validation) before an epoch would end past this many
+    seconds per trial; 0: no budget, only early stopping."""
     dropout: float = 0.3
     class_weight_balanced: bool = True
     seed: int = 0
