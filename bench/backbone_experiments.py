@@ -47,7 +47,8 @@ def features(x: np.ndarray, size: int, cache: Path, backbone: str = "lite0") -> 
     path = cache / f"{backbone}_{size}_8views.npy"
     if path.exists():
         return np.load(path)
-    fx = make_extractor({"backbone": backbone, "stages": ["4", "5", "6", "top"]}, (size, size, 1))
+    fx = make_extractor({"backbone": backbone, "stages": ["4", "5", "6", "top"], "runtime": "onnxruntime"},
+                        (size, size, 1))
     t0 = time.perf_counter()
     out = []
     for i, v in enumerate(dihedral_views(x, 8)):

@@ -166,3 +166,26 @@ def test_the_reader_honours_strides_of_a_crafted_state_dict(tmp_path):
     legacy_torch_file(path, body.getvalue(), ["0"], [data])
     state = read_state_dict(path, sha256=None)
     np.testing.assert_array_equal(state["layer.weight"], data.reshape(2, 3).T)
+
+
+def test_the_feature_map_of_a_linear_head_adds_up_to_its_logit():
+    """The heatmap of a linear head on pooled stage features is an exact decomposition: its pixels
+    sum to the head's defect logit for the image."""
+    from defect_assets.ml.backbone import extract_features, feature_dims, make_extractor
+    from defect_assets.ml.linear import LinearSoftmax
+    from defect_assets.ml.saliency import linear_stage_map
+
+    spec = {"backbone": "lite0", "stages": ["4", "5", "6", "top"]}
+    fx, maps = make_extractor(spec, (96, 96, 1)), make_extractor(spec, (96, 96, 1), maps=True)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 96, 1), dtype=np.uint8)
+    f = extract_features(fx, x[None])[0]
+    d = feature_dims(spec)
+    assert f.shape == (d,) == (2 * (80 + 112 + 192 + 1280),)
+    head = LinearSoftmax(rng.normal(size=d), rng.uniform(0.5, 2, d), rng.normal(size=(1, d)) * 0.01,
+                         np.array([0.3]), ["ok", "defect"])
+    logit = float(((f - head.mean) / head.scale) @ head.coef[0] + 0.3)
+    heat = linear_stage_map(maps, head, x, head.classes)
+    assert heat.shape == (96, 96)
+    assert heat.sum() == pytest.approx(logit, rel=1e-5, abs=1e-5)
+    assert float(head.predict_proba(f[None])[0, 1]) == pytest.approx(1 / (1 + np.exp(-logit)), rel=1e-5)

@@ -126,18 +126,31 @@ def feature_extractor(input_shape: tuple[int, int, int], blocks: tuple[int, ...]
 
 
 def extract_features(model, patches: np.ndarray, batch_size: int = 64, progress=None) -> np.ndarray:
-    """(N, H, W[, C]) uint8 -> (N, D) float32 features, in batches."""
-    import tensorflow as tf
-
+    """(N, H, W[, C]) uint8 -> (N, D) float32 features, in batches. ``model``: a Keras model or
+    an ``OnnxExtractor`` (which takes the uint8 pixels as they are)."""
     x = patches[..., None] if patches.ndim == 3 else patches
+    if is_onnx(model):
+        def call(chunk):
+            return model(chunk)
+    else:
+        import tensorflow as tf
+
+        def call(chunk):
+            return np.asarray(model(tf.cast(np.ascontiguousarray(chunk), tf.float32), training=False))
     out = []
     for lo in range(0, len(x), batch_size):
-        out.append(np.asarray(model(tf.cast(np.ascontiguousarray(x[lo:lo + batch_size]), tf.float32), training=False)))
+        out.append(call(x[lo:lo + batch_size]))
         if progress and ((lo // batch_size) % 10 == 9 or lo + batch_size >= len(x)):
             progress(min(lo + batch_size, len(x)), len(x))
     if not out:
-        return np.zeros((0, int(model.output_shape[-1])), np.float32)
+        return np.zeros((0, model.dims if is_onnx(model) else int(model.output_shape[-1])), np.float32)
     return np.concatenate(out).astype(np.float32)
+
+
+def is_onnx(model) -> bool:
+    from defect_assets.ml.lite_onnx import OnnxExtractor
+
+    return isinstance(model, OnnxExtractor)
 
 
 LITE_STAGES = ("4", "5", "6", "top")
@@ -148,9 +161,10 @@ feature of the early stages while the head sees the whole cell."""
 
 def lite_feature_extractor(input_shape: tuple[int, int, int], variant: str = "lite0",
                            stages: tuple[str, ...] = LITE_STAGES, maps: bool = False):
-    """A frozen model: pixels -> for each stage in ``stages``, its mean-pooled then its
+    """A frozen Keras model: pixels -> for each stage in ``stages``, its mean-pooled then its
     max-pooled channels, concatenated. ``maps=True``: the stage maps themselves (a list), which
-    the heatmaps of a linear head decompose exactly."""
+    the heatmaps of a linear head decompose exactly. (The project runs the same network on ONNX
+    Runtime, ``ml/lite_onnx.py``; this is the reference it is checked against.)"""
     import keras
     from keras import layers
 
@@ -177,7 +191,15 @@ def make_extractor(spec: dict, input_shape: tuple[int, int, int], maps: bool = F
             raise ValueError("stage maps are available for the EfficientNet-Lite backbones only")
         return feature_extractor(input_shape, tuple(spec["blocks"]), spec.get("weights", "offline"))
     if backbone.startswith("lite"):
-        return lite_feature_extractor(input_shape, backbone, tuple(str(s) for s in spec["stages"]), maps)
+        stages = tuple(str(s) for s in spec["stages"])
+        runtime = spec.get("runtime", "keras")  # features cached before ONNX Runtime came from Keras
+        if runtime == "onnxruntime":
+            from defect_assets.ml.lite_onnx import OnnxExtractor
+
+            return OnnxExtractor(backbone, int(input_shape[-1]), stages, maps)
+        if runtime != "keras":
+            raise ValueError(f"unknown backbone runtime {runtime!r} (onnxruntime or keras)")
+        return lite_feature_extractor(input_shape, backbone, stages, maps)
     raise ValueError(f"unknown backbone {backbone!r} (lite0, lite2 or vgg16)")
 
 

@@ -73,15 +73,23 @@ def _upsample(a: np.ndarray, h: int, w: int) -> np.ndarray:
 def linear_stage_map(maps_model, linear, patch: np.ndarray, classes: list[str]) -> np.ndarray:
     """(H, W) share of a linear head's defect logit at each location of ``patch`` (H, W, C), for
     features that are the mean- then max-pooled channels of each stage map (``ml.backbone``'s
-    order). Exact: the map's sum is the logit minus the head's constant (the intercept and the
-    standardization offsets), each stage's cells spread over the pixels they cover."""
-    import tensorflow as tf
+    order). Exact: the map sums to the defect logit (the head's constant, its intercept and the
+    standardization offsets, shared evenly by the pixels), each stage's cells spread over the
+    pixels they cover."""
+    from defect_assets.ml.backbone import is_onnx
 
-    maps = maps_model(tf.cast(np.asarray(patch)[None], tf.float32), training=False)
+    if is_onnx(maps_model):
+        maps = maps_model(np.asarray(patch)[None])
+    else:
+        import tensorflow as tf
+
+        maps = maps_model(tf.cast(np.asarray(patch)[None], tf.float32), training=False)
     maps = [np.asarray(m)[0] for m in (maps if isinstance(maps, (list, tuple)) else [maps])]
     coef = np.asarray(linear.coef, np.float64)
     row = coef[0] if coef.shape[0] == 1 else coef[-1] - coef[0]  # binary: the defect logit
     w = row / np.asarray(linear.scale, np.float64)
+    intercept = np.asarray(linear.intercept, np.float64)
+    constant = (intercept[0] if coef.shape[0] == 1 else intercept[-1] - intercept[0]) - float(w @ linear.mean)
     h, wd = patch.shape[:2]
     heat = np.zeros((h, wd))
     at = 0
@@ -97,4 +105,4 @@ def linear_stage_map(maps_model, linear, patch: np.ndarray, classes: list[str]) 
         heat += _upsample(cells, h, wd) * (gh * gw) / (h * wd)
     if at != len(w):
         raise ValueError(f"the head has {len(w)} weights but the stage maps give {at} features")
-    return heat
+    return heat + constant / (h * wd)

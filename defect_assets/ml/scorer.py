@@ -220,7 +220,12 @@ def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = 
         linear = LinearSoftmax.from_bytes(read_file(LINEAR_FILE))
         spec = card["features"]
         fx = make_extractor(spec, (size, size, channels))
-        features = _graph(fx, size, channels) if compiled else (lambda x: extract_features(fx, x))
+        from defect_assets.ml.backbone import is_onnx
+
+        if is_onnx(fx):  # ONNX Runtime: one compiled graph already, the same call in every process
+            features = lambda x: extract_features(fx, x, batch_size=16)  # noqa: E731
+        else:
+            features = _graph(fx, size, channels) if compiled else (lambda x: extract_features(fx, x))
         return LinearScorer(card, features, linear, compiled=compiled)
     raise ValueError(f"unknown model kind {kind!r} in card of {card.get('version')}")
 
@@ -241,11 +246,42 @@ def load_registered(registry: ModelSource, version: str, compiled: bool = False)
         if len(weights) != len(members):
             raise ValueError(f"ensemble {version}: {len(members)} members but {len(weights)} weights")
 
+        return EnsembleScorer(card, members, weights, compiled=compiled)
+    return load_scorer(card, lambda name: registry.read_file(version, name), compiled)
+
+
+class EnsembleScorer(Scorer):
+    """The weighted average of its members' probabilities (heads on one backbone share its pass)."""
+
+    def __init__(self, card: dict, members: list[Scorer], weights: np.ndarray, compiled: bool = False):
         def predict(x: np.ndarray) -> np.ndarray:
             return np.tensordot(weights, np.stack(shared_predictions(members, x)), axes=1).astype(np.float32)
 
-        return Scorer(card, predict, compiled=compiled)
-    return load_scorer(card, lambda name: registry.read_file(version, name), compiled)
+        super().__init__(card, predict, compiled)
+        self.members, self.weights = members, weights
+
+    @property
+    def explainable(self) -> bool:
+        return any(isinstance(m, LinearScorer) and m.patch_size == self.patch_size for m in self.members)
+
+    def explain(self, patch: np.ndarray) -> tuple[float, np.ndarray]:
+        """The weighted maps of the members that have exact ones (linear heads on backbone
+        features at the ensemble's patch size): where the ensemble's feature-based evidence lies."""
+        heat = None
+        for m, w in zip(self.members, self.weights):
+            if isinstance(m, LinearScorer) and m.patch_size == self.patch_size and w > 0:
+                part = w * m.explain(patch)[1]
+                heat = part if heat is None else heat + part
+        if heat is None:
+            raise ValueError(f"ensemble {self.version} has no member with a feature map")
+        return float(self.predict_proba(np.asarray(patch)[None])[0, -1]), heat
+
+
+def explainable(scorer: Scorer) -> bool:
+    """Whether ``scorer.explain`` gives an exact map (a linear head on backbone features)."""
+    if isinstance(scorer, EnsembleScorer):
+        return scorer.explainable
+    return isinstance(scorer, LinearScorer) and scorer.card["features"].get("backbone", "vgg16") != "vgg16"
 
 
 def shared_predictions(members: Sequence[Scorer], patches: np.ndarray) -> list[np.ndarray]:

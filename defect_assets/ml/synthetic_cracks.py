@@ -46,8 +46,8 @@ def _polyline(rng: np.random.Generator, size: int, length: float) -> np.ndarray:
     return np.asarray(pts)
 
 
-def _draw_crack(lum: np.ndarray, pts: np.ndarray, width: int, depth: float) -> None:
-    """Darken the pixels within width/2 of the polyline (a thin, sharp line)."""
+def _draw_crack(lum: np.ndarray, pts: np.ndarray, width: int, depth: float) -> np.ndarray:
+    """Darken the pixels within width/2 of the polyline (a thin, sharp line); returns their mask."""
     h, w = lum.shape
     mask = np.zeros_like(lum, dtype=bool)
     r = max(width - 1, 0)
@@ -56,10 +56,13 @@ def _draw_crack(lum: np.ndarray, pts: np.ndarray, width: int, depth: float) -> N
         y0, y1 = max(yi - r // 2, 0), min(yi + (r + 1) // 2 + 1, h)
         mask[y0:y1, max(xi - r // 2, 0):min(xi + (r + 1) // 2 + 1, w)] = True
     lum[mask] -= depth
+    return mask
 
 
-def make_crack_cell(rng: np.random.Generator, size: int = 300, cracked: bool = False) -> np.ndarray:
-    """One uint8 cell. The draws for the background do not depend on ``cracked``."""
+def make_crack_cell(rng: np.random.Generator, size: int = 300, cracked: bool = False,
+                    with_mask: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """One uint8 cell (and, with ``with_mask``, the boolean mask of its crack pixels). The draws
+    for the background do not depend on ``cracked``."""
     lum = 150 + 28 * _smooth(rng, size, 5) + 14 * _smooth(rng, size, 11)
     lum += rng.normal(0, 7, (size, size)).astype(np.float32)  # grain
     xs = np.arange(size)
@@ -81,10 +84,19 @@ def make_crack_cell(rng: np.random.Generator, size: int = 300, cracked: bool = F
     lum -= gaussian_filter(streaks, sigma=2.5)
     crack_draws = [(_polyline(rng, size, rng.uniform(60, 180)), int(rng.integers(1, 3)), rng.uniform(20, 30))
                    for _ in range(int(rng.integers(1, 3)))]
+    mask = np.zeros(lum.shape, bool)
     if cracked:
         for pts, width, depth in crack_draws:
-            _draw_crack(lum, pts, width, depth)
-    return np.clip(np.rint(lum), 0, 255).astype(np.uint8)
+            mask |= _draw_crack(lum, pts, width, depth)
+    cell = np.clip(np.rint(lum), 0, 255).astype(np.uint8)
+    return (cell, mask) if with_mask else cell
+
+
+def crack_mask(seed: int, index: int, size: int = 300) -> np.ndarray:
+    """The crack pixels of cell ``index`` of ``write_crack_cells(seed=seed)`` (all False for a
+    sound cell): where a heatmap should point."""
+    cracked = bool(np.random.default_rng(seed).random(index + 1)[index] < 0.5)
+    return make_crack_cell(np.random.default_rng([seed, index]), size, cracked, with_mask=True)[1]
 
 
 def write_crack_cells(folder: str | os.PathLike, n_cells: int = 120, seed: int = 0, size: int = 300,

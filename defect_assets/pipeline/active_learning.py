@@ -115,7 +115,8 @@ class QueueSettings:
     per_round: int = 20
     diversity: bool = False
     shortlist_factor: int = 5
-    feature_spec: tuple[tuple[str, object], ...] = (("backbone", "lite0"), ("stages", ("4", "5", "6", "top")))
+    feature_spec: tuple[tuple[str, object], ...] = (("backbone", "lite0"), ("stages", ("4", "5", "6", "top")),
+                                                    ("runtime", "onnxruntime"))
     """The backbone of the diversity step's feature space (``ml.backbone.make_extractor``), as pairs."""
     seed: int = 0
 

@@ -22,7 +22,7 @@ import pandas as pd
 from defect_assets.ml.images import encode_png
 from defect_assets.ml.labels import is_defect_label
 from defect_assets.ml.saliency import occlusion_map, overlay
-from defect_assets.ml.scorer import Scorer, load_registered
+from defect_assets.ml.scorer import Scorer, explainable, load_registered
 from defect_assets.pipeline.champion import Champion
 from defect_assets.pipeline.training import split_data
 from defect_assets.storage.base import ObjectStore
@@ -102,12 +102,21 @@ def worst(table: pd.DataFrame, kind: str, k: int) -> pd.DataFrame:
     return rows.sort_values("defect_score", ascending=False, kind="stable").head(k)
 
 
-def picture(score, patch: np.ndarray, row: pd.Series, prefix: str, store: ObjectStore) -> tuple[dict, np.ndarray]:
-    """Store one mistake as the enlarged patch and its occlusion heatmap; returns its entry in
+def heatmap(scorer: Scorer, score, patch: np.ndarray) -> np.ndarray:
+    """Where the defect score comes from: the exact share of each location in a linear head's
+    logit on backbone features (``Scorer.explain``) where the model has one, otherwise occlusion."""
+    if explainable(scorer):
+        return scorer.explain(patch)[1]
+    return occlusion_map(score, patch)[1]
+
+
+def picture(scorer: Scorer, score, patch: np.ndarray, row: pd.Series, prefix: str,
+            store: ObjectStore) -> tuple[dict, np.ndarray]:
+    """Store one mistake as the enlarged patch and its heatmap; returns its entry in
     examples.json and a side-by-side tile (for the UI's contact sheet)."""
     if patch.ndim == 3 and patch.shape[2] == 1:
         patch = patch[..., 0]
-    _, heat = occlusion_map(score, patch)
+    heat = heatmap(scorer, score, patch)
     big, heatmap = enlarged(patch), overlay(patch, heat, HEATMAP_SCALE)
     base = f"{prefix}/examples/{row['patch_id']}"
     store.write_bytes(f"{base}.png", encode_png(big))
@@ -137,10 +146,12 @@ def champion_test_predictions(champion: Champion, registry: ModelRegistry, patch
            "task": scorer.card["task"], "classes": scorer.classes, "test_patches": len(table),
            "counts": {"misses": int((table["is_defect"] & ~table["predicted_defect"]).sum()),
                       "false_alarms": int((~table["is_defect"] & table["predicted_defect"]).sum())},
-           "heatmap": "occlusion: red where covering a square lowers the defect score, blue where it raises it"}
+           "heatmap": ("feature map: each location's share of the linear head's defect logit, red pushing towards "
+                       "defect, blue away" if explainable(scorer) else
+                       "occlusion: red where covering a square lowers the defect score, blue where it raises it")}
     sheets = {}
     for kind in ("misses", "false_alarms"):
-        shown = [picture(score, np.asarray(patches[i]), row, champion_prefix(version), store)
+        shown = [picture(scorer, score, np.asarray(patches[i]), row, champion_prefix(version), store)
                  for i, row in worst(table, kind, per_kind).iterrows()]
         doc[kind] = [entry for entry, _ in shown]
         sheets[kind] = np.stack([tile for _, tile in shown]) if shown else np.zeros((0, 1, 1, 3), np.uint8)

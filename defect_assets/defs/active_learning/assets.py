@@ -57,7 +57,8 @@ class LabelingQueueConfig(dg.Config):
 def feature_spec_pairs(config: LabelingQueueConfig) -> tuple:
     if config.feature_backbone == "vgg16":
         return (("backbone", "vgg16"), ("blocks", tuple(config.feature_blocks)), ("weights", "offline"))
-    return (("backbone", config.feature_backbone), ("stages", tuple(config.feature_stages)))
+    return (("backbone", config.feature_backbone), ("stages", tuple(config.feature_stages)),
+            ("runtime", "onnxruntime"))
 
 
 @dg.asset(group_name="active_learning", kinds={"tensorflow", "parquet"}, deps=["deployed_endpoint"])

@@ -43,9 +43,10 @@ class FeatureConfig(dg.Config):
     batch_size: int = 32
 
     def spec(self) -> dict:
+        """What ml.backbone.make_extractor builds (recorded in every card trained on these features)."""
         if self.backbone == "vgg16":
             return {"backbone": "vgg16", "blocks": list(self.blocks), "weights": self.weights}
-        return {"backbone": self.backbone, "stages": [str(s) for s in self.stages]}
+        return {"backbone": self.backbone, "stages": [str(s) for s in self.stages], "runtime": "onnxruntime"}
 
 
 @dg.asset(partitions_def=batch_partitions, group_name="models", kinds={"tensorflow", "numpy"})
