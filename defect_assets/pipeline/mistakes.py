@@ -102,7 +102,7 @@ def worst(table: pd.DataFrame, kind: str, k: int) -> pd.DataFrame:
     return rows.sort_values("defect_score", ascending=False, kind="stable").head(k)
 
 
-def heatmap(scorer: Scorer, score, patch: np.ndarray) -> np.ndarray:
+def heat_map(scorer: Scorer, score, patch: np.ndarray) -> np.ndarray:
     """Where the defect score comes from: the exact share of each location in a linear head's
     logit on backbone features (``Scorer.explain``) where the model has one, otherwise occlusion."""
     if explainable(scorer):
@@ -116,7 +116,7 @@ def picture(scorer: Scorer, score, patch: np.ndarray, row: pd.Series, prefix: st
     examples.json and a side-by-side tile (for the UI's contact sheet)."""
     if patch.ndim == 3 and patch.shape[2] == 1:
         patch = patch[..., 0]
-    heat = heatmap(scorer, score, patch)
+    heat = heat_map(scorer, score, patch)
     big, heatmap = enlarged(patch), overlay(patch, heat, HEATMAP_SCALE)
     base = f"{prefix}/examples/{row['patch_id']}"
     store.write_bytes(f"{base}.png", encode_png(big))
