@@ -129,7 +129,7 @@ def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, 
     train = T.augmented_data(augmented, config.task, classes, config.train_angle_step)
     val = T.split_data(patches, "validation", config.task, classes)
     patch_size = int(train.x.shape[1])
-    if config.input_size and config.input_size != patch_size:
+    if config.input_size and config.input_size < patch_size:
         from defect_assets.ml.preprocess import shrink_patches
 
         log(f"{family}: shrinking {patch_size} px patches to its {config.input_size} px input")
@@ -144,14 +144,47 @@ def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, 
                            "batch_size": config.search_batch_size})
 
     def one(s):
+        settings_used = {**config.model_dump(), **s}
+        warm = (warm_start_version(registry, family, settings_used, classes, train)
+                if config.warm_start and not config.shuffle_labels else None)  # a sanity check starts afresh
+        if warm:
+            log(f"{family}: warm start from {warm} (same architecture, input and classes)")
+
+        def build():
+            from defect_assets.ml.training import model_from_bytes
+
+            return model_from_bytes(registry.read_file(warm, "model.keras")) if warm \
+                else build_for(s, train, len(classes))
+
         card, hist = T.train_keras_family(
-            family, lambda: build_for(s, train, len(classes)), phases_for(s, train, val, len(classes)),
-            train, val, classes, config.task, {**config.model_dump(), **s}, T.data_version(patches), registry, log,
-            patch_size=patch_size, views=config.test_time_views)
+            family, build, phases_for(s, train, val, len(classes)),
+            train, val, classes, config.task, settings_used, T.data_version(patches), registry, log,
+            patch_size=patch_size, views=config.test_time_views, warm_start_from=warm)
         return (card, hist), card["validation"]
 
     (card, hist), _, trials = run_trials(settings, one, log=log)
     return TrainedModel(card, trials, history=hist)
+
+
+WARM_START_KEYS = ("task", "architecture", "filters", "cut_block", "weights", "dropout", "input_size")
+"""Settings that shape the network: a previous model is a sound starting point only when they match."""
+
+
+def warm_start_version(registry: ModelRegistry, family: str, settings: dict, classes: list[str],
+                       train: T.SplitData) -> str | None:
+    """The latest registered model of ``family`` to continue from, when it has the same
+    architecture settings, classes and input as this training (a retrain after new images or
+    labels); None otherwise (the first training, or a changed recipe: start from scratch)."""
+    card = registry.latest(family)
+    if not card or card.get("kind") != "keras" or card.get("classes") != classes:
+        return None
+    before = card.get("config", {})
+    if any(before.get(k) != settings.get(k) for k in WARM_START_KEYS):
+        return None
+    if card["input"].get("size") != int(train.x.shape[1]) or card["input"].get("channels") != T.input_spec(
+            train.x)["channels"]:
+        return None
+    return str(card["version"])
 
 
 def _fit_settings(config, s: dict, epochs: int, lr: float, budget_share: float = 1.0):

@@ -102,7 +102,8 @@ def input_spec(x: np.ndarray) -> dict:
 def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str, Callable]],
                        train: SplitData, val: SplitData, classes: list[str], task: str, config: dict, dversion: dict,
                        registry: ModelRegistry, log: Callable[[str], None],
-                       patch_size: int | None = None, views: int = 1) -> tuple[dict, pd.DataFrame]:
+                       patch_size: int | None = None, views: int = 1,
+                       warm_start_from: str | None = None) -> tuple[dict, pd.DataFrame]:
     """Build, run the fit phases (each a callable(model, phase_index) -> FitResult), score the
     validation split through a Scorer with the card's test-time ``views`` (as evaluation and
     serving will), register. Returns (card, per-epoch history)."""
@@ -122,7 +123,8 @@ def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str,
     card = {"kind": "keras", "task": task, "classes": classes, "config": config, "data_version": dversion,
             "input": {**input_spec(train.x), **({"patch_size": patch_size} if patch_size and
                                                   patch_size != train.x.shape[1] else {})},
-            **({"inference": {"views": views}} if views != 1 else {})}
+            **({"inference": {"views": views}} if views != 1 else {}),
+            **({"warm_start_from": warm_start_from} if warm_start_from else {})}
     proba = Scorer({**card, "version": f"{family} (in memory)"}, lambda x: predict_proba(model, x)).predict_proba(val.x)
     metrics = summary_metrics(val.y, proba)
     log(f"{family}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + f" ({seconds:.0f}s)")

@@ -57,9 +57,12 @@ class KerasTrainConfig(TrainingPlacement):
     mirrors (8 views; ELPV cells are axis-aligned), 15 keeps all 48 (orientation-free defects
     such as dents)."""
     patience: int = 8
-    time_budget_seconds: float = 0
+    time_budget_seconds: float = 150
     """Stop training (keeping the best epoch on validation) before an epoch would end past this many
     seconds per trial; 0: no budget, only early stopping."""
+    warm_start: bool = True
+    """A retrain continues from the family's latest model when its architecture, input and classes
+    match (new images or labels); otherwise it starts from scratch."""
     dropout: float = 0.3
     class_weight_balanced: bool = True
     seed: int = 0
@@ -71,9 +74,9 @@ class KerasTrainConfig(TrainingPlacement):
     test_time_views: int = 1
     """1, 2, 4 or 8: average the probabilities over that many quarter turns and mirrors of each
     patch, in validation, evaluation and serving alike (recorded in the model card)."""
-    input_size: int | None = None
-    """Model input side; None: the patch size. Smaller: patches are shrunk (area averaging) for
-    training and by the scorer at evaluation and serving, e.g. 64 px from 224 px cells."""
+    input_size: int | None = 64
+    """Largest model input side; larger patches are shrunk to it (area averaging) for training and by
+    the scorer at evaluation and serving, e.g. 64 px from 300 px cells; None: the patch size."""
 
 
 class ScratchCNNConfig(KerasTrainConfig):
