@@ -26,10 +26,10 @@ PLACEMENT_FIELDS = frozenset(TrainingPlacement.model_fields)
 class ElasticNetConfig(TrainingPlacement):
     task: str = "binary"
     """'binary' (defect or not) or 'multiclass' (every label, e.g. ELPV's 4 levels)."""
-    C: float = 0.05
+    C: float = 0.02
     l1_ratio: float = 0.5
     class_weight_balanced: bool = True
-    search_C: list[float] = [0.02, 0.05, 0.2]
+    search_C: list[float] = [0.005, 0.01, 0.02, 0.05, 0.2]
     """Candidates tried (every trial is recorded); empty: just C."""
     search_l1_ratio: list[float] = []
     train_views: int = 1
