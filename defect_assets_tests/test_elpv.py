@@ -83,7 +83,7 @@ def printed_table(out: str, header: str, with_header: bool = False) -> list[list
 def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data")}
     port = free_port()
-    cmd = [sys.executable, "-m", "defect_assets.cli", "demo", "--limit", "40", "--batches", "2", "--quick",
+    cmd = [sys.executable, "-m", "defect_assets.cli", "demo", "--limit", "120", "--batches", "2", "--quick",
            "--port", str(port)]
     try:
         out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -105,12 +105,12 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
                 pass
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
-    cells = expected_slice(40, 2)
+    cells = expected_slice(120, 2)
 
     # counts: images per batch, and patches per class and split, as computed independently above
     per_batch = {r[0]: [int(v) for v in r[1:]] for r in printed_table(text, "Images per batch:")}
     # columns: images, rejected, patches, augmented (8 views of every train cell: quarter turns and mirrors)
-    assert "whole images (image-level labels) at 224 px" in text and "train split x 8 views" in text
+    assert "whole images (image-level labels) at 300 px" in text and "train split x 8 views" in text
     assert per_batch == {b: [len(g), 0, len(g), 8 * int((g["split"] == "train").sum())]
                          for b, g in cells.groupby("batch")}
     crosstab = pd.crosstab(cells["class"], cells["split"], margins=True, margins_name="total")
@@ -139,16 +139,28 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
         assert lo <= row["accuracy"] <= hi and (lo, hi) == pytest.approx(
             (row["accuracy_ci_low"], row["accuracy_ci_high"]), abs=5e-4)
         assert row["majority_baseline"] == pytest.approx(max(tp + fn, tn + fp) / n)
+        # latency measured through the served scorer, printed beside quality with the training time
+        assert float(shown["p99_ms"]) == pytest.approx(row["latency_p99_ms"], abs=5e-3) and row["latency_p99_ms"] > 0
+        assert float(shown["train_s"]) >= 0
 
-    champion = re.search(r"Champion: (\S+) \((\S+)\); checks: all passed", text)
+    champion = re.search(r"Champion: (\S+) \((\S+)\), why: (.+)\. Checks: all passed", text)
     assert champion and champion.group(2) in FAMILY_NAMES, text
+    # the champion is the best on validation among the candidates whose measured p99 fits 50 ms
+    registry = ModelRegistry(LocalObjectStore(tmp_path / "data" / "artifacts"))
+    val_auc = {v: registry.card(v)["validation"]["roc_auc"] for v in history["model_version"]}
+    fits = history[history["latency_p99_ms"] <= 50.0]
+    if len(fits):
+        best = max(fits["model_version"], key=lambda v: val_auc[v])
+        assert champion.group(1) == best and champion.group(3).startswith(
+            f"best validation roc_auc ({val_auc[best]:.4f}) within the 50 ms p99 budget"), champion.group(3)
+    else:  # a very busy machine: the fastest, and the reason says so
+        assert champion.group(3).startswith("no candidate fits the 50 ms p99 budget"), champion.group(3)
     html = re.search(r"HTML report: (\S+\.html)", text).group(1)
     assert open(html).read().startswith("<!doctype html>")
 
     # the deployed champion answers the example with what the seam computes in this process
     assert f"http://127.0.0.1:{port} serves {champion.group(1)}" in text
     example = re.search(r"Example: \S+ score (\S+) --url", text).group(1)
-    registry = ModelRegistry(LocalObjectStore(tmp_path / "data" / "artifacts"))
     want = load_registered(registry, champion.group(1)).predict_images([Path(example).read_bytes()])[0, 1]
     scored = next(r for r in printed_table(text, "Example:") if r[0] == Path(example).name)
     assert scored[-2] == champion.group(1) and float(scored[-3]) == pytest.approx(float(want), abs=1e-4)
