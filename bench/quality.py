@@ -67,11 +67,46 @@ def four_level(family, card: dict, store, scratch, trained_4: dict) -> dict:
             "acc4_train_s": seconds}
 
 
+def champion_predictions(store, registry) -> tuple[str, pd.DataFrame]:
+    """(version, test-split table) of the production champion, as champion_test_predictions stored it."""
+    from defect_assets.storage.layout import champion_predictions_key
+
+    version = (registry.production() or {}).get("version")
+    if version is None or not store.exists(champion_predictions_key(version)):
+        raise SystemExit("no production champion with stored test predictions (materialize champion_test_predictions)")
+    with store.open_read(champion_predictions_key(version)) as f:
+        return version, pd.read_parquet(f)
+
+
+def compare_champions(store, registry, other_store, other_dir: str) -> None:
+    """This champion minus the other data folder's on the test images both hold: the paired
+    bootstrap of the ROC AUC difference (the same gate the champion check applies)."""
+    from defect_assets.ml.evaluation import paired_auc_difference
+    from defect_assets.storage.registry import ModelRegistry
+
+    mine_v, mine = champion_predictions(store, registry)
+    other_v, other = champion_predictions(other_store, ModelRegistry(other_store))
+    both = mine.merge(other, on="image_id", suffixes=("", "_other"))
+    if (both["is_defect"] != both["is_defect_other"]).any():
+        raise SystemExit("the two test splits label the same image differently: not comparable")
+    diff = paired_auc_difference(both["is_defect"].to_numpy(int), both["defect_score"].to_numpy(),
+                                 both["defect_score_other"].to_numpy())
+    acc, acc_other = both["correct"].mean(), both["correct_other"].mean()
+    print(f"\nchampion {mine_v} against {other_v} from {other_dir}, on the "
+          f"{len(both)} test images both scored (of {len(mine)} and {len(other)}):")
+    print(f"  ROC AUC difference {diff['delta']:+.4f}, paired bootstrap 95% interval [{diff['low']:+.4f}, "
+          f"{diff['high']:+.4f}] ({diff['resamples']} resamples); accuracy {acc:.3f} against {acc_other:.3f} "
+          f"at each one's own threshold")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--run-demo", action="store_true", help="run the main job (no service) into --data-dir first")
     p.add_argument("--no-four-level", action="store_true", help="skip retraining each family on the 4 levels")
+    p.add_argument("--against", metavar="DATA_DIR",
+                   help="another main job's data folder (for example one built by an older commit): its champion "
+                        "and this one's on the test images both scored, paired bootstrap of the ROC AUC difference")
     p.add_argument("--four-level-families", nargs="+", metavar="FAMILY",
                    help="retrain only these families on the 4 levels (default: every family; the Keras ones "
                         "take as long as in the main job)")
@@ -119,6 +154,8 @@ def main() -> None:
           f"accuracy {base:.3f} (binary)" + ("" if baseline4 is None else f", {baseline4:.3f} (4 levels)"))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("(* = the champion in production; intervals: 95% bootstrap over test cells, 1000 resamples)")
+    if args.against:
+        compare_champions(store, registry, LocalObjectStore(Path(args.against).resolve() / "artifacts"), args.against)
     print("targets (issue 10): accuracy >= 0.92, ROC AUC >= 0.96, recall >= 0.85, 4-level accuracy >= 0.885")
 
 
