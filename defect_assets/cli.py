@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--batches", type=int, default=4, help="how many landing-zone batches to seed (default 4)")
     d.add_argument("--limit", type=int, help="use only this many images (quick look)")
     d.add_argument("--patch-size", type=int, default=64, help="windows around points and boxes (default 64)")
-    d.add_argument("--image-size", type=int, help="whole images of image-level labels (default: 224 for ELPV, "
+    d.add_argument("--image-size", type=int, help="whole images of image-level labels (default: 300 for ELPV, "
                                                   "else the patch size)")
     d.add_argument("--force", action="store_true", help="rebuild batches that are already materialized")
     d.add_argument("--quick", action="store_true", help="tiny models: a smoke run of the whole chain")

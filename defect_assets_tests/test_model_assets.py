@@ -78,10 +78,13 @@ def test_every_family_is_trained_registered_and_beats_chance(built):
     assert len(cards["elastic_net"]["trials"]) == 2
     ensemble = cards["ensemble"]
     members = ("elastic_net", "fine_tuned_vgg16", "scratch_cnn")
-    assert ensemble["members"] == sorted(cards[f]["version"] for f in members)
-    assert sum(ensemble["weights"]) == pytest.approx(1.0) and len(ensemble["trials"]) > 1
+    # members: the families whose weight is above 0 (a zero-weight member is not run when served)
+    assert set(ensemble["members"]) <= {cards[f]["version"] for f in members} and ensemble["members"]
+    assert sum(ensemble["weights"]) == pytest.approx(1.0) and min(ensemble["weights"]) > 0
+    assert len(ensemble["trials"]) > 1 and sum(t["chosen"] for t in ensemble["trials"]) == 1
     best_member = max(cards[f]["validation"]["roc_auc"] for f in members)
-    assert ensemble["validation"]["roc_auc"] >= best_member - 1e-9  # a single member is on the weight grid
+    # a single member is on the weight grid; ties (within tie_tolerance) go to the lower log loss
+    assert ensemble["validation"]["roc_auc"] >= best_member - ensemble["config"]["tie_tolerance"] - 1e-9
     summary = result.output_for_node("scratch_cnn_model")
     assert summary["version"].iloc[0] == cards["scratch_cnn"]["version"]
 

@@ -32,7 +32,7 @@ HISTORY_COLUMNS = [
     # added with issue 18: one full-size image at one client, through the served (compiled) scorer
     "latency_p50_ms", "latency_p99_ms",
 ]
-LATENCY_RUNS = 60
+LATENCY_RUNS = 200
 
 
 @dataclass(frozen=True)

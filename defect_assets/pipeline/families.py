@@ -286,8 +286,14 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
         m = summary_metrics(val.y, np.tensordot(w, probas, axes=1))
         trials.append({"weights": [round(float(x), 4) for x in w], **{f"val_{k}": v for k, v in m.items()}})
     table = pd.DataFrame(trials)
-    best = int(table[f"val_{config.metric}"].to_numpy().argmax())
-    weights = grid_w[best]
+    score = table[f"val_{config.metric}"].to_numpy()
+    tied = np.flatnonzero(score >= score.max() - float(getattr(config, "tie_tolerance", 0.0)))
+    best = int(tied[table["val_log_loss"].to_numpy()[tied].argmin()])
+    keep = grid_w[best] > 0
+    table["chosen"] = np.arange(len(table)) == best
+    dropped = [m for m, k in zip(members, keep) if not k]
+    members, scorers = [m for m, k in zip(members, keep) if k], [s for s, k in zip(scorers, keep) if k]
+    weights = grid_w[best][keep]
     card_stub = {"kind": "ensemble", "task": first["task"], "classes": first["classes"], "input": patch_input,
                  "members": members, "weights": weights.tolist(), "version": "ensemble (unregistered)"}
     ensemble = Scorer(card_stub, lambda x: np.tensordot(weights, np.stack(shared_predictions(scorers, x)),
@@ -295,7 +301,8 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     proba = ensemble.predict_proba(val.x)
     metrics = summary_metrics(val.y, proba)
     seconds = time.perf_counter() - t0
-    log(f"ensemble of {', '.join(members)} (weights {weights.round(3).tolist()}): validation "
+    log(f"ensemble of {', '.join(members)} (weights {weights.round(3).tolist()}"
+        + (f"; weight 0, left out: {', '.join(dropped)}" if dropped else "") + "): validation "
         + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     card = registry.register("ensemble", {"members.json": json.dumps({"members": members,
                                                                      "weights": weights.tolist()}).encode()}, {

@@ -103,6 +103,10 @@ class EnsembleConfig(TrainingPlacement):
     """Validation metric that picks the members' weights."""
     weight_steps: int = 4
     """Weights tried on a simplex grid in steps of 1/weight_steps (equal weights always tried first)."""
+    tie_tolerance: float = 0.002
+    """Weightings within this much of the best validation ``metric`` count as tied; among them the
+    lowest validation log loss wins (a member that only adds a near-constant score loses the tie).
+    Members left with weight 0 are not part of the ensemble (nor run when it is served)."""
 
 
 KERAS_INPUTS = ("augmented_training_set", "labeled_patches")
