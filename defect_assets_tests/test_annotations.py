@@ -211,6 +211,19 @@ def test_marks_join_image_labels_and_exports_reimport_to_identical_rows(annotati
     pd.testing.assert_frame_equal(canon(again), canon(marked))
 
 
+def test_exports_of_a_batch_nobody_annotated_are_empty_not_500(annotating):
+    svc, store, *_ = annotating
+    assert MarkLog(store).annotations() == []
+    status, headers, csv_bytes = call(svc.port, "GET", "/v1/annotations/batches/dents-1/points.csv", ANA)
+    assert (status, csv_bytes) == (200, b"image,x,y,label\n") and headers["content-type"].startswith("text/csv")
+    status, headers, zipped = call(svc.port, "GET", "/v1/annotations/batches/dents-1/voc.zip", ANA)
+    assert status == 200 and headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(zipped)) as z:
+        assert z.namelist() == []
+    status, _, one = call(svc.port, "GET", "/v1/annotations/batches/dents-1/voc?image=" + PHOTO, ANA)
+    assert status == 200 and "<width>240</width>" in one.decode() and "<object>" not in one.decode()
+
+
 def test_marks_give_way_to_the_batchs_own_label_file(annotating, tmp_path):
     svc, store, _, inventory = annotating
     assert jcall(svc.port, "POST", MARKS, ANA, GOOD)[0] == 201

@@ -161,7 +161,9 @@ class AnnotationDesk:
         """The marks of the batch's latest annotations as normalized label rows."""
         current = {(i.image, i.image_id) for i in self.images(batch)}
         marks = self.log.marks(batch)
-        keep = [(str(r.image), str(r.image_id)) in current for r in marks.itertuples(index=False)]
+        # a boolean mask, never a plain list: an empty list would select no *columns* (a batch nobody annotated)
+        keep = pd.Series([(str(r.image), str(r.image_id)) in current for r in marks.itertuples(index=False)],
+                         index=marks.index, dtype=bool)
         rows, _ = L.labels_from_marks(marks[keep])
         return rows
 
