@@ -134,6 +134,19 @@ def test_write_new_on_blob_storage_has_exactly_one_winner_and_label_events_lose_
     assert len(labels) == 16 and not labels.duplicated(["labeler", "item"]).any()
 
 
+def test_two_different_labels_at_once_on_blob_storage_store_exactly_one(store):
+    """The "undo first" rule on Blob: 16 posts of two labels by one labeler for one item, through two
+    clients (two replicas), race for one key with If-None-Match: *; one is stored, all see it."""
+    from defect_assets.storage.labeling import LabelLog
+    from defect_assets_tests.test_label_store import race_two_labels_on_one_item
+
+    other = AzureBlobObjectStore(store.container, prefix="project/one")
+    results = race_two_labels_on_one_item(store, other)
+    assert sum(created for _, created in results) == 1
+    assert len({stored.id for stored, _ in results}) == 1
+    assert len(LabelLog(store).labels()) == 1 and len(LabelLog(other).keys()) == 1
+
+
 def test_failed_write_leaves_the_old_blob_and_creates_nothing_new(store):
     old = store.write_bytes("table.parquet", b"old complete content")
     with pytest.raises(RuntimeError, match="disk full"):

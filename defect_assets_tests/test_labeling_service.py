@@ -254,6 +254,33 @@ def test_two_labelers_interleaved_lose_and_duplicate_nothing(labeling):
     assert view["next"] is None
 
 
+def test_sixteen_simultaneous_labels_of_one_item_by_one_labeler_store_one(labeling):
+    """The "undo first" rule under a race: 16 posts at once, half ok and half defect, one labeler,
+    one item: exactly one 201 and one active label; the other label gets 409, repeats of the
+    stored one 200."""
+    svc, store, _, _, queue = labeling
+    item = queue.items.sort_values("rank")["item_id"].iloc[0]
+    barrier = threading.Barrier(16)
+
+    def post(k):
+        label = "ok" if k % 2 else "defect"
+        barrier.wait()
+        return label, jcall(svc.port, "POST", "/v1/labeling/labels", ANA, {"item_id": item, "label": label})
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(post, range(16)))
+    statuses = [status for _, (status, _) in results]
+    assert statuses.count(201) == 1, statuses
+    winner = next(label for label, (status, _) in results if status == 201)
+    for label, (status, doc) in results:
+        if label == winner:
+            assert status in (200, 201)
+        else:
+            assert (status, doc.get("error")) == (409, "already_labeled"), doc
+    status, doc = jcall(svc.port, "GET", "/v1/labeling/labels", ANA)
+    assert status == 200 and doc["count"] == 1 and doc["labels"][0]["label"] == winner
+
+
 def test_the_heatmap_is_the_served_models_and_only_for_its_queue(labeling):
     svc, store, registry, versions, queue = labeling
     row = queue.items.sort_values("rank").iloc[0]
