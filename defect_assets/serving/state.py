@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader
 from defect_assets.serving.annotation import AnnotationDesk
 from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import ApiError
+from defect_assets.serving.heavy import HeavyGate
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder, ServedModel
 from defect_assets.serving.settings import API_KEY_HEADER, ServiceSettings
@@ -44,12 +45,19 @@ class ServiceState:
             raise ApiError(503, "not_ready", f"no model is loaded yet{why}; see /readyz")
         return model
 
-    async def score(self, model: ServedModel, patches: np.ndarray) -> np.ndarray:
+    heavy: HeavyGate | None = field(default=None)
+    """The concurrency limit of the heavy routes (``serving.heavy``)."""
+
+    def __post_init__(self):
+        if self.heavy is None:
+            self.heavy = HeavyGate(self.settings.max_heavy_requests)
+
+    async def score(self, model: ServedModel, patches: np.ndarray, background: bool = False) -> np.ndarray:
         """Class probabilities from the micro-batcher, or 503 past the request timeout."""
         timeout = self.settings.request_timeout_seconds
         try:
             async with asyncio.timeout(timeout):
-                return await self.batcher.score(model, patches)
+                return await self.batcher.score(model, patches, background)
         except TimeoutError:
             raise ApiError(503, "timeout", f"scoring took over {timeout:.0f}s") from None
 

@@ -141,17 +141,22 @@ async def save_marks(batch: str, body: SaveRequest, name: str = Depends(labeler)
 
 
 @router.post(BATCH + "/suggestions")
-async def suggestions(batch: str, body: SuggestRequest, name: str = Depends(labeler),
+async def suggestions(batch: str, body: SuggestRequest, request: Request, name: str = Depends(labeler),
                       state: ServiceState = Depends(service)):
     """The production model slid over the photo (the windows of /v1/inspect): candidate defect
     centers above the threshold, strongest first, for the person to accept or reject, and the
     heatmap (gray PNG, 255 = probability 1, the photo's size divided by ``heatmap_scale``)."""
     model = state.serving()
     img = await asyncio.to_thread(desk(state).image, batch, body.image)
+    with state.heavy.slot():  # 429 at once when the heavy routes are full
+        return await _suggestions(request, state, model, img, body)
+
+
+async def _suggestions(request: Request, state: ServiceState, model, img, body: SuggestRequest):
     data = await asyncio.to_thread(state.settings.store.read_bytes, img.stored_key)
     pixels = await asyncio.to_thread(model.scorer.pixels, data, state.settings.max_pixels)
     size = model.scorer.patch_size
-    grid, proba = await slide_windows(state, model, pixels, body.stride or max(1, size // 4))
+    grid, proba = await slide_windows(state, model, pixels, body.stride or max(1, size // 4), request)
     thr = body.threshold if body.threshold is not None else (model.threshold if model.threshold is not None else 0.5)
     found = locate_defects(model, proba, grid, thr, float(size))
     h, w = pixels.shape[:2]

@@ -24,7 +24,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, Field
 
 from defect_assets.ml.images import decode_image, encode_png
-from defect_assets.serving import inspection
+from defect_assets.serving import heavy, inspection
 from defect_assets.serving.errors import ApiError, error_response
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.state import ServiceState, service
@@ -264,7 +264,8 @@ async def item_image(item_id: str, name: str = Depends(labeler), state: ServiceS
 
 
 @router.get("/v1/labeling/items/{item_id}/heatmap", response_class=Response)
-async def item_heatmap(item_id: str, name: str = Depends(labeler), state: ServiceState = Depends(service)):
+async def item_heatmap(item_id: str, request: Request, name: str = Depends(labeler),
+                       state: ServiceState = Depends(service)):
     """Where the model sees a defect in the queued photo: its windows' defect probability as a
     transparent red overlay of the photo's size. Exists for models trained on windows around
     marked defects (the dent workflow), scored by the queue's own model version."""
@@ -275,17 +276,20 @@ async def item_heatmap(item_id: str, name: str = Depends(labeler), state: Servic
     if model.version != queue.model_version:
         raise ApiError(409, "model_changed", f"the service now serves {model.version}, the queue was scored by "
                                              f"{queue.model_version}: no heatmap until the next queue")
+    with state.heavy.slot():  # 429 at once when the heavy routes are full
+        return await _heatmap(request, state, model, row)
+
+
+async def _heatmap(request: Request, state: ServiceState, model, row: dict) -> Response:
     data = await asyncio.to_thread(state.settings.store.read_bytes, row["stored_key"])
     pixels = await asyncio.to_thread(model.scorer.pixels, data, state.settings.max_pixels)
     h, w = pixels.shape[:2]
     size = model.scorer.input_size
-    stride = max(size // 4, 1, math.ceil(math.sqrt(w * h / state.settings.max_windows)))
+    # the stride is this route's own choice: the smallest that fits the window cap and the work budget
+    stride = heavy.fitting_stride(w, h, size, model.scorer.cost, state.settings.max_work_gmac,
+                                  state.settings.max_windows, max(size // 4, 1))
     grid = inspection.window_grid(w, h, size, stride)
-    parts = []
-    for lo in range(0, grid.count, 256):
-        windows = inspection.cut_windows(pixels, grid, np.arange(lo, min(lo + 256, grid.count)))
-        parts.append(await state.score(model, windows))
-    score = model.defect_score(np.concatenate(parts))
+    score = model.defect_score(await heavy.score_windows(state, model, pixels, grid, request))
     scale = max(1, math.ceil(math.sqrt(w * h / HEATMAP_MAX_PIXELS)))
     gray = await asyncio.to_thread(inspection.heatmap, score, grid, scale)
     rgba = np.zeros(gray.shape + (4,), np.uint8)
