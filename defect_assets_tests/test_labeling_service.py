@@ -132,6 +132,47 @@ def test_the_sign_in_form_sets_a_strict_http_only_cookie(labeling):
     assert (status, err["error"]) == (403, "cross_origin")
 
 
+def test_a_session_is_opaque_server_side_and_ends_at_logout_and_expiry(labeling):
+    """The cookie is a random session id (not the token), stored in the artifact store with its
+    labeler and expiry; a cookie captured before logout is refused after it, and so is an expired one."""
+    from defect_assets.storage.sessions import SessionStore
+
+    svc, store, *_ = labeling
+    ctype = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, headers, _ = call(svc.port, "POST", "/label/login", raw=f"token={ANA}".encode(), headers=ctype)
+    captured = headers["set-cookie"].split(";")[0]
+    session = captured.split("=", 1)[1]
+    assert status == 303 and ANA not in captured and len(session) >= 40
+    assert [o.key.startswith("sessions/") for o in store.list("sessions/")] == [True]
+    assert session not in store.list("sessions/")[0].key  # only its hash names the object
+    assert jcall(svc.port, "GET", "/v1/labeling/queue", headers={"Cookie": captured})[0] == 200
+
+    status, headers, _ = call(svc.port, "POST", "/label/logout", headers={"Cookie": captured})
+    assert status == 303 and store.list("sessions/") == []
+    status, doc = jcall(svc.port, "GET", "/v1/labeling/queue", headers={"Cookie": captured})
+    assert (status, doc["error"]) == (401, "unauthorized")  # the copy kept from before logout is worthless
+    status, _, page = call(svc.port, "GET", "/label", headers={"Cookie": captured})
+    assert status == 401 and b'name="token"' in page
+
+    expired = SessionStore(store).create("ana", -1)  # as if its 12 hours had passed
+    status, doc = jcall(svc.port, "GET", "/v1/labeling/queue", headers={"Cookie": f"defect_assets_labeler={expired}"})
+    assert (status, doc["error"]) == (401, "unauthorized") and store.list("sessions/") == []
+    forged = "defect_assets_labeler=" + ANA  # the raw token as a cookie is no session either
+    assert jcall(svc.port, "GET", "/v1/labeling/queue", headers={"Cookie": forged})[0] == 401
+
+
+def test_access_log_never_holds_a_credential_from_a_query_string(labeling, caplog, capfd):
+    svc, *_ = labeling
+    caplog.set_level("INFO")
+    for query in (f"token={ANA}", f"api_key={ANA}&page=2", f"X-Labeler-Token={ANA}", f"access_token={ANA}",
+                  f"sig={ANA}", f"a=1&sessionid={ANA}"):
+        assert jcall(svc.port, "GET", f"/v1/labeling/queue?{query}")[0] == 401
+    logged = caplog.text + capfd.readouterr().err
+    assert "GET /v1/labeling/queue?token=[redacted] HTTP/1.1" in logged
+    assert "api_key=[redacted]&page=2" in logged and "a=1&sessionid=[redacted]" in logged
+    assert ANA not in logged and ANA[:12] not in logged
+
+
 def test_labeling_is_off_without_configured_tokens(tmp_path):
     store, _, versions, _ = labeling_project(tmp_path)
     with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1)) as svc:

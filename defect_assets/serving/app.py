@@ -32,6 +32,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from defect_assets.serving.access_log import install_access_log_redaction
 from defect_assets.serving.annotation import AnnotationDesk
 from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import install_error_handlers
@@ -81,6 +82,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        install_access_log_redaction()  # here: after the server has configured its loggers
         state.batcher.start()
         if state.predictions is not None:
             state.predictions.start()

@@ -21,6 +21,7 @@ from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder, ServedModel
 from defect_assets.serving.settings import API_KEY_HEADER, ServiceSettings
 from defect_assets.storage.prediction_log import PredictionLog, new_record
+from defect_assets.storage.sessions import SessionStore
 
 
 @dataclass
@@ -47,10 +48,14 @@ class ServiceState:
 
     heavy: HeavyGate | None = field(default=None)
     """The concurrency limit of the heavy routes (``serving.heavy``)."""
+    sessions: SessionStore | None = field(default=None)
+    """The labeling page's sign-in sessions (in the artifact store: shared by every replica)."""
 
     def __post_init__(self):
         if self.heavy is None:
             self.heavy = HeavyGate(self.settings.max_heavy_requests)
+        if self.sessions is None:
+            self.sessions = SessionStore(self.settings.store)
 
     async def score(self, model: ServedModel, patches: np.ndarray, background: bool = False) -> np.ndarray:
         """Class probabilities from the micro-batcher, or 503 past the request timeout."""

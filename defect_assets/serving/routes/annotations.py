@@ -74,7 +74,7 @@ async def annotation_page(request: Request, state: ServiceState = Depends(servic
                           auth: HTTPAuthorizationCredentials | None = Security(bearer),
                           header: str | None = Security(token_header)):
     """The annotation view; without a valid token, the labeling sign-in form (401)."""
-    if signed_in(request, state, auth, header)[0] is None:
+    if (await signed_in(request, state, auth, header))[0] is None:
         why = "" if state.settings.labelers else "Labeling is off: no labeler tokens are configured."
         query = request.url.query
         return html_page("login.html", 401, why, after="/annotate" + (f"?{query}" if query else ""))
