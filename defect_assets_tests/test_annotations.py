@@ -124,6 +124,16 @@ def test_bad_marks_get_a_clear_4xx_and_store_nothing(annotating):
           "model_version": "m"}, 422, "invalid_suggestion"),
         ({"image": "line/nope.png", "marks": [point]}, 404, "unknown_image"),
         ({"image": PHOTO, "marks": "many"}, 422, "invalid_request"),
+        # coordinates are JSON numbers: a string or a boolean is refused, never read as 5 or 1
+        ({"image": PHOTO, "marks": [{**point, "x": "5"}]}, 422, "invalid_request"),
+        ({"image": PHOTO, "marks": [{**point, "y": True}]}, 422, "invalid_request"),
+        ({"image": PHOTO, "marks": [{"kind": "box", "label": "dent", "xmin": "1", "ymin": 1, "xmax": 9,
+                                     "ymax": 9}]}, 422, "invalid_request"),
+        ({"image": PHOTO, "marks": [point], "suggestions": [{"x": True, "y": 1, "score": 0.9,
+                                                             "decision": "accepted"}], "model_version": "m"},
+         422, "invalid_request"),
+        # more marks than the cap: 413, as the README says
+        ({"image": PHOTO, "marks": [point] * 501}, 413, "too_many_marks"),
     ]
     for body, status, error in cases:
         got, doc = jcall(svc.port, "POST", MARKS, ANA, body)

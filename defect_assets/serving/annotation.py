@@ -199,10 +199,9 @@ def _depth(mode: str) -> int:
 
 
 def _coordinate(value, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ApiError(422, "invalid_mark", f"{what} {str(value)[:40]!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # "5" and true are not coordinates
+        raise ApiError(422, "invalid_mark", f"{what} {str(value)[:40]!r} is not a number")
+    v = float(value)
     if not math.isfinite(v):
         raise ApiError(422, "invalid_mark", f"{what} must be a finite number")
     return v

@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from defect_assets.ml.images import decode_image, encode_png
 from defect_assets.serving import inspection
@@ -32,6 +32,7 @@ router = APIRouter(tags=["annotations"])
 
 
 class MarkIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # a coordinate is a JSON number: not "5", not true
     kind: str = Field(max_length=16, description="point or box")
     label: str = Field(max_length=200, description="a class (GET .../marks lists them)")
     x: float | None = Field(None, description="point: column in image pixels")
@@ -43,6 +44,7 @@ class MarkIn(BaseModel):
 
 
 class SuggestionIn(BaseModel):
+    model_config = ConfigDict(strict=True)
     x: float
     y: float
     score: float
@@ -51,15 +53,19 @@ class SuggestionIn(BaseModel):
 
 
 class SaveRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     image: str = Field(max_length=1000, description="the image's path in the batch")
-    marks: list[MarkIn] = Field(default_factory=list, max_length=MAX_MARKS)
+    # no max_length here: more than MAX_MARKS is the desk's 413 (too_many_marks), as documented, not a 422
+    marks: list[MarkIn] = Field(default_factory=list, description=f"at most {MAX_MARKS} (else 413)")
     no_defect: bool = Field(False, description="the explicit answer 'no defect here' (no marks)")
-    suggestions: list[SuggestionIn] = Field(default_factory=list, max_length=MAX_MARKS,
-                                            description="the model's proposals you accepted or rejected")
+    suggestions: list[SuggestionIn] = Field(default_factory=list,
+                                            description=f"the model's proposals you accepted or rejected (at most "
+                                                        f"{MAX_MARKS}, else 413)")
     model_version: str = Field("", max_length=200, description="the model that made the suggestions")
 
 
 class SuggestRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     image: str = Field(max_length=1000)
     threshold: float | None = Field(None, ge=0, le=1, description="default: the production threshold")
     stride: int | None = Field(None, ge=1, le=4096, description="window step (default: a quarter window)")
