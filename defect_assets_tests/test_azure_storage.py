@@ -5,7 +5,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import subprocess
 import uuid
 
 import dagster as dg
@@ -27,6 +26,7 @@ from defect_assets.storage.batches import list_batches, upload_files
 from defect_assets.storage.formats import read_value
 from defect_assets_tests.azurite import ACCOUNT, ACCOUNT_KEY, REPO
 from defect_assets_tests.conftest import png_bytes, smooth_image
+from defect_assets_tests.waits import run_child
 
 pytest_plugins = ["defect_assets_tests.conftest_azurite"]  # the session-scoped `azurite` fixture
 
@@ -290,10 +290,10 @@ def test_the_code_location_runs_on_azurite_by_environment_variables_only(azurite
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("batches", ["env-only"])
 
-    proc = subprocess.run(
+    proc = run_child(
         [str(REPO / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m", "defect_assets.definitions",
          "--select", "raw_images,image_labels,labeled_patches,augmented_training_set", "--partition", "env-only"],
-        cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=180)
+        cwd=tmp_path, env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stdout + proc.stderr
     assert ACCOUNT_KEY not in proc.stdout + proc.stderr

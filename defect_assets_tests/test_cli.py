@@ -6,11 +6,12 @@ import sys
 
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import list_batches
+from defect_assets_tests.waits import SUBPROCESS_SECONDS
 
 
 def cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "defect_assets.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=SUBPROCESS_SECONDS)
 
 
 def test_upload_folder_then_refuse_then_overwrite(tmp_path, surface_folder):

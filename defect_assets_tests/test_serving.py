@@ -38,6 +38,7 @@ from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.registry import ModelRegistry
 from defect_assets_tests.conftest import png_bytes, smooth_image
+from defect_assets_tests.waits import READY_SECONDS
 
 API_KEY = "k3y-Only-The-Test-Knows-0f9a8b7c"
 
@@ -89,7 +90,7 @@ class ServiceThread:
 
     def __enter__(self):
         self.thread.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + READY_SECONDS
         while not self.server.started:
             assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
             time.sleep(0.02)
@@ -100,7 +101,7 @@ class ServiceThread:
         self.thread.join(timeout=15)
         self.sock.close()
 
-    def wait_ready(self, version: str | None = None, timeout: float = 30) -> dict:
+    def wait_ready(self, version: str | None = None, timeout: float = READY_SECONDS) -> dict:
         client = DefectClient(self.url)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
