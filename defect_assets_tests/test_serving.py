@@ -504,3 +504,19 @@ def test_schemathesis_finds_no_server_error(registry_copy, tmp_path):
     counts = re.search(r"(\d+) generated, (\d+) passed", text)
     assert counts and counts[1] == counts[2] and int(counts[1]) > 200, text[-2000:]
     assert f"Tested: {operations}" in text and operations >= 12  # every operation of the schema
+
+
+def test_no_page_of_the_service_loads_from_a_cdn(service):
+    """/docs and /redoc (FastAPI's Swagger UI and ReDoc, which load from a CDN) are off, the schema
+    stays, and the dashboard links to neither."""
+    svc, _, _ = service
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        status, doc = raw_request(svc.port, "GET", path)
+        assert (status, doc.get("error")) == (404, "not_found"), path
+    status, schema = raw_request(svc.port, "GET", "/openapi.json")
+    assert status == 200 and "/v1/predict" in schema["paths"]
+    dashboard = (Path(__file__).resolve().parents[1] / "defect_assets" / "serving" / "static" / "dashboard.html")
+    page = dashboard.read_text()
+    assert 'href="/docs"' not in page and 'href="/redoc"' not in page
+    for html in (Path(__file__).resolve().parents[1] / "defect_assets" / "serving").rglob("*.html"):
+        assert "cdn." not in html.read_text() and "unpkg" not in html.read_text(), html
