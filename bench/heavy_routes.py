@@ -115,6 +115,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds, idle and loaded (default 20)")
     p.add_argument("--data-dir", help="the production model and first ingested batch of DIR (default: tiny, SYNTHETIC)")
+    p.add_argument("--max-windows", type=int, default=100_000,
+                   help="the service's window cap (default 100,000, so stride 1 on a 300 px photo is scored, not "
+                        "refused; the work budget still applies)")
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-heavy-"))
@@ -139,7 +142,8 @@ def main() -> None:
     token = secrets.token_urlsafe(18)
     port = free_port()
     env = {**os.environ, "DEFECT_ASSETS_DATA_DIR": str(data_dir), "DEFECT_ASSETS_RELOAD_SECONDS": "30",
-           "DEFECT_ASSETS_PREDICTION_LOG": "0", "DEFECT_ASSETS_LABELER_TOKENS": f"bench:{token}"}
+           "DEFECT_ASSETS_PREDICTION_LOG": "0", "DEFECT_ASSETS_LABELER_TOKENS": f"bench:{token}",
+           "DEFECT_ASSETS_MAX_WINDOWS": str(args.max_windows)}
     env.pop("DEFECT_ASSETS_API_KEY", None)
     log_path = tmp / "bench-heavy-service.log"
     with open(log_path, "wb") as log:
@@ -186,7 +190,8 @@ def main() -> None:
     print(f"p99 ratio loaded / idle: {p_loaded / p_idle:6.2f}x  (target <= 3x)")
     print(f"service RSS after warm-up {warm_rss / 2**20:,.0f} MiB, peak under load {peak[0] / 2**20:,.0f} MiB: "
           f"{peak[0] / warm_rss:5.2f}x  (target <= 1.5x)")
-    print("suggestion answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=str)))
+    answers = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=str))
+    print(f"suggestion answers (200 scored, 422 over the budget, 429 heavy lane full, 503 deadline): {answers}")
     print(f"service log: {log_path}")
 
 
