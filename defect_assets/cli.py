@@ -7,6 +7,10 @@ import os
 import sys
 from pathlib import Path
 
+# the first SIGTERM stops the service: requests still running after this long are cancelled (a heavy
+# route stops between two chunks), instead of uvicorn waiting for them without end
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
 
 def _setup_env(args) -> None:
     if getattr(args, "data_dir", None):
@@ -61,10 +65,10 @@ def cmd_serve(args) -> int:
     settings = ServiceSettings.from_env()
     if args.reload_seconds:
         settings = settings.with_(reload_seconds=args.reload_seconds)
-    print(f"scoring service on http://{args.host}:{args.port} (docs at /docs), models from {settings.store.url}",
-          flush=True)
+    print(f"scoring service on http://{args.host}:{args.port} (OpenAPI schema at /openapi.json), models from "
+          f"{settings.store.url}", flush=True)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_keep_alive=30)
+                timeout_keep_alive=30, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     return 0
 
 

@@ -268,7 +268,7 @@ def deploy_and_score(defs, instance, data_dir: Path, port: int) -> str:
     client = DefectClient(url)
     say(format_table(client.predict([example]), [str(example.name)]))
     say("")
-    say(f"The endpoint keeps serving at {url} (docs at {url}/docs); stop it with: kill {pid}")
+    say(f"The endpoint keeps serving at {url} (OpenAPI schema at {url}/openapi.json); stop it with: kill {pid}")
     return url
 
 

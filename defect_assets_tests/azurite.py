@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from defect_assets_tests.waits import READY_SECONDS
+
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_BLOB = REPO / "node_modules" / ".bin" / "azurite-blob"
 
@@ -73,7 +75,7 @@ class Azurite:
             self.process.wait(10)
 
 
-def start_azurite(location: Path, timeout: float = 30.0) -> Azurite:
+def start_azurite(location: Path, timeout: float = READY_SECONDS) -> Azurite:
     if not os.access(AZURITE_BLOB, os.X_OK):
         raise AzuriteMissing(
             f"{AZURITE_BLOB} is missing: install Azurite with `npm install` in {REPO} "

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from defect_assets_tests.waits import READY_SECONDS
+
 DASK_BIN = Path(sys.executable).parent / "dask"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +52,7 @@ class LocalDaskCluster:
             return subprocess.Popen([str(DASK_BIN), *args], cwd=REPO, env=worker_env(self.threads),
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
-    def start(self, timeout: float = 90.0) -> LocalDaskCluster:
+    def start(self, timeout: float = READY_SECONDS) -> LocalDaskCluster:
         from distributed import Client
 
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from defect_assets_tests.dask_cluster import free_port
+from defect_assets_tests.waits import READY_SECONDS, SUBPROCESS_SECONDS
 
 
 def pg_bin(name: str) -> str:
@@ -37,7 +38,8 @@ class LocalPostgres:
 
     def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
         prefix = ["runuser", "-u", "nobody", "--"] if self.as_nobody else []
-        return subprocess.run(prefix + args, check=True, capture_output=True, text=True, timeout=120, **kw)
+        return subprocess.run(prefix + args, check=True, capture_output=True, text=True, timeout=SUBPROCESS_SECONDS,
+                              **kw)
 
     def start(self) -> LocalPostgres:
         # under /tmp, not pytest's tmp_path: its parents are private to root and nobody must enter
@@ -52,7 +54,7 @@ class LocalPostgres:
                    "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"])
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} -c fsync=off"
         self._run([pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.dir / "server.log"), "-w",
-                   "start"])
+                   "-t", str(READY_SECONDS), "start"])
         import psycopg2
 
         conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,

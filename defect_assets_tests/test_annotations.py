@@ -124,6 +124,16 @@ def test_bad_marks_get_a_clear_4xx_and_store_nothing(annotating):
           "model_version": "m"}, 422, "invalid_suggestion"),
         ({"image": "line/nope.png", "marks": [point]}, 404, "unknown_image"),
         ({"image": PHOTO, "marks": "many"}, 422, "invalid_request"),
+        # coordinates are JSON numbers: a string or a boolean is refused, never read as 5 or 1
+        ({"image": PHOTO, "marks": [{**point, "x": "5"}]}, 422, "invalid_request"),
+        ({"image": PHOTO, "marks": [{**point, "y": True}]}, 422, "invalid_request"),
+        ({"image": PHOTO, "marks": [{"kind": "box", "label": "dent", "xmin": "1", "ymin": 1, "xmax": 9,
+                                     "ymax": 9}]}, 422, "invalid_request"),
+        ({"image": PHOTO, "marks": [point], "suggestions": [{"x": True, "y": 1, "score": 0.9,
+                                                             "decision": "accepted"}], "model_version": "m"},
+         422, "invalid_request"),
+        # more marks than the cap: 413, as the README says
+        ({"image": PHOTO, "marks": [point] * 501}, 413, "too_many_marks"),
     ]
     for body, status, error in cases:
         got, doc = jcall(svc.port, "POST", MARKS, ANA, body)
@@ -209,6 +219,19 @@ def test_marks_join_image_labels_and_exports_reimport_to_identical_rows(annotati
             {c: "string" for c in ("image", "kind", "label")})
 
     pd.testing.assert_frame_equal(canon(again), canon(marked))
+
+
+def test_exports_of_a_batch_nobody_annotated_are_empty_not_500(annotating):
+    svc, store, *_ = annotating
+    assert MarkLog(store).annotations() == []
+    status, headers, csv_bytes = call(svc.port, "GET", "/v1/annotations/batches/dents-1/points.csv", ANA)
+    assert (status, csv_bytes) == (200, b"image,x,y,label\n") and headers["content-type"].startswith("text/csv")
+    status, headers, zipped = call(svc.port, "GET", "/v1/annotations/batches/dents-1/voc.zip", ANA)
+    assert status == 200 and headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(zipped)) as z:
+        assert z.namelist() == []
+    status, _, one = call(svc.port, "GET", "/v1/annotations/batches/dents-1/voc?image=" + PHOTO, ANA)
+    assert status == 200 and "<width>240</width>" in one.decode() and "<object>" not in one.decode()
 
 
 def test_marks_give_way_to_the_batchs_own_label_file(annotating, tmp_path):

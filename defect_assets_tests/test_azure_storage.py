@@ -5,7 +5,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import subprocess
 import uuid
 
 import dagster as dg
@@ -27,6 +26,7 @@ from defect_assets.storage.batches import list_batches, upload_files
 from defect_assets.storage.formats import read_value
 from defect_assets_tests.azurite import ACCOUNT, ACCOUNT_KEY, REPO
 from defect_assets_tests.conftest import png_bytes, smooth_image
+from defect_assets_tests.waits import run_child
 
 pytest_plugins = ["defect_assets_tests.conftest_azurite"]  # the session-scoped `azurite` fixture
 
@@ -132,6 +132,19 @@ def test_write_new_on_blob_storage_has_exactly_one_winner_and_label_events_lose_
         list(pool.map(submit, [work[k::4] for k in range(4)]))
     labels = LabelLog(store).labels()
     assert len(labels) == 16 and not labels.duplicated(["labeler", "item"]).any()
+
+
+def test_two_different_labels_at_once_on_blob_storage_store_exactly_one(store):
+    """The "undo first" rule on Blob: 16 posts of two labels by one labeler for one item, through two
+    clients (two replicas), race for one key with If-None-Match: *; one is stored, all see it."""
+    from defect_assets.storage.labeling import LabelLog
+    from defect_assets_tests.test_label_store import race_two_labels_on_one_item
+
+    other = AzureBlobObjectStore(store.container, prefix="project/one")
+    results = race_two_labels_on_one_item(store, other)
+    assert sum(created for _, created in results) == 1
+    assert len({stored.id for stored, _ in results}) == 1
+    assert len(LabelLog(store).labels()) == 1 and len(LabelLog(other).keys()) == 1
 
 
 def test_failed_write_leaves_the_old_blob_and_creates_nothing_new(store):
@@ -277,10 +290,10 @@ def test_the_code_location_runs_on_azurite_by_environment_variables_only(azurite
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("batches", ["env-only"])
 
-    proc = subprocess.run(
+    proc = run_child(
         [str(REPO / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m", "defect_assets.definitions",
          "--select", "raw_images,image_labels,labeled_patches,augmented_training_set", "--partition", "env-only"],
-        cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=180)
+        cwd=tmp_path, env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stdout + proc.stderr
     assert ACCOUNT_KEY not in proc.stdout + proc.stderr

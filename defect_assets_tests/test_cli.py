@@ -6,11 +6,12 @@ import sys
 
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import list_batches
+from defect_assets_tests.waits import SUBPROCESS_SECONDS
 
 
 def cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "defect_assets.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=SUBPROCESS_SECONDS)
 
 
 def test_upload_folder_then_refuse_then_overwrite(tmp_path, surface_folder):
@@ -45,3 +46,96 @@ def test_half_uploaded_batch_is_invisible(tmp_path):
     store = LocalObjectStore(tmp_path)
     store.write_bytes("partial/a.png", b"...")
     assert list_batches(store) == {}
+
+
+def _hostile_folder(tmp_path):
+    """A folder with one good image and every kind of entry that is not a regular file inside it."""
+    import os
+    import socket
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret from outside the folder\n")
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "good.png").write_bytes(b"\x89PNG not really")
+    os.symlink("/etc/hostname", folder / "abs-link.png")
+    os.symlink("../outside.txt", folder / "labels.csv")  # relative, pointing out of the folder
+    os.symlink("nowhere.png", folder / "dangling.png")
+    os.symlink("loop-b.png", folder / "loop-a.png")
+    os.symlink("loop-a.png", folder / "loop-b.png")
+    os.symlink(str(tmp_path), folder / "sub" / "dir-link")
+    os.mkfifo(folder / "pipe.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "sock.png"))
+    return folder, sock
+
+
+def test_upload_refuses_symlinks_fifos_and_sockets_and_writes_nothing(tmp_path):
+    folder, sock = _hostile_folder(tmp_path)
+    landing = tmp_path / "landing"
+    try:
+        out = cli("upload", str(folder), "--batch", "hostile", "--landing", str(landing), cwd=tmp_path)
+    finally:
+        sock.close()
+    assert out.returncode == 2, out.stdout
+    assert "Traceback" not in out.stderr
+    lines = [ln.strip() for ln in out.stderr.splitlines()]
+    for name, kind in [("abs-link.png", "a symbolic link"), ("labels.csv", "a symbolic link"),
+                       ("dangling.png", "a symbolic link"), ("loop-a.png", "a symbolic link"),
+                       ("loop-b.png", "a symbolic link"), ("sub/dir-link", "a symbolic link"),
+                       ("pipe.png", "a FIFO (named pipe)"), ("sock.png", "a socket")]:
+        assert f"{name}: {kind}, not uploaded" in lines, out.stderr
+    assert "8 entries that are not regular files" in out.stderr
+    assert not (landing / "hostile").exists() or not any((landing / "hostile").rglob("*"))
+    assert list_batches(LocalObjectStore(landing)) == {}
+
+
+def test_failed_upload_removes_what_it_staged(tmp_path):
+    import pytest
+
+    from defect_assets.storage.batches import BatchError, upload_files
+
+    store = LocalObjectStore(tmp_path / "landing")
+
+    def unreadable():
+        raise BatchError("b.png: cannot be read as a regular file (Too many levels of symbolic links)")
+
+    with pytest.raises(BatchError, match="b.png"):
+        upload_files(store, "half", [("a.png", b"first"), ("b.png", unreadable), ("c.png", b"third")])
+    assert store.list("") == []
+
+
+def test_local_store_never_follows_a_link_planted_in_the_landing_zone(tmp_path):
+    """A symlinked labels.csv (or folder) put into a landing folder by hand is not an object: not
+    listed, not read, and ingestion reports it missing instead of copying the outside file."""
+    import os
+
+    import pytest
+
+    from defect_assets.pipeline.ingest import ingest_batch
+    from defect_assets.storage.base import StoreKeyError
+    from defect_assets.storage.batches import Manifest
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("image,label\nfirst line of a file outside the landing zone,1\n")
+    landing = LocalObjectStore(tmp_path / "landing")
+    landing.write_bytes("b/real.csv", b"image,label\n")
+    os.symlink(str(secret), tmp_path / "landing" / "b" / "labels.csv")
+    os.symlink(str(tmp_path), tmp_path / "landing" / "b" / "outside")
+    os.mkfifo(tmp_path / "landing" / "b" / "pipe.csv")
+    files = [{"path": "labels.csv", "bytes": secret.stat().st_size, "sha256": ""},
+             {"path": "outside/secret.txt", "bytes": 1, "sha256": ""},
+             {"path": "pipe.csv", "bytes": 0, "sha256": ""}]
+    landing.write_bytes("b/_manifest.json", Manifest(batch="b", files=files, created="now").to_json())
+
+    assert [o.key for o in landing.list("b/")] == ["b/_manifest.json", "b/real.csv"]
+    for key in ("b/labels.csv", "b/outside/secret.txt", "b/pipe.csv"):
+        assert landing.info(key) is None and not landing.exists(key)
+        with pytest.raises(StoreKeyError):
+            landing.read_bytes(key)
+        with pytest.raises(StoreKeyError):
+            landing.open_read(key)
+    artifacts = LocalObjectStore(tmp_path / "artifacts")
+    inventory = ingest_batch(landing, artifacts, "b")
+    assert list(inventory["role"]) == ["rejected"] * 3
+    assert artifacts.list("") == []

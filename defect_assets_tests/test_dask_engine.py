@@ -22,6 +22,7 @@ from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.env import StoreConfig
 from defect_assets.storage.registry import ModelRegistry
 from defect_assets_tests.dask_cluster import LocalDaskCluster, slow_backbone_task
+from defect_assets_tests.waits import READY_SECONDS, SUBPROCESS_SECONDS
 
 TOL = 1e-6
 VGG_BLOCK3 = {"backbone": "vgg16", "blocks": [3], "weights": "offline"}  # the engine is what is tested: a small VGG cut
@@ -88,7 +89,7 @@ def cluster(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_features_on_two_workers_equal_in_process_and_each_worker_loads_once(cluster):
     from distributed import Client
 
@@ -108,7 +109,7 @@ def test_features_on_two_workers_equal_in_process_and_each_worker_loads_once(clu
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_pool_scores_on_dask_equal_in_process(cluster, tmp_path):
     store = LocalObjectStore(tmp_path / "artifacts")
     registry = ModelRegistry(store)
@@ -131,7 +132,7 @@ def test_pool_scores_on_dask_equal_in_process(cluster, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_score_batch_on_the_cluster_gives_the_in_process_table(cluster, tmp_path, monkeypatch):
     from defect_assets.cli import main
     from defect_assets.pipeline.batch_scoring import score_batch
@@ -164,7 +165,7 @@ def test_score_batch_on_the_cluster_gives_the_in_process_table(cluster, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_the_backbone_features_asset_runs_on_the_cluster_named_in_the_environment(cluster, tmp_path, monkeypatch):
     import dagster as dg
 
@@ -195,7 +196,7 @@ def test_the_backbone_features_asset_runs_on_the_cluster_named_in_the_environmen
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_a_worker_killed_mid_shard_loses_and_doubles_nothing(cluster):
     """Last in this module: it leaves the shared cluster with one worker."""
     from distributed import Client
@@ -208,7 +209,7 @@ def test_a_worker_killed_mid_shard_loses_and_doubles_nothing(cluster):
 
     def kill_one_mid_shard():
         with Client(cluster.address, set_as_default=False) as client:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + READY_SECONDS
             while time.monotonic() < deadline:
                 busy = [w for w, tasks in client.processing().items() if tasks]
                 done = sum(len(ts) for ts in client.has_what().values())

@@ -59,3 +59,22 @@ def test_color_conversion():
     data = png_bytes(rgb)
     assert decode_image(data, "RGB").shape == (20, 20, 3)
     assert decode_image(data, "L").shape == (20, 20)
+
+
+def test_the_pixel_cap_is_checked_on_the_header_with_its_own_message():
+    """A PNG that claims 40,000 x 40,000 pixels (far over Pillow's own bomb limit) is refused by our
+    cap, read from its header before any decoding, and the message names our cap, not Pillow's."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40_000, 40_000, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 80_002)) + chunk(b"IEND", b""))
+    for reader in (inspect_image, decode_image):
+        with pytest.raises(ImageRejected) as e:
+            reader(bomb, max_pixels=25_000_000)
+        message = str(e.value)
+        assert "40000x40000 = 1,600,000,000 > the cap of 25,000,000" in message and "before decoding" in message
+        assert "178956970" not in message and "178,956,970" not in message

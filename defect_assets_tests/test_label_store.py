@@ -97,6 +97,32 @@ def test_two_labelers_writing_at_once_lose_and_duplicate_nothing(tmp_path):
     assert set(zip(labels["labeler"], labels["item"], labels["label"])) == expected
 
 
+def race_two_labels_on_one_item(*stores, posts: int = 16) -> list[tuple[LabelEvent, bool]]:
+    """One labeler posting ``ok`` and ``defect`` for one item ``posts`` times at the same instant,
+    through one LabelLog per post over the given store clients (several service replicas, say):
+    what each append returned (the stored event, created)."""
+    barrier = threading.Barrier(posts)
+
+    def post(k):
+        log = LabelLog(stores[k % len(stores)])
+        barrier.wait()
+        return log.append(event(label="ok" if k % 2 else "defect"))
+
+    with ThreadPoolExecutor(posts) as pool:
+        return list(pool.map(post, range(posts)))
+
+
+def test_two_different_labels_at_once_store_exactly_one(tmp_path):
+    """"Undo first" is held by the write: both labels of one labeler for one item race for one key."""
+    store = LocalObjectStore(tmp_path)
+    results = race_two_labels_on_one_item(store, LocalObjectStore(tmp_path))
+    assert sum(created for _, created in results) == 1
+    assert len({stored.id for stored, _ in results}) == 1  # every loser is told what won
+    labels = LabelLog(store).labels()
+    assert len(labels) == 1 and labels["event_id"].iloc[0] == results[0][0].id
+    assert len(LabelLog(store).keys()) == 1
+
+
 def test_digests_change_exactly_when_a_batch_gets_an_event(tmp_path):
     store = LocalObjectStore(tmp_path)
     log = LabelLog(store)

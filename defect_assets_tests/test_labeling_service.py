@@ -132,6 +132,47 @@ def test_the_sign_in_form_sets_a_strict_http_only_cookie(labeling):
     assert (status, err["error"]) == (403, "cross_origin")
 
 
+def test_a_session_is_opaque_server_side_and_ends_at_logout_and_expiry(labeling):
+    """The cookie is a random session id (not the token), stored in the artifact store with its
+    labeler and expiry; a cookie captured before logout is refused after it, and so is an expired one."""
+    from defect_assets.storage.sessions import SessionStore
+
+    svc, store, *_ = labeling
+    ctype = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, headers, _ = call(svc.port, "POST", "/label/login", raw=f"token={ANA}".encode(), headers=ctype)
+    captured = headers["set-cookie"].split(";")[0]
+    session = captured.split("=", 1)[1]
+    assert status == 303 and ANA not in captured and len(session) >= 40
+    assert [o.key.startswith("sessions/") for o in store.list("sessions/")] == [True]
+    assert session not in store.list("sessions/")[0].key  # only its hash names the object
+    assert jcall(svc.port, "GET", "/v1/labeling/queue", headers={"Cookie": captured})[0] == 200
+
+    status, headers, _ = call(svc.port, "POST", "/label/logout", headers={"Cookie": captured})
+    assert status == 303 and store.list("sessions/") == []
+    status, doc = jcall(svc.port, "GET", "/v1/labeling/queue", headers={"Cookie": captured})
+    assert (status, doc["error"]) == (401, "unauthorized")  # the copy kept from before logout is worthless
+    status, _, page = call(svc.port, "GET", "/label", headers={"Cookie": captured})
+    assert status == 401 and b'name="token"' in page
+
+    expired = SessionStore(store).create("ana", -1)  # as if its 12 hours had passed
+    status, doc = jcall(svc.port, "GET", "/v1/labeling/queue", headers={"Cookie": f"defect_assets_labeler={expired}"})
+    assert (status, doc["error"]) == (401, "unauthorized") and store.list("sessions/") == []
+    forged = "defect_assets_labeler=" + ANA  # the raw token as a cookie is no session either
+    assert jcall(svc.port, "GET", "/v1/labeling/queue", headers={"Cookie": forged})[0] == 401
+
+
+def test_access_log_never_holds_a_credential_from_a_query_string(labeling, caplog, capfd):
+    svc, *_ = labeling
+    caplog.set_level("INFO")
+    for query in (f"token={ANA}", f"api_key={ANA}&page=2", f"X-Labeler-Token={ANA}", f"access_token={ANA}",
+                  f"sig={ANA}", f"a=1&sessionid={ANA}"):
+        assert jcall(svc.port, "GET", f"/v1/labeling/queue?{query}")[0] == 401
+    logged = caplog.text + capfd.readouterr().err
+    assert "GET /v1/labeling/queue?token=[redacted] HTTP/1.1" in logged
+    assert "api_key=[redacted]&page=2" in logged and "a=1&sessionid=[redacted]" in logged
+    assert ANA not in logged and ANA[:12] not in logged
+
+
 def test_labeling_is_off_without_configured_tokens(tmp_path):
     store, _, versions, _ = labeling_project(tmp_path)
     with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1)) as svc:
@@ -252,6 +293,33 @@ def test_two_labelers_interleaved_lose_and_duplicate_nothing(labeling):
     _, view = jcall(svc.port, "GET", "/v1/labeling/queue", ANA)
     assert view["progress"] == {"items": 5, "labeled": 5, "skipped": 0, "remaining": 0, "done": 5}
     assert view["next"] is None
+
+
+def test_sixteen_simultaneous_labels_of_one_item_by_one_labeler_store_one(labeling):
+    """The "undo first" rule under a race: 16 posts at once, half ok and half defect, one labeler,
+    one item: exactly one 201 and one active label; the other label gets 409, repeats of the
+    stored one 200."""
+    svc, store, _, _, queue = labeling
+    item = queue.items.sort_values("rank")["item_id"].iloc[0]
+    barrier = threading.Barrier(16)
+
+    def post(k):
+        label = "ok" if k % 2 else "defect"
+        barrier.wait()
+        return label, jcall(svc.port, "POST", "/v1/labeling/labels", ANA, {"item_id": item, "label": label})
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(post, range(16)))
+    statuses = [status for _, (status, _) in results]
+    assert statuses.count(201) == 1, statuses
+    winner = next(label for label, (status, _) in results if status == 201)
+    for label, (status, doc) in results:
+        if label == winner:
+            assert status in (200, 201)
+        else:
+            assert (status, doc.get("error")) == (409, "already_labeled"), doc
+    status, doc = jcall(svc.port, "GET", "/v1/labeling/labels", ANA)
+    assert status == 200 and doc["count"] == 1 and doc["labels"][0]["label"] == winner
 
 
 def test_the_heatmap_is_the_served_models_and_only_for_its_queue(labeling):

@@ -29,6 +29,7 @@ from defect_assets_tests.azurite import REPO
 from defect_assets_tests.daemon import DAGSTER_BIN, Daemon, wait_for
 from defect_assets_tests.test_labeling_service import ANA, BEN, LABELERS, jcall
 from defect_assets_tests.test_serving import ServiceThread, model_registry
+from defect_assets_tests.waits import SUBPROCESS_SECONDS
 
 # Relabel runs launch (two at a time); runs carrying the retrain sensor's tag stay queued.
 INSTANCE = f"""telemetry:
@@ -81,7 +82,7 @@ def test_new_labels_rebuild_the_batch_and_retrain_exactly_once(tmp_path, monkeyp
 
     def cli(*args):
         return subprocess.run([str(DAGSTER_BIN), *args, "-w", "workspace.yaml"], cwd=tmp_path, env=env,
-                              check=True, capture_output=True, text=True, timeout=120)
+                              check=True, capture_output=True, text=True, timeout=SUBPROCESS_SECONDS)
 
     cli("sensor", "cursor", "retrain_sensor", "--set",
         json.dumps({"upstream": newest_upstream(instance), "requested_at": 0.0}))
@@ -101,7 +102,7 @@ def test_new_labels_rebuild_the_batch_and_retrain_exactly_once(tmp_path, monkeyp
                 return lambda: [r for r in runs(instance, **{LABEL_EVENTS_TAG: d})
                                 if r.status == dg.DagsterRunStatus.SUCCESS]
 
-            wait_for("a successful relabel run for the new labels", relabeled(digest), daemon, 300)
+            wait_for("a successful relabel run for the new labels", relabeled(digest), daemon, SUBPROCESS_SECONDS)
             wait_for("a retraining request", lambda: runs(instance, **{"dagster/sensor_name": "retrain_sensor"}),
                      daemon, 120)
             time.sleep(8)  # several more ticks of both sensors: nothing more may be asked for
@@ -111,7 +112,7 @@ def test_new_labels_rebuild_the_batch_and_retrain_exactly_once(tmp_path, monkeyp
             assert jcall(svc.port, "POST", "/v1/labeling/labels", BEN, {"item_id": ids[2], "label": "defect"})[0] \
                 == 201
             second = LabelLog(store).digests()["line-7"]
-            wait_for("a relabel run for the later label", relabeled(second), daemon, 300)
+            wait_for("a relabel run for the later label", relabeled(second), daemon, SUBPROCESS_SECONDS)
             time.sleep(8)
     finally:
         daemon.stop_all()

@@ -22,6 +22,7 @@ from defect_assets.storage.formats import read_value
 from defect_assets_tests.azurite import ACCOUNT_KEY, REPO
 from defect_assets_tests.conftest import png_bytes, smooth_image
 from defect_assets_tests.daemon import DAGSTER_BIN, Daemon, wait_for
+from defect_assets_tests.waits import READY_SECONDS, SUBPROCESS_SECONDS
 
 pytest_plugins = ["defect_assets_tests.conftest_azurite"]  # the session-scoped `azurite` fixture
 
@@ -218,7 +219,7 @@ def test_a_real_daemon_picks_up_uploads_and_a_crash_loses_or_duplicates_no_batch
         return sorted(files)
 
     subprocess.run([str(DAGSTER_BIN), "sensor", "start", "landing_zone_sensor", "-w", "workspace.yaml"],
-                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=60)
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=SUBPROCESS_SECONDS)
     daemon = Daemon(tmp_path, env)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     instance = dg.DagsterInstance.get()  # the daemon's instance, read from this process
@@ -226,8 +227,7 @@ def test_a_real_daemon_picks_up_uploads_and_a_crash_loses_or_duplicates_no_batch
         daemon.start()
         expected = {"first": put("first", 100)}
         put("half", 200, manifest=False)  # no manifest yet: must not run
-        waited = wait_for("a run for batch 'first'", lambda: instance.get_runs(), daemon, 60)
-        assert waited < 60
+        wait_for("a run for batch 'first'", lambda: instance.get_runs(), daemon, READY_SECONDS)
         daemon.kill()  # mid-way: the run is queued or running, the tick may not have been saved
 
         expected["second"] = put("second", 300)  # arrives while the daemon is down
@@ -238,7 +238,7 @@ def test_a_real_daemon_picks_up_uploads_and_a_crash_loses_or_duplicates_no_batch
             return len(runs) >= 2 and all(r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
                                           for r in runs)
 
-        wait_for("both batches' runs to finish", all_done, daemon, 90)
+        wait_for("both batches' runs to finish", all_done, daemon, SUBPROCESS_SECONDS)
         time.sleep(4)  # one more sensor tick: it must add nothing
     finally:
         daemon.stop_all()

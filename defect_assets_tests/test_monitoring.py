@@ -140,6 +140,27 @@ def test_monitoring_days_drift_check_and_bi_tables(tmp_path):
     assert len(table) == 5 and table.loc[table["day"] == "2026-11-12", "drift_level"].tolist() == [0.01]
 
 
+def test_a_run_tagged_with_a_day_outside_the_partitions_fails_clearly(tmp_path):
+    """A run launched with the partition tag 2099-01-01 (as a GraphQL client can) fails with the
+    reason and writes no row."""
+    from defect_assets.defs.io_manager import ArtifactIOManager
+    from defect_assets.defs.monitoring.assets import prediction_monitoring
+    from defect_assets.defs.resources import LocalStorage
+
+    store = LocalObjectStore(tmp_path / "artifacts")
+    artifacts = LocalStorage(root=store.url)
+    job = dg.define_asset_job("monitor_any_day", selection=[prediction_monitoring])
+    defs = dg.Definitions(assets=[prediction_monitoring], jobs=[job],
+                          resources={"artifact_store": artifacts, "io_manager": ArtifactIOManager(store=artifacts)})
+    for day in ("2099-01-01", "2030-06-01", "2026-10-31"):  # far ahead, ahead, before the first day
+        result = defs.resolve_job_def("monitor_any_day").execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), tags={"dagster/partition": day}, raise_on_error=False)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+        assert f"partition '{day}' is not a day of the daily partitions" in failure.message, failure.message
+    assert not store.exists(MONITORING_PARQUET) and not store.exists(MONITORING_CSV)
+
+
 def test_daily_schedule_asks_for_the_day_that_just_ended():
     from defect_assets.definitions import defs
     from defect_assets.defs.automation.schedules import daily_monitoring_schedule

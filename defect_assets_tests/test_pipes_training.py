@@ -17,6 +17,7 @@ from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.formats import read_value, write_value
 from defect_assets.storage.layout import asset_value_prefix
 from defect_assets.storage.registry import ModelRegistry
+from defect_assets_tests.waits import SUBPROCESS_SECONDS
 
 pytest_plugins = ["defect_assets_tests.conftest_azurite"]  # the session-scoped `azurite` fixture
 EPOCHS = 2
@@ -41,7 +42,7 @@ def train_through_pipes(store, resources: dict):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_scratch_cnn_trains_in_a_pipes_subprocess_and_reports_epochs_and_version(tmp_path):
     store = LocalObjectStore(tmp_path / "data" / "artifacts")
     result, instance = train_through_pipes(store, default_resources(tmp_path / "data"))
@@ -109,7 +110,7 @@ class LocalAzureMLJobs:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_with_the_azureml_backend_training_runs_as_a_command_job_talking_through_blob_storage(
         tmp_path, azurite, monkeypatch):
     import azure.ai.ml

@@ -34,6 +34,7 @@ from defect_assets.storage.prediction_log import (
 )
 from defect_assets_tests.conftest import png_bytes, smooth_image
 from defect_assets_tests.test_serving import ServiceThread, model_registry, raw_request
+from defect_assets_tests.waits import READY_SECONDS
 
 DAY1 = dt.datetime(2026, 11, 10, 23, 59, 59, 500000, tzinfo=dt.UTC)
 DAY2 = dt.datetime(2026, 11, 11, 0, 0, 0, 250000, tzinfo=dt.UTC)
@@ -154,7 +155,7 @@ def test_a_process_killed_mid_flush_leaves_every_earlier_record_readable(tmp_pat
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     added = []
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + READY_SECONDS
         for line in proc.stdout:
             if line.startswith("ADDED "):
                 added.append(json.loads(line[6:]))

@@ -26,6 +26,7 @@ from defect_assets_tests.conftest import png_bytes, smooth_image
 from defect_assets_tests.daemon import DAGSTER_BIN, Daemon, wait_for
 from defect_assets_tests.dask_cluster import free_port
 from defect_assets_tests.postgres import LocalPostgres
+from defect_assets_tests.waits import READY_SECONDS, SUBPROCESS_SECONDS
 
 SHIPPED = REPO / "deploy" / "dagster.yaml"
 BIN = DAGSTER_BIN.parent
@@ -89,7 +90,7 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(3 * SUBPROCESS_SECONDS)
 def test_postgres_instance_daemon_and_grpc_location_prepare_two_uploads_one_run_at_a_time(tmp_path, monkeypatch):
     home, data = tmp_path / "dagster_home", tmp_path / "data"
     home.mkdir()
@@ -111,7 +112,7 @@ def test_postgres_instance_daemon_and_grpc_location_prepare_two_uploads_one_run_
             code = start([str(BIN / "dagster"), "api", "grpc", "-m", "defect_assets_tests.landing_daemon_location",
                           "-h", "127.0.0.1", "-p", str(grpc_port), "--working-directory", str(REPO)],
                          tmp_path, env, tmp_path / "grpc.log")
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + READY_SECONDS
             while subprocess.run([str(BIN / "dagster"), "api", "grpc-health-check", "-p", str(grpc_port),
                                   "--host", "127.0.0.1"], env=env, capture_output=True).returncode != 0:
                 assert code.poll() is None and time.monotonic() < deadline, (tmp_path / "grpc.log").read_text()
@@ -119,7 +120,7 @@ def test_postgres_instance_daemon_and_grpc_location_prepare_two_uploads_one_run_
             web = start([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port),
                          "-w", "workspace.yaml"], tmp_path, env, tmp_path / "webserver.log")
             subprocess.run([str(BIN / "dagster"), "sensor", "start", "landing_zone_sensor", "-w", "workspace.yaml"],
-                           cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+                           cwd=tmp_path, env=env, check=True, capture_output=True, timeout=SUBPROCESS_SECONDS)
             instance = dg.DagsterInstance.get()  # the same PostgreSQL instance, read from this process
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             queue = instance.run_coordinator.get_run_queue_config()
@@ -140,9 +141,9 @@ def test_postgres_instance_daemon_and_grpc_location_prepare_two_uploads_one_run_
                 return len(runs) >= 2 and all(r.is_finished for r in runs)
 
             t0 = time.monotonic()
-            wait_for("both batches' runs to finish", both_done, daemon, 180)
+            wait_for("both batches' runs to finish", both_done, daemon, SUBPROCESS_SECONDS)
             print(f"daemon started -> both runs finished: {time.monotonic() - t0:.1f} s")
-            wait_http(f"http://127.0.0.1:{web_port}/server_info", 60, web, tmp_path / "webserver.log")
+            wait_http(f"http://127.0.0.1:{web_port}/server_info", READY_SECONDS, web, tmp_path / "webserver.log")
             listed = graphql_runs(web_port)
         finally:
             daemon.stop_all()

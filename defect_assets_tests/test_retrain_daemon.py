@@ -16,6 +16,7 @@ from defect_assets.defs.automation.sensors import UPSTREAM_EVENT_TAG, newest_ups
 from defect_assets.defs.partitions import BATCHES
 from defect_assets_tests.azurite import REPO
 from defect_assets_tests.daemon import DAGSTER_BIN, Daemon, wait_for
+from defect_assets_tests.waits import SUBPROCESS_SECONDS
 
 QUEUE_ONLY = """telemetry:
   enabled: false
@@ -63,7 +64,7 @@ def test_a_real_daemon_retrains_once_per_burst_and_runs_the_nightly_schedule(tmp
 
     def cli(*args):
         return subprocess.run([str(DAGSTER_BIN), *args, "-w", "workspace.yaml"], cwd=tmp_path, env=env,
-                              check=True, capture_output=True, text=True, timeout=120)
+                              check=True, capture_output=True, text=True, timeout=SUBPROCESS_SECONDS)
 
     cli("sensor", "cursor", "retrain_sensor", "--set",
         json.dumps({"upstream": newest_upstream(instance), "requested_at": 0.0}))

@@ -19,11 +19,12 @@ from defect_assets.pipeline.patching import patches_of
 from defect_assets.serving.client import DefectClient
 from defect_assets.storage.formats import read_value
 from defect_assets_tests.test_serving import API_KEY, model_registry
+from defect_assets_tests.waits import READY_SECONDS, SUBPROCESS_SECONDS
 
 
 def cli(*args, env, cwd):
     return subprocess.run([sys.executable, "-m", "defect_assets.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=SUBPROCESS_SECONDS)
 
 
 @pytest.mark.slow
@@ -50,7 +51,7 @@ def test_serve_and_score_commands_with_an_api_key(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "defect_assets.cli", "serve", "--port", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
-        client, deadline = DefectClient(url), time.monotonic() + 60
+        client, deadline = DefectClient(url), time.monotonic() + READY_SECONDS
         while not client.ready():
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
             time.sleep(0.2)

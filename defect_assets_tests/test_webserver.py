@@ -19,6 +19,8 @@ import pandas as pd
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from defect_assets_tests.waits import READY_SECONDS
+
 REPO = Path(__file__).resolve().parents[1]
 QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
 # runs launched from the UI start at once (no daemon needed to dequeue them), as under `dagster dev`
@@ -52,7 +54,7 @@ def webserver(home: Path, data_dir: Path):
            "-h", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(web, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        nodes, deadline = None, time.time() + 180
+        nodes, deadline = None, time.time() + READY_SECONDS
         while time.time() < deadline:
             try:
                 nodes = graphql(port, QUERY).get("data", {}).get("assetNodes")

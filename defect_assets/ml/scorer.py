@@ -22,6 +22,32 @@ from defect_assets.ml.preprocess import prepare_patch, shrink_patches, to_pixels
 KERAS_FILE = "model.keras"
 LINEAR_FILE = "linear.npz"
 CHUNK = 256  # patches per model call: bounded memory for any number of inputs
+FALLBACK_MACS_PER_INPUT = 100_000  # VGG16's conv base is about 300k per input pixel, a small CNN far less
+
+
+def keras_macs(model) -> int | None:
+    """Multiply-adds of one forward pass of a Keras model on one input: each layer with a kernel
+    (convolutions, depthwise or not, and dense layers) costs its kernel's size times the positions
+    of its output; nested models are walked. None when a layer's output shape is unknown."""
+    total = 0
+
+    def walk(layer) -> bool:
+        nonlocal total
+        inner = getattr(layer, "layers", None)
+        if inner:
+            return all(walk(x) for x in inner)
+        kernels = [w for w in getattr(layer, "weights", []) if "kernel" in getattr(w, "path", getattr(w, "name", ""))]
+        if not kernels:
+            return True
+        try:
+            shape = tuple(layer.output.shape)
+        except (AttributeError, ValueError, RuntimeError):
+            return False
+        positions = int(np.prod([d for d in shape[1:-1] if d is not None])) if len(shape) > 2 else 1
+        total += positions * sum(int(np.prod(k.shape)) for k in kernels)
+        return True
+
+    return total if walk(model) and total > 0 else None
 
 
 class ModelSource(Protocol):
@@ -50,10 +76,20 @@ class Scorer:
     test-time views (``inference.views``: the quarter turns and mirrors of each patch), the
     probabilities are their average: evaluation and serving get the very same numbers."""
 
-    def __init__(self, card: dict, predict: Callable[[np.ndarray], np.ndarray], compiled: bool = False):
+    def __init__(self, card: dict, predict: Callable[[np.ndarray], np.ndarray], compiled: bool = False,
+                 macs: int | None = None):
         self.card = card
         self._predict = predict
         self.compiled = compiled
+        self._macs = macs
+
+    @property
+    def cost(self) -> int:
+        """Multiply-adds to score one patch, every test-time view included (counted from the
+        network's layers when it is Keras; else ``FALLBACK_MACS_PER_INPUT`` per input value): what
+        a request's work budget is measured in."""
+        macs = self._macs or FALLBACK_MACS_PER_INPUT * self.input_size ** 2 * self.channels
+        return int(macs) * self.views
 
     @property
     def views(self) -> int:
@@ -140,8 +176,9 @@ class LinearScorer(Scorer):
     on one backbone runs the backbone once per image (``shared_features``), and so its heatmap is
     the exact decomposition of the head's logit over the backbone's locations (``explain``)."""
 
-    def __init__(self, card: dict, features: Callable[[np.ndarray], np.ndarray], linear, compiled: bool = False):
-        super().__init__(card, lambda x: linear.predict_proba(features(x)), compiled)
+    def __init__(self, card: dict, features: Callable[[np.ndarray], np.ndarray], linear, compiled: bool = False,
+                 macs: int | None = None):
+        super().__init__(card, lambda x: linear.predict_proba(features(x)), compiled, macs)
         self.features, self.linear = features, linear
         self._maps = None
 
@@ -211,8 +248,8 @@ def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = 
 
         model = model_from_bytes(read_file(KERAS_FILE))
         if compiled:
-            return Scorer(card, _graph(model, size, channels), compiled=True)
-        return Scorer(card, lambda x: predict_proba(model, x))
+            return Scorer(card, _graph(model, size, channels), compiled=True, macs=keras_macs(model))
+        return Scorer(card, lambda x: predict_proba(model, x), macs=keras_macs(model))
     if kind == "features+linear":
         from defect_assets.ml.backbone import extract_features, make_extractor
         from defect_assets.ml.linear import LinearSoftmax
@@ -226,7 +263,7 @@ def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = 
             features = lambda x: extract_features(fx, x, batch_size=16)  # noqa: E731
         else:
             features = _graph(fx, size, channels) if compiled else (lambda x: extract_features(fx, x))
-        return LinearScorer(card, features, linear, compiled=compiled)
+        return LinearScorer(card, features, linear, compiled=compiled, macs=None if is_onnx(fx) else keras_macs(fx))
     raise ValueError(f"unknown model kind {kind!r} in card of {card.get('version')}")
 
 
@@ -259,6 +296,10 @@ class EnsembleScorer(Scorer):
 
         super().__init__(card, predict, compiled)
         self.members, self.weights = members, weights
+
+    @property
+    def cost(self) -> int:
+        return sum(m.cost for m in self.members)  # an upper bound: heads on one backbone share its pass
 
     @property
     def explainable(self) -> bool:

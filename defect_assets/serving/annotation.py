@@ -161,7 +161,9 @@ class AnnotationDesk:
         """The marks of the batch's latest annotations as normalized label rows."""
         current = {(i.image, i.image_id) for i in self.images(batch)}
         marks = self.log.marks(batch)
-        keep = [(str(r.image), str(r.image_id)) in current for r in marks.itertuples(index=False)]
+        # a boolean mask, never a plain list: an empty list would select no *columns* (a batch nobody annotated)
+        keep = pd.Series([(str(r.image), str(r.image_id)) in current for r in marks.itertuples(index=False)],
+                         index=marks.index, dtype=bool)
         rows, _ = L.labels_from_marks(marks[keep])
         return rows
 
@@ -197,10 +199,9 @@ def _depth(mode: str) -> int:
 
 
 def _coordinate(value, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ApiError(422, "invalid_mark", f"{what} {str(value)[:40]!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # "5" and true are not coordinates
+        raise ApiError(422, "invalid_mark", f"{what} {str(value)[:40]!r} is not a number")
+    v = float(value)
     if not math.isfinite(v):
         raise ApiError(422, "invalid_mark", f"{what} must be a finite number")
     return v

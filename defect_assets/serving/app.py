@@ -4,7 +4,8 @@ handlers and the static files of its pages (served by the app itself: no CDN, wo
 
 Routes: POST /v1/predict (one or many images), POST /v1/inspect (a large photo: windows,
 heatmap, located defects), GET /v1/model (version, metrics, lineage), GET /healthz (alive),
-GET /readyz (a model is loaded and warmed), /docs and /openapi.json; the labeling page at
+GET /readyz (a model is loaded and warmed), /openapi.json (no /docs or /redoc:
+FastAPI loads their Swagger UI and ReDoc from a CDN, and nothing here comes from one); the labeling page at
 /label with its API under /v1/labeling (labeler token; ``routes/labeling.py``), the annotation
 view at /annotate with its API under /v1/annotations (the same token; ``routes/annotations.py``),
 the classify-one-image page at /classify, /static/;
@@ -32,6 +33,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from defect_assets.serving.access_log import install_access_log_redaction
 from defect_assets.serving.annotation import AnnotationDesk
 from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import install_error_handlers
@@ -81,6 +83,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        install_access_log_redaction()  # here: after the server has configured its loggers
         state.batcher.start()
         if state.predictions is not None:
             state.predictions.start()
@@ -102,6 +105,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         description="Scores images with the production model of the defect_assets registry. Errors are JSON "
                     "{error, detail}; every prediction names the model version that made it.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc pages load their scripts and fonts from a CDN: off
+        redoc_url=None,
     )
     app.state.service = state
     app.add_middleware(UploadGuard, paths=scoring.UPLOAD_ROUTES, max_bytes=settings.max_upload_bytes,

@@ -17,9 +17,9 @@ log = logging.getLogger("defect_assets.serving")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str):
+    def __init__(self, status: int, error: str, detail: str, headers: dict | None = None):
         super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
 
 
 def error_response(status: int, error: str, detail: str, headers: dict | None = None) -> JSONResponse:
@@ -40,7 +40,7 @@ def jsonable(value):
 
 
 async def _api_error(request, exc: ApiError):
-    return error_response(exc.status, exc.error, exc.detail)
+    return error_response(exc.status, exc.error, exc.detail, exc.headers)
 
 
 async def _invalid(request, exc: RequestValidationError):

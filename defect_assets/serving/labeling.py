@@ -104,7 +104,13 @@ class LabelingDesk:
             if e.kind == "label" and e.labeler == labeler and e.item == item_id and e.queue == queue.id \
                     and e.label != label:
                 raise ApiError(409, "already_labeled", f"you labeled {row['image']!r} {e.label!r}; undo it first")
-        return self.log.append(self._event("label", queue, row, labeler, events, label=label))
+        # the check above is for a clear message; the rule is held by the write: a concurrent post of
+        # another label took the same slot key first and this one loses
+        event = self._event("label", queue, row, labeler, events, label=label)
+        stored, created = self.log.append(event)
+        if stored.id != event.id:
+            raise ApiError(409, "already_labeled", f"you labeled {row['image']!r} {stored.label!r}; undo it first")
+        return stored, created
 
     def skip(self, labeler: str, item_id: str) -> tuple[LabelEvent, bool]:
         queue, row = self.item(item_id)

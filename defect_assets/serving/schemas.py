@@ -1,4 +1,4 @@
-"""The service's JSON shapes, for the OpenAPI document (/docs, /openapi.json) and for clients
+"""The service's JSON shapes, for the OpenAPI document (/openapi.json) and for clients
 that want to validate what they get. Handlers build plain dicts of exactly these shapes."""
 
 from __future__ import annotations

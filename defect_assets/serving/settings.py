@@ -11,6 +11,13 @@
 - ``DEFECT_ASSETS_MAX_IMAGES`` (default: 64): images per /v1/predict request
 - ``DEFECT_ASSETS_MAX_WINDOWS`` (default: 20,000): sliding windows per /v1/inspect request (use a
   larger stride beyond it)
+- ``DEFECT_ASSETS_MAX_WORK_GMAC`` (default: 2,000): the work budget of one heavy request (sliding
+  windows: /v1/inspect, the annotation view's suggestions, the labeling heatmap), in billions of
+  multiply-adds: windows x the model's cost per window; over it: 422 with the stride that fits
+- ``DEFECT_ASSETS_MAX_HEAVY_REQUESTS`` (default: 1): heavy requests scored at once; one more gets
+  429 with ``Retry-After``
+- ``DEFECT_ASSETS_HEAVY_DEADLINE_SECONDS`` (default: 60): a heavy request still scoring after this
+  long is stopped with 503
 - ``DEFECT_ASSETS_MAX_BATCH`` (default: 16): micro-batching: most patches in one model call
 - ``DEFECT_ASSETS_MAX_WAIT_MS`` (default: 5): micro-batching: a batch goes to the model when full
   or when its oldest request waited this long
@@ -59,6 +66,9 @@ _ENV = {
     "max_pixels": "DEFECT_ASSETS_MAX_PIXELS",
     "max_images": "DEFECT_ASSETS_MAX_IMAGES",
     "max_windows": "DEFECT_ASSETS_MAX_WINDOWS",
+    "max_work_gmac": "DEFECT_ASSETS_MAX_WORK_GMAC",
+    "max_heavy_requests": "DEFECT_ASSETS_MAX_HEAVY_REQUESTS",
+    "heavy_deadline_seconds": "DEFECT_ASSETS_HEAVY_DEADLINE_SECONDS",
     "max_batch": "DEFECT_ASSETS_MAX_BATCH",
     "max_wait_ms": "DEFECT_ASSETS_MAX_WAIT_MS",
     "reload_seconds": "DEFECT_ASSETS_RELOAD_SECONDS",
@@ -78,6 +88,12 @@ class ServiceSettings:
     max_pixels: int = 25_000_000
     max_images: int = 64
     max_windows: int = 20_000
+    max_work_gmac: float = 2_000.0
+    """Work budget of one heavy request: windows x model multiply-adds per window, in 10^9."""
+    max_heavy_requests: int = 1
+    """Heavy requests (many windows of one photo) scored at once; the next gets 429."""
+    heavy_deadline_seconds: float = 60.0
+    """A heavy request still scoring after this long is stopped (503)."""
     max_batch: int = 16
     max_wait_ms: float = 5.0
     reload_seconds: float = 5.0
@@ -98,9 +114,12 @@ class ServiceSettings:
     """Classes of the points and boxes drawn in the annotation view."""
 
     def __post_init__(self):
-        for name in ("max_upload_bytes", "max_pixels", "max_images", "max_windows", "max_batch"):
+        for name in ("max_upload_bytes", "max_pixels", "max_images", "max_windows", "max_batch",
+                     "max_heavy_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_work_gmac <= 0 or self.heavy_deadline_seconds < 0:
+            raise ValueError("max_work_gmac must be > 0 and heavy_deadline_seconds >= 0")
         if self.max_wait_ms < 0 or self.reload_seconds <= 0 or self.prediction_log_flush_seconds <= 0:
             raise ValueError("max_wait_ms must be >= 0, reload_seconds and prediction_log_flush_seconds > 0")
         if self.api_key is not None and not self.api_key.strip():

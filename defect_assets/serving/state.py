@@ -16,10 +16,12 @@ from fastapi.security import APIKeyHeader
 from defect_assets.serving.annotation import AnnotationDesk
 from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import ApiError
+from defect_assets.serving.heavy import HeavyGate
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder, ServedModel
 from defect_assets.serving.settings import API_KEY_HEADER, ServiceSettings
 from defect_assets.storage.prediction_log import PredictionLog, new_record
+from defect_assets.storage.sessions import SessionStore
 
 
 @dataclass
@@ -44,12 +46,23 @@ class ServiceState:
             raise ApiError(503, "not_ready", f"no model is loaded yet{why}; see /readyz")
         return model
 
-    async def score(self, model: ServedModel, patches: np.ndarray) -> np.ndarray:
+    heavy: HeavyGate | None = field(default=None)
+    """The concurrency limit of the heavy routes (``serving.heavy``)."""
+    sessions: SessionStore | None = field(default=None)
+    """The labeling page's sign-in sessions (in the artifact store: shared by every replica)."""
+
+    def __post_init__(self):
+        if self.heavy is None:
+            self.heavy = HeavyGate(self.settings.max_heavy_requests)
+        if self.sessions is None:
+            self.sessions = SessionStore(self.settings.store)
+
+    async def score(self, model: ServedModel, patches: np.ndarray, background: bool = False) -> np.ndarray:
         """Class probabilities from the micro-batcher, or 503 past the request timeout."""
         timeout = self.settings.request_timeout_seconds
         try:
             async with asyncio.timeout(timeout):
-                return await self.batcher.score(model, patches)
+                return await self.batcher.score(model, patches, background)
         except TimeoutError:
             raise ApiError(503, "timeout", f"scoring took over {timeout:.0f}s") from None
 

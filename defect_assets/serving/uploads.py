@@ -71,7 +71,9 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int) -> list[Part
         if not part.name:
             raise UploadError("a part has no Content-Disposition name")
 
+    ended = []
     callbacks = {
+        "on_end": lambda: ended.append(True),  # the closing boundary (--boundary--) was seen
         "on_part_begin": on_part_begin,
         "on_part_data": lambda d, s, e: parts[-1].data.extend(d[s:e]),
         "on_header_field": lambda d, s, e: name.extend(d[s:e]),
@@ -85,4 +87,6 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int) -> list[Part
         parser.finalize()
     except FormParserError as e:
         raise UploadError(f"malformed multipart body: {e}") from None
+    if not ended:  # a cut-off upload would otherwise pass as its first parts, the last one truncated
+        raise UploadError("the multipart body has no closing boundary (--boundary--): a truncated upload?")
     return parts

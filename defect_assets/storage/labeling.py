@@ -8,7 +8,10 @@ labelers writing at once never touch the same object, and a reader merges by lis
 
 - an event is *active* unless an undo names it;
 - re-labeling after an undo is a new event (it names the undo it follows, ``after``), so the
-  chain label -> undo -> label keeps three distinct objects and loses none.
+  chain label -> undo -> label keeps three distinct objects and loses none;
+- a label's key is its *slot* (the hash without the label): one labeler, one item, between two
+  undos, has one key, so of two different labels posted at once exactly one is stored (the other
+  gets "undo first"), on a local disk (a hard link) and on Azure Blob (If-None-Match: *) alike.
 
 Queues are immutable too: ``labeling/queues/<queue>/items.parquet`` + ``queue.json``, and
 ``labeling/current_queue.json`` (one atomic write) names the queue the labeling page serves.
@@ -78,8 +81,18 @@ class LabelEvent:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
     @property
+    def slot(self) -> str:
+        """Labels: a hash of everything but the label (queue, item, labeler, the undo it follows).
+        One labeler's label of one item, between two undos, has one slot whatever the label says,
+        so two different labels posted at once race for one key and the second loses."""
+        ident = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("at", "label")}
+        return "L" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:31]
+
+    @property
     def key(self) -> str:
-        return f"{EVENTS}/{self.batch}/{self.id}.json"
+        # a label's key is its slot: the "one active label per labeler per item (undo first)" rule is
+        # the create-if-absent write itself, never a read-then-write
+        return f"{EVENTS}/{self.batch}/{self.slot if self.kind == 'label' else self.id}.json"
 
     def to_json(self) -> bytes:
         return json.dumps({**asdict(self), "id": self.id}, sort_keys=True).encode()
@@ -107,7 +120,9 @@ class LabelLog:
         self._lock = threading.Lock()
 
     def append(self, event: LabelEvent) -> tuple[LabelEvent, bool]:
-        """Store an event unless the same one exists: (the stored event, True if this call stored it)."""
+        """Store an event unless one exists at its key: (the stored event, True if this call stored
+        it). For a label the stored event may say another label (the slot was taken first):
+        callers compare ``stored.id`` with ``event.id``."""
         stamped = LabelEvent(**{**asdict(event), "at": event.at or utc_now()})
         if self.store.write_new(stamped.key, stamped.to_json()):
             with self._lock:

@@ -1,9 +1,15 @@
-"""A local folder as an ObjectStore: atomic writes by temporary file + os.replace."""
+"""A local folder as an ObjectStore: atomic writes by temporary file + os.replace.
+
+Only regular files inside the root are objects: a symlink (to a file or a folder, inside the root
+or out of it), a FIFO, a device or a socket put into the folder by hand is neither listed nor
+read, so a landing folder cannot smuggle in a file from elsewhere on the machine."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,32 +75,47 @@ class LocalObjectStore(ObjectStore):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def read_bytes(self, key: str) -> bytes:
+    def _open_regular(self, key: str) -> int:
+        """A descriptor of the object's regular file, opened without following a symlink in any
+        component below the root and without blocking on a FIFO; StoreKeyError otherwise."""
         path = self._path(key)
+        missing = StoreKeyError(f"no object {key!r} in {self.root}")
+        if os.path.realpath(path) != str(path):  # a symlinked folder on the way, or a link as the key
+            raise missing
         try:
-            return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            raise StoreKeyError(f"no object {key!r} in {self.root}") from None
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise missing from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # the last component became a symlink since realpath
+                raise missing from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise missing
+        return fd
+
+    def read_bytes(self, key: str) -> bytes:
+        with os.fdopen(self._open_regular(key), "rb") as f:
+            return f.read()
 
     def open_read(self, key: str) -> BinaryIO:
-        try:
-            return open(self._path(key), "rb")
-        except (FileNotFoundError, IsADirectoryError):
-            raise StoreKeyError(f"no object {key!r} in {self.root}") from None
+        return os.fdopen(self._open_regular(key), "rb")
 
     def info(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
         try:
-            st = self._path(key).stat()
-        except FileNotFoundError:
+            st = path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        if not os.path.isfile(self._path(key)):
+        if not stat.S_ISREG(st.st_mode) or os.path.realpath(path) != str(path):
             return None
         return ObjectInfo(key=normalize_key(key), size=st.st_size, etag=_etag(st))
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         # walk only below the prefix's folder part ("images/ab/abc" -> images/ab)
         start = self.root / normalize_key(prefix.rsplit("/", 1)[0]) if "/" in prefix.strip("/") else self.root
-        if not start.is_dir():
+        if not start.is_dir() or os.path.realpath(start) != str(start):
             return []
         out = []
         for dirpath, dirnames, filenames in os.walk(start):
@@ -105,7 +126,9 @@ class LocalObjectStore(ObjectStore):
                 full = Path(dirpath) / name
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    st = full.stat()
+                    st = full.lstat()
+                    if not stat.S_ISREG(st.st_mode):
+                        continue  # symlinks, FIFOs, devices, sockets are not objects
                     out.append(ObjectInfo(key, st.st_size, _etag(st)))
         return sorted(out, key=lambda o: o.key)
 

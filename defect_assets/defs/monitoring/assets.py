@@ -5,7 +5,7 @@ check. The logic is in ``pipeline/monitoring.py``."""
 import dagster as dg
 
 from defect_assets.defs.metadata import md_png, md_table
-from defect_assets.defs.partitions import daily_partitions
+from defect_assets.defs.partitions import check_day_partition, daily_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml import plots
 from defect_assets.pipeline.monitoring import DayMonitoring, MonitoringSettings, monitor_day
@@ -50,6 +50,7 @@ def prediction_monitoring(context: dg.AssetExecutionContext, config: MonitoringC
     index of the defect scores against the same model's scores on the test split. Written as
     Parquet and CSV for BI tools (monitoring/prediction_monitoring.*); a warning check fires
     when the PSI passes warn_psi."""
+    check_day_partition(context.partition_key)
     store = artifact_store.open()
     settings = MonitoringSettings(warn_psi=config.warn_psi, bins=config.bins, min_images=config.min_images)
     result = monitor_day(store, context.partition_key, settings)

@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from defect_assets.ml.images import decode_image, encode_png
 from defect_assets.serving import inspection
@@ -32,6 +32,7 @@ router = APIRouter(tags=["annotations"])
 
 
 class MarkIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # a coordinate is a JSON number: not "5", not true
     kind: str = Field(max_length=16, description="point or box")
     label: str = Field(max_length=200, description="a class (GET .../marks lists them)")
     x: float | None = Field(None, description="point: column in image pixels")
@@ -43,6 +44,7 @@ class MarkIn(BaseModel):
 
 
 class SuggestionIn(BaseModel):
+    model_config = ConfigDict(strict=True)
     x: float
     y: float
     score: float
@@ -51,15 +53,19 @@ class SuggestionIn(BaseModel):
 
 
 class SaveRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     image: str = Field(max_length=1000, description="the image's path in the batch")
-    marks: list[MarkIn] = Field(default_factory=list, max_length=MAX_MARKS)
+    # no max_length here: more than MAX_MARKS is the desk's 413 (too_many_marks), as documented, not a 422
+    marks: list[MarkIn] = Field(default_factory=list, description=f"at most {MAX_MARKS} (else 413)")
     no_defect: bool = Field(False, description="the explicit answer 'no defect here' (no marks)")
-    suggestions: list[SuggestionIn] = Field(default_factory=list, max_length=MAX_MARKS,
-                                            description="the model's proposals you accepted or rejected")
+    suggestions: list[SuggestionIn] = Field(default_factory=list,
+                                            description=f"the model's proposals you accepted or rejected (at most "
+                                                        f"{MAX_MARKS}, else 413)")
     model_version: str = Field("", max_length=200, description="the model that made the suggestions")
 
 
 class SuggestRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     image: str = Field(max_length=1000)
     threshold: float | None = Field(None, ge=0, le=1, description="default: the production threshold")
     stride: int | None = Field(None, ge=1, le=4096, description="window step (default: a quarter window)")
@@ -74,7 +80,7 @@ async def annotation_page(request: Request, state: ServiceState = Depends(servic
                           auth: HTTPAuthorizationCredentials | None = Security(bearer),
                           header: str | None = Security(token_header)):
     """The annotation view; without a valid token, the labeling sign-in form (401)."""
-    if signed_in(request, state, auth, header)[0] is None:
+    if (await signed_in(request, state, auth, header))[0] is None:
         why = "" if state.settings.labelers else "Labeling is off: no labeler tokens are configured."
         query = request.url.query
         return html_page("login.html", 401, why, after="/annotate" + (f"?{query}" if query else ""))
@@ -141,17 +147,22 @@ async def save_marks(batch: str, body: SaveRequest, name: str = Depends(labeler)
 
 
 @router.post(BATCH + "/suggestions")
-async def suggestions(batch: str, body: SuggestRequest, name: str = Depends(labeler),
+async def suggestions(batch: str, body: SuggestRequest, request: Request, name: str = Depends(labeler),
                       state: ServiceState = Depends(service)):
     """The production model slid over the photo (the windows of /v1/inspect): candidate defect
     centers above the threshold, strongest first, for the person to accept or reject, and the
     heatmap (gray PNG, 255 = probability 1, the photo's size divided by ``heatmap_scale``)."""
     model = state.serving()
     img = await asyncio.to_thread(desk(state).image, batch, body.image)
+    with state.heavy.slot():  # 429 at once when the heavy routes are full
+        return await _suggestions(request, state, model, img, body)
+
+
+async def _suggestions(request: Request, state: ServiceState, model, img, body: SuggestRequest):
     data = await asyncio.to_thread(state.settings.store.read_bytes, img.stored_key)
     pixels = await asyncio.to_thread(model.scorer.pixels, data, state.settings.max_pixels)
     size = model.scorer.patch_size
-    grid, proba = await slide_windows(state, model, pixels, body.stride or max(1, size // 4))
+    grid, proba = await slide_windows(state, model, pixels, body.stride or max(1, size // 4), request)
     thr = body.threshold if body.threshold is not None else (model.threshold if model.threshold is not None else 0.5)
     found = locate_defects(model, proba, grid, thr, float(size))
     h, w = pixels.shape[:2]

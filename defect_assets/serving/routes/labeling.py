@@ -24,7 +24,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, Field
 
 from defect_assets.ml.images import decode_image, encode_png
-from defect_assets.serving import inspection
+from defect_assets.serving import heavy, inspection
 from defect_assets.serving.errors import ApiError, error_response
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.state import ServiceState, service
@@ -112,15 +112,21 @@ def desk(state: ServiceState) -> LabelingDesk:
     return state.labeling
 
 
-def signed_in(request: Request, state: ServiceState, auth: HTTPAuthorizationCredentials | None,
-               header: str | None) -> tuple[str | None, bool]:
-    """(the labeler named by the first valid credential: bearer, header, then cookie; whether it
-    was the cookie). A stray invalid credential beside a valid one does not lock a labeler out."""
-    for token, from_cookie in ((auth.credentials if auth else None, False), (header, False),
-                               (request.cookies.get(COOKIE), True)):
+async def signed_in(request: Request, state: ServiceState, auth: HTTPAuthorizationCredentials | None,
+                    header: str | None) -> tuple[str | None, bool]:
+    """(the labeler named by the first valid credential: bearer token, token header, then the
+    session cookie; whether it was the cookie). A stray invalid credential beside a valid one does
+    not lock a labeler out. The cookie holds an opaque session id, looked up in the store: revoked
+    at logout, refused after its expiry, and refused when its labeler's token is no longer configured."""
+    for token in (auth.credentials if auth else None, header):
         name = state.settings.labeler_for(token) if token else None
         if name is not None:
-            return name, from_cookie
+            return name, False
+    session = request.cookies.get(COOKIE)
+    if session:
+        name = await asyncio.to_thread(state.sessions.labeler, session)
+        if name is not None and name in {n for n, _ in state.settings.labelers}:
+            return name, True
     return None, False
 
 
@@ -137,7 +143,7 @@ async def labeler(request: Request, auth: HTTPAuthorizationCredentials | None = 
     if not state.settings.labelers:
         raise ApiError(401, "unauthorized", "labeling is off: no labeler tokens are configured "
                                             "(DEFECT_ASSETS_LABELER_TOKENS)")
-    name, from_cookie = signed_in(request, state, auth, header)
+    name, from_cookie = await signed_in(request, state, auth, header)
     if name is None:
         raise ApiError(401, "unauthorized", "a labeler token is required (Authorization: Bearer, "
                                             f"{TOKEN_HEADER}, or sign in at /label)")
@@ -167,7 +173,7 @@ async def labeling_page(request: Request, state: ServiceState = Depends(service)
                         auth: HTTPAuthorizationCredentials | None = Security(bearer),
                         header: str | None = Security(token_header)):
     """The labeling page; without a valid token, its sign-in form (401)."""
-    if signed_in(request, state, auth, header)[0] is None:
+    if (await signed_in(request, state, auth, header))[0] is None:
         why = "" if state.settings.labelers else "Labeling is off: no labeler tokens are configured."
         return html_page("login.html", 401, why)
     return html_page("labeling.html")
@@ -177,16 +183,22 @@ async def labeling_page(request: Request, state: ServiceState = Depends(service)
 async def login(request: Request, token: str = Form("", max_length=512),
                 after: str = Form("/label", alias="next", max_length=2048), state: ServiceState = Depends(service)):
     after = after_sign_in(after)
-    if state.settings.labeler_for(token) is None or not _same_origin(request):
+    name = state.settings.labeler_for(token)
+    if name is None or not _same_origin(request):
         return html_page("login.html", 401, "That token is not a labeler's token.", after)
+    # the cookie carries an opaque session id stored server-side, never the token itself
+    session = await asyncio.to_thread(state.sessions.create, name, COOKIE_SECONDS)
     response = RedirectResponse(after, status_code=303)
-    response.set_cookie(COOKIE, token, max_age=COOKIE_SECONDS, httponly=True, samesite="strict", path="/",
+    response.set_cookie(COOKIE, session, max_age=COOKIE_SECONDS, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
     return response
 
 
 @router.post("/label/logout", include_in_schema=False)
-async def logout():
+async def logout(request: Request, state: ServiceState = Depends(service)):
+    """End the session: its server-side record is deleted, so the cookie is worthless from now on
+    (on every replica), even if it was copied before."""
+    await asyncio.to_thread(state.sessions.revoke, request.cookies.get(COOKIE))
     response = RedirectResponse("/label", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -264,7 +276,8 @@ async def item_image(item_id: str, name: str = Depends(labeler), state: ServiceS
 
 
 @router.get("/v1/labeling/items/{item_id}/heatmap", response_class=Response)
-async def item_heatmap(item_id: str, name: str = Depends(labeler), state: ServiceState = Depends(service)):
+async def item_heatmap(item_id: str, request: Request, name: str = Depends(labeler),
+                       state: ServiceState = Depends(service)):
     """Where the model sees a defect in the queued photo: its windows' defect probability as a
     transparent red overlay of the photo's size. Exists for models trained on windows around
     marked defects (the dent workflow), scored by the queue's own model version."""
@@ -275,17 +288,20 @@ async def item_heatmap(item_id: str, name: str = Depends(labeler), state: Servic
     if model.version != queue.model_version:
         raise ApiError(409, "model_changed", f"the service now serves {model.version}, the queue was scored by "
                                              f"{queue.model_version}: no heatmap until the next queue")
+    with state.heavy.slot():  # 429 at once when the heavy routes are full
+        return await _heatmap(request, state, model, row)
+
+
+async def _heatmap(request: Request, state: ServiceState, model, row: dict) -> Response:
     data = await asyncio.to_thread(state.settings.store.read_bytes, row["stored_key"])
     pixels = await asyncio.to_thread(model.scorer.pixels, data, state.settings.max_pixels)
     h, w = pixels.shape[:2]
     size = model.scorer.input_size
-    stride = max(size // 4, 1, math.ceil(math.sqrt(w * h / state.settings.max_windows)))
+    # the stride is this route's own choice: the smallest that fits the window cap and the work budget
+    stride = heavy.fitting_stride(w, h, size, model.scorer.cost, state.settings.max_work_gmac,
+                                  state.settings.max_windows, max(size // 4, 1))
     grid = inspection.window_grid(w, h, size, stride)
-    parts = []
-    for lo in range(0, grid.count, 256):
-        windows = inspection.cut_windows(pixels, grid, np.arange(lo, min(lo + 256, grid.count)))
-        parts.append(await state.score(model, windows))
-    score = model.defect_score(np.concatenate(parts))
+    score = model.defect_score(await heavy.score_windows(state, model, pixels, grid, request))
     scale = max(1, math.ceil(math.sqrt(w * h / HEATMAP_MAX_PIXELS)))
     gray = await asyncio.to_thread(inspection.heatmap, score, grid, scale)
     rgba = np.zeros(gray.shape + (4,), np.uint8)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from defect_assets.ml.images import ImageRejected, encode_png, sha256_bytes
 from defect_assets.ml.labels import is_defect_label
-from defect_assets.serving import inspection
+from defect_assets.serving import heavy, inspection
 from defect_assets.serving.errors import ApiError
 from defect_assets.serving.schemas import ERROR_RESPONSES, InspectResponse, PredictResponse
 from defect_assets.serving.state import ServiceState, require_key, service
@@ -59,10 +59,11 @@ def decode(fn, data: bytes, index: int, name: str | None, *args):
         raise ApiError(422, "image_rejected", f"file {index} ({name or 'unnamed'}): {reason}"[:500]) from None
 
 
-async def slide_windows(state: ServiceState, model, pixels: np.ndarray,
-                        step: int) -> tuple[inspection.WindowGrid, np.ndarray]:
+async def slide_windows(state: ServiceState, model, pixels: np.ndarray, step: int,
+                        request: Request | None = None) -> tuple[inspection.WindowGrid, np.ndarray]:
     """The model's class probabilities for every model-sized window of a photo (422 over the
-    window cap). Shared by /v1/inspect and the annotation view's suggestions."""
+    window cap or the work budget; chunked, with a deadline and cancellation: ``serving.heavy``).
+    Shared by /v1/inspect and the annotation view's suggestions; the caller holds a heavy slot."""
     h, w = pixels.shape[:2]
     size = model.scorer.patch_size  # windows as the model's patches were cut (it shrinks them if needed)
     grid = inspection.window_grid(w, h, size, step)
@@ -70,12 +71,8 @@ async def slide_windows(state: ServiceState, model, pixels: np.ndarray,
         need = math.ceil(math.sqrt(w * h / state.settings.max_windows))
         raise ApiError(422, "too_many_windows", f"{w}x{h} at stride {step} gives {grid.count:,} windows, over the "
                                                 f"cap of {state.settings.max_windows:,}; use stride >= {need}")
-    chunk = max(256, state.settings.max_batch)
-    parts = []
-    for lo in range(0, grid.count, chunk):  # one chunk at a time: predict requests interleave
-        windows = inspection.cut_windows(pixels, grid, np.arange(lo, min(lo + chunk, grid.count)))
-        parts.append(await state.score(model, windows))
-    return grid, np.concatenate(parts)
+    heavy.check_budget(grid, model.scorer.cost, state.settings.max_work_gmac, step)
+    return grid, await heavy.score_windows(state, model, pixels, grid, request)
 
 
 def locate_defects(model, proba: np.ndarray, grid: inspection.WindowGrid, threshold: float,
@@ -130,6 +127,12 @@ async def inspect(request: Request, state: ServiceState = Depends(service),
                   heatmap: bool = Query(True, description="include the heatmap PNG")):
     """Score model-sized windows over a large photo (the dent workflow): defect probability
     per window, a heatmap PNG, and the defects located above the threshold."""
+    with state.heavy.slot():  # 429 at once when the heavy routes are full: /v1/predict is never starved
+        return await _inspect(request, state, stride, threshold, min_distance, heatmap)
+
+
+async def _inspect(request: Request, state: ServiceState, stride: int | None, threshold: float | None,
+                   min_distance: float | None, heatmap: bool):
     t0 = time.perf_counter()
     model = state.serving()
     upload = (await uploaded(request, "file", 1))[0]
@@ -138,7 +141,7 @@ async def inspect(request: Request, state: ServiceState = Depends(service),
     pixels = await asyncio.to_thread(decode, model.scorer.pixels, data, 0, upload.filename, state.settings.max_pixels)
     h, w = pixels.shape[:2]
     step = stride or max(1, size // 4)
-    grid, proba = await slide_windows(state, model, pixels, step)
+    grid, proba = await slide_windows(state, model, pixels, step, request)
     score = model.defect_score(proba)
     thr = threshold if threshold is not None else (model.threshold if model.threshold is not None else 0.5)
     found = locate_defects(model, proba, grid, thr, min_distance if min_distance is not None else float(size))
