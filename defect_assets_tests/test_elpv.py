@@ -185,5 +185,6 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     assert {r["batch"] for r in summary["batches"]["rows"]} == set(cells["batch"])
 
     again = subprocess.run([*cmd, "--no-serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and again.stdout.count("already materialized") == 2
+    assert again.returncode == 0 and again.stdout.count("already materialized") == 2, \
+        again.stdout[-4000:] + again.stderr[-2000:]
     assert "Models are up to date" in again.stdout

@@ -130,13 +130,14 @@ def histogram_png(values, title: str, xlabel: str, bins: int = 30) -> bytes:
 
 
 def tradeoff_png(candidates: list[dict], budget_ms: float | None, champion: str, metric: str) -> bytes:
-    """Each candidate's validation ``metric`` against its p99 latency (log scale), the latency
+    """Each candidate's validation ``metric`` against its p99 latency (the one the budget judged;
+    log scale), the latency
     budget as a line and the champion ringed: the quality-latency trade-off at a glance."""
     import numpy as np
 
     plt, fig, ax = _single(5.2, 3.8)
     for c in candidates:
-        x, y = c.get("latency_p99_ms"), c.get("val_metric")
+        x, y = c.get("budget_p99_ms", c.get("latency_p99_ms")), c.get("val_metric")
         if x is None or y is None or not np.isfinite(x) or not np.isfinite(y):
             continue
         chosen = c.get("model_version") == champion

@@ -99,7 +99,8 @@ class ChampionConfig(dg.Config):
     production) must stay above -margin; about the interval's half-width on ~450 test cells."""
     latency_budget_ms: float | None = 50.0
     """The champion is the best candidate on validation whose p99 latency (one full-size image, one
-    client, measured through the served scorer at evaluation on this machine) fits this; None: any."""
+    client, measured through the served scorer at evaluation on this machine; the lowest on record for
+    the model version, so a busier machine does not demote a model that fitted) fits this; None: any."""
 
 
 @dg.asset(group_name="evaluation", kinds={"python"}, ins=EVALUATION_INS)
@@ -109,9 +110,11 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, ar
     blocking checks gate it (no leak, not worse than production, recall floor, stored model =
     trained model); a failing one stops everything downstream, deployment included."""
     table = pd.concat([evaluations[name] for name in EVALUATION_INS], ignore_index=True)
-    registry = ModelRegistry(artifact_store.open())
+    store = artifact_store.open()
+    registry = ModelRegistry(store)
+    history = pd.read_parquet(store.open_read(HISTORY_PARQUET)) if store.exists(HISTORY_PARQUET) else None
     champion = pick_champion(table, registry, config.metric, config.min_defect_recall, config.margin,
-                             config.latency_budget_ms)
+                             config.latency_budget_ms, history)
     card = registry.card(champion.model_version)
     context.log.info(f"champion candidate: {champion.model_version} ({champion.reason})")
     candidates = pd.DataFrame(champion.candidates).round(4)
