@@ -218,3 +218,18 @@ def test_a_group_column_keeps_every_image_of_a_part_in_one_split(env, tmp_path):
     failure = next(e for e in bad.all_events if e.is_step_failure)
     text = str(failure.step_failure_data.error)
     assert "part0-view0.png" in text and "in group 'part-7' earlier and group 'part-0' here" in text
+
+
+@pytest.mark.parametrize("job, op, field, typo, good", [
+    ("train_models_job", "elastic_net_model", "task", "binay", "multiclass"),
+    ("train_models_job", "scratch_cnn_model", "architecture", "lenett", "lenet"),
+    ("evaluate_job", "elastic_net_evaluation", "threshold_method", "max-f1", "cost"),
+])
+def test_a_typo_in_a_choice_is_refused_at_launch_with_the_choices(job, op, field, typo, good):
+    from defect_assets.definitions import defs
+
+    job_def = defs.resolve_job_def(job)
+    with pytest.raises(dg.DagsterInvalidConfigError, match=f"{field}.*not in enum type.*got {typo}"):
+        dg.validate_run_config(job_def, {"ops": {op: {"config": {field: typo}}}})
+    checked = dg.validate_run_config(job_def, {"ops": {op: {"config": {field: good}}}})
+    assert checked["ops"][op]["config"][field] == good

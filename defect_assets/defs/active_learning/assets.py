@@ -36,7 +36,7 @@ def unlabeled_pool(context: dg.AssetExecutionContext, raw_images: ArrayTable,
 
 
 class LabelingQueueConfig(dg.Config):
-    strategy: str = "entropy"
+    strategy: Literal["entropy", "margin", "least_confidence", "random"] = "entropy"
     """'entropy', 'margin', 'least_confidence' (worst best-score) or 'random' (the baseline)."""
     per_round: int = 20
     """Images queued per round."""

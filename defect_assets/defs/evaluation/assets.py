@@ -2,6 +2,8 @@
 evaluation history, and the champion. The champion's gates are blocking asset checks
 (``checks.py``)."""
 
+from typing import Literal
+
 import dagster as dg
 import pandas as pd
 
@@ -26,7 +28,7 @@ EVALUATION_INS = {f.evaluation: dg.AssetIn(f.evaluation) for f in MODEL_FAMILIES
 
 
 class EvaluationConfig(dg.Config):
-    threshold_method: str = "max_f1"
+    threshold_method: Literal["max_f1", "cost"] = "max_f1"
     """'max_f1' (best F1 on validation) or 'cost' (fewest cost_missed_defect*FN + cost_false_alarm*FP)."""
     cost_missed_defect: float = 5.0
     cost_false_alarm: float = 1.0

@@ -5,6 +5,7 @@ in ``pipeline/families.py``."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import dagster as dg
 
@@ -24,7 +25,7 @@ PLACEMENT_FIELDS = frozenset(TrainingPlacement.model_fields)
 
 
 class ElasticNetConfig(TrainingPlacement):
-    task: str = "binary"
+    task: Literal["binary", "multiclass"] = "binary"
     """'binary' (defect or not) or 'multiclass' (every label, e.g. ELPV's 4 levels)."""
     C: float = 0.02
     l1_ratio: float = 0.5
@@ -46,7 +47,7 @@ class ElasticNetConfig(TrainingPlacement):
 
 
 class KerasTrainConfig(TrainingPlacement):
-    task: str = "binary"
+    task: Literal["binary", "multiclass"] = "binary"
     learning_rate: float = 1e-3
     batch_size: int = 64
     epochs: int = 30
@@ -80,7 +81,7 @@ class KerasTrainConfig(TrainingPlacement):
 
 
 class ScratchCNNConfig(KerasTrainConfig):
-    architecture: str = "small_vgg"
+    architecture: Literal["small_vgg", "lenet"] = "small_vgg"
     """'small_vgg' (default: 4 stages of two 3x3 conv + BatchNorm) or 'lenet' (as in DIGITS)."""
     filters: list[int] = [16, 32, 64, 128]
 

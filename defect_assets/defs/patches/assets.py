@@ -1,6 +1,8 @@
 """labeled_patches and augmented_training_set, with the blocking split-leak check."""
 
 
+from typing import Literal
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -25,7 +27,7 @@ class PatchConfig(dg.Config):
     image_size: int | None = None
     """Side of the whole-image patch of image-level labels (None: the same as size). Thin defects
     need resolution: ELPV cells are 300 px and the main job uses its --image-size for them."""
-    color: str = "L"
+    color: Literal["L", "RGB"] = "L"
     """'L' grayscale or 'RGB'."""
     negatives_per_positive: float = 1.0
     """Random defect-free windows cut per point/box label."""
