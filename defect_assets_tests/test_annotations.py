@@ -132,7 +132,7 @@ def test_bad_marks_get_a_clear_4xx_and_store_nothing(annotating):
         ({"image": PHOTO, "marks": [point], "suggestions": [{"x": True, "y": 1, "score": 0.9,
                                                              "decision": "accepted"}], "model_version": "m"},
          422, "invalid_request"),
-        # more marks than the cap: 413, as the README says
+        # more marks than the cap: 413, as docs/annotation.md says
         ({"image": PHOTO, "marks": [point] * 501}, 413, "too_many_marks"),
     ]
     for body, status, error in cases:

@@ -21,7 +21,7 @@ from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.layout import HISTORY_CSV, HISTORY_PARQUET  # noqa: F401 - importable from here too
 from defect_assets.storage.registry import ModelRegistry
 
-# The evaluation history's columns, in order (documented in README.md for BI tools).
+# The evaluation history's columns, in order (documented in docs/bi.md for BI tools).
 HISTORY_COLUMNS = [
     "evaluation_id", "evaluated_at", "model_family", "model_version", "task", "data_version", "batches",
     "trained_on_data_version", "threshold_method", "threshold", "test_patches", "test_defects",

@@ -30,7 +30,7 @@ from defect_assets.storage.formats import ArrayTable, read_json, write_json
 from defect_assets.storage.layout import CHAMPIONS, champion_predictions_key, champion_prefix, examples_key
 from defect_assets.storage.registry import ModelRegistry
 
-# The test-prediction table's columns (documented in README.md); p_<class> columns follow them.
+# The test-prediction table's columns (documented in docs/bi.md); p_<class> columns follow them.
 PREDICTION_COLUMNS = ["patch_id", "image_id", "image", "batch", "kind", "label", "is_defect", "defect_score",
                       "predicted_defect", "decision", "correct", "model_version"]
 HEATMAP_SCALE = 3

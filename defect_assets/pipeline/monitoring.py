@@ -3,7 +3,7 @@ version (request volume, latency percentiles, share of images called defective) 
 of its score distribution against the same model's scores on the test split (PSI,
 ``ml.drift``), written as tables a BI tool reads directly.
 
-Tables (keys in ``storage.layout``, columns ``MONITORING_COLUMNS``, documented in README.md):
+Tables (keys in ``storage.layout``, columns ``MONITORING_COLUMNS``, documented in docs/bi.md):
 ``monitoring/daily/day=YYYY-MM-DD.parquet`` holds one day's rows and is what a run writes; the
 combined ``monitoring/prediction_monitoring.parquet`` and ``.csv`` are rebuilt from every daily
 file after each run; ``monitoring/predictions/day=YYYY-MM-DD.parquet`` holds the day's records.

@@ -1,6 +1,6 @@
 """Where the artifact store keeps what more than one layer reads: the asset graph writes these
 keys (``pipeline/``, through ``defs/``) and the web app's dashboard reads them (``serving/``),
-so the names live here, below both. The schemas of the tables are in README.md ("Tables for BI
+so the names live here, below both. The schemas of the tables are in docs/bi.md ("Tables for BI
 tools").
 
 | key | written by | what |
