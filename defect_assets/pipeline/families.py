@@ -259,7 +259,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     weights chosen on the validation split (never the test split): a candidate of its own, which
     the champion picks only when it is better on validation. Members must share an input size."""
     from defect_assets.ml.metrics import summary_metrics
-    from defect_assets.ml.scorer import Scorer, load_registered, shared_predictions
+    from defect_assets.ml.scorer import EnsembleScorer, load_registered, shared_predictions, weighted_average
 
     patches = inputs["labeled_patches"]
     members = [str(df["version"].iloc[0]) for name, df in sorted(inputs.items()) if name != "labeled_patches"]
@@ -283,7 +283,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
                 grid_w.append(np.asarray(combo, np.float64) / steps)
     trials = []
     for w in grid_w:
-        m = summary_metrics(val.y, np.tensordot(w, probas, axes=1))
+        m = summary_metrics(val.y, weighted_average(w, probas))
         trials.append({"weights": [round(float(x), 4) for x in w], **{f"val_{k}": v for k, v in m.items()}})
     table = pd.DataFrame(trials)
     score = table[f"val_{config.metric}"].to_numpy()
@@ -296,8 +296,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     weights = grid_w[best][keep]
     card_stub = {"kind": "ensemble", "task": first["task"], "classes": first["classes"], "input": patch_input,
                  "members": members, "weights": weights.tolist(), "version": "ensemble (unregistered)"}
-    ensemble = Scorer(card_stub, lambda x: np.tensordot(weights, np.stack(shared_predictions(scorers, x)),
-                                                        axes=1).astype(np.float32))
+    ensemble = EnsembleScorer(card_stub, scorers, weights)
     proba = ensemble.predict_proba(val.x)
     metrics = summary_metrics(val.y, proba)
     seconds = time.perf_counter() - t0
