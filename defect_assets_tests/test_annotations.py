@@ -18,7 +18,7 @@ from defect_assets.ml.images import encode_png
 from defect_assets.ml.labels import NO_DEFECT_LABEL, PAGE_SOURCE, is_defect_label, parse_points_csv, parse_voc_xml
 from defect_assets.ml.synthetic import make_surface_scene
 from defect_assets.pipeline.ingest import ingest_batch
-from defect_assets.pipeline.labeling import normalize_batch_labels
+from defect_assets.pipeline.label_files import normalize_batch_labels
 from defect_assets.serving.client import DefectClient
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage import LocalObjectStore
