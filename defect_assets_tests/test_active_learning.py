@@ -5,7 +5,7 @@ spreads a round over clusters."""
 import numpy as np
 import pytest
 
-from defect_assets.ml import active_learning as AL
+from defect_assets.ml.active_learning import entropy, least_confidence, margin, rank, select
 
 # Four classes, built so that each strategy has a different favourite:
 P = np.array([
@@ -18,22 +18,22 @@ P = np.array([
 
 
 def test_each_strategy_picks_its_expected_item_first_and_ranks_all_by_hand():
-    assert AL.select(P, 1, "least_confidence").picks.tolist() == [1]
-    assert AL.select(P, 1, "entropy").picks.tolist() == [2]
-    assert AL.select(P, 1, "margin").picks.tolist() == [3]
+    assert select(P, 1, "least_confidence").picks.tolist() == [1]
+    assert select(P, 1, "entropy").picks.tolist() == [2]
+    assert select(P, 1, "margin").picks.tolist() == [3]
     # whole orders, worked out by hand from the numbers above
-    assert AL.rank(P, "least_confidence").tolist() == [1, 2, 3, 4, 0]  # max p .38 .40 .45 .70 .97
-    assert AL.rank(P, "margin").tolist() == [3, 1, 2, 4, 0]  # margins 0 .01 .20 .50 .96
-    assert AL.rank(P, "entropy").tolist() == [2, 1, 3, 4, 0]  # 1.33 1.08 .95 .80 .17 nats
-    assert AL.select(P, 3, "entropy").picks.tolist() == [2, 1, 3]
+    assert rank(P, "least_confidence").tolist() == [1, 2, 3, 4, 0]  # max p .38 .40 .45 .70 .97
+    assert rank(P, "margin").tolist() == [3, 1, 2, 4, 0]  # margins 0 .01 .20 .50 .96
+    assert rank(P, "entropy").tolist() == [2, 1, 3, 4, 0]  # 1.33 1.08 .95 .80 .17 nats
+    assert select(P, 3, "entropy").picks.tolist() == [2, 1, 3]
 
 
 def test_the_measures_have_the_textbook_values():
-    np.testing.assert_allclose(AL.least_confidence(P), [0.03, 0.62, 0.60, 0.55, 0.30])
-    np.testing.assert_allclose(AL.margin(P), [0.96, 0.01, 0.20, 0.00, 0.50], atol=1e-12)
+    np.testing.assert_allclose(least_confidence(P), [0.03, 0.62, 0.60, 0.55, 0.30])
+    np.testing.assert_allclose(margin(P), [0.96, 0.01, 0.20, 0.00, 0.50], atol=1e-12)
     uniform = np.full((1, 4), 0.25)
-    np.testing.assert_allclose(AL.entropy(uniform), [np.log(4)])
-    np.testing.assert_allclose(AL.entropy(np.array([[1.0, 0.0]])), [0.0])  # 0 log 0 = 0, no NaN
+    np.testing.assert_allclose(entropy(uniform), [np.log(4)])
+    np.testing.assert_allclose(entropy(np.array([[1.0, 0.0]])), [0.0])  # 0 log 0 = 0, no NaN
 
 
 def test_for_two_classes_the_three_uncertainty_strategies_agree():
@@ -41,7 +41,7 @@ def test_for_two_classes_the_three_uncertainty_strategies_agree():
     binary = np.stack([1 - p1, p1], axis=1)
     expected = [4, 1, 3, 5, 2, 0]  # by |p - 0.5|: .01 .05 .12 .20 .41 .48
     for strategy in ("entropy", "margin", "least_confidence"):
-        assert AL.rank(binary, strategy).tolist() == expected, strategy
+        assert rank(binary, strategy).tolist() == expected, strategy
 
 
 def test_they_still_agree_on_float32_rows_of_a_very_unsure_model():
@@ -52,12 +52,12 @@ def test_they_still_agree_on_float32_rows_of_a_very_unsure_model():
     rows = np.stack([1 - p1, p1], axis=1).astype(np.float32)
     by_hand = np.argsort(np.abs(rows[:, 1].astype(np.float64) - 0.5), kind="stable")[:20]
     for strategy in ("entropy", "margin", "least_confidence"):
-        assert sorted(AL.select(rows, 20, strategy).picks.tolist()) == sorted(by_hand.tolist()), strategy
+        assert sorted(select(rows, 20, strategy).picks.tolist()) == sorted(by_hand.tolist()), strategy
 
 
 def test_random_is_a_seeded_baseline_that_ignores_the_scores():
-    picks = {seed: AL.select(P, 3, "random", seed=seed).picks.tolist() for seed in range(40)}
-    assert picks[7] == AL.select(P, 3, "random", seed=7).picks.tolist()  # same seed, same picks
+    picks = {seed: select(P, 3, "random", seed=seed).picks.tolist() for seed in range(40)}
+    assert picks[7] == select(P, 3, "random", seed=7).picks.tolist()  # same seed, same picks
     assert all(len(set(p)) == 3 and set(p) <= set(range(5)) for p in picks.values())
     assert len({tuple(p) for p in picks.values()}) > 10  # seeds differ
     first = [p[0] for p in picks.values()]
@@ -69,18 +69,18 @@ def test_diversity_spreads_one_round_over_two_clusters():
     p1 = np.array([0.50, 0.51, 0.475, 0.535, 0.455, 0.60, 0.99, 0.01])  # |p - .5| all distinct
     proba = np.stack([1 - p1, p1], axis=1)
     features = np.array([[0, 0], [0.1, 0], [0, 0.1], [0.1, 0.1], [0.05, 0.05], [10, 10], [5, 0], [0, 5]], float)
-    plain = AL.select(proba, 2, "entropy")
-    spread = AL.select(proba, 2, "entropy", features=features, shortlist_factor=3)
+    plain = select(proba, 2, "entropy")
+    spread = select(proba, 2, "entropy", features=features, shortlist_factor=3)
     assert plain.picks.tolist() == [0, 1]  # both from the tight cluster
     assert spread.picks.tolist() == [0, 5] and spread.diversity  # the most uncertain, then the far one
     # the shortlist bounds it: with a shortlist of the 2 most uncertain, nothing else can be picked
-    assert AL.select(proba, 2, "entropy", features=features, shortlist_factor=1).picks.tolist() == [0, 1]
+    assert select(proba, 2, "entropy", features=features, shortlist_factor=1).picks.tolist() == [0, 1]
 
 
 def test_bad_input_is_refused_with_a_reason():
     with pytest.raises(ValueError, match="unknown strategy"):
-        AL.select(P, 1, "most_fun")
+        select(P, 1, "most_fun")
     with pytest.raises(ValueError, match=r"\(N, K>=2\)"):
-        AL.entropy(np.array([0.2, 0.8]))
+        entropy(np.array([0.2, 0.8]))
     with pytest.raises(ValueError, match="feature rows"):
-        AL.select(P, 1, "entropy", features=np.zeros((3, 2)))
+        select(P, 1, "entropy", features=np.zeros((3, 2)))

@@ -14,7 +14,7 @@ import pytest
 
 from defect_assets.ml.images import decode_image
 from defect_assets.ml.patches import PatchSpec, crop_centered
-from defect_assets.pipeline.labeling import normalize_batch_labels
+from defect_assets.pipeline.label_files import normalize_batch_labels
 from defect_assets.pipeline.patching import build_patch_set, patches_of
 from defect_assets.serving.client import DefectClient
 from defect_assets.serving.settings import ServiceSettings

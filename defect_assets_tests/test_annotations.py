@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from defect_assets.ml import labels as L
 from defect_assets.ml.images import encode_png
+from defect_assets.ml.labels import NO_DEFECT_LABEL, PAGE_SOURCE, is_defect_label, parse_points_csv, parse_voc_xml
 from defect_assets.ml.synthetic import make_surface_scene
 from defect_assets.pipeline.ingest import ingest_batch
-from defect_assets.pipeline.labeling import normalize_batch_labels
+from defect_assets.pipeline.label_files import normalize_batch_labels
 from defect_assets.serving.client import DefectClient
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage import LocalObjectStore
@@ -185,7 +185,7 @@ def test_marks_join_image_labels_and_exports_reimport_to_identical_rows(annotati
 
     labels, notes = normalize_batch_labels(inventory, store, page_marks=MarkLog(store).marks(BATCH))
     assert notes == []
-    page = labels[labels["source"] == L.PAGE_SOURCE]
+    page = labels[labels["source"] == PAGE_SOURCE]
     rows = sorted(map(tuple, page[ROW_COLUMNS].astype(object).where(page[ROW_COLUMNS].notna(), None).values))
     nan = None
     assert rows == sorted([
@@ -194,7 +194,7 @@ def test_marks_join_image_labels_and_exports_reimport_to_identical_rows(annotati
         (PHOTO, "box", "dent", 120.5, 40.0, 100.0, 20.0, 141.0, 60.0),
         ("line/photo-2.png", "box", "scratch", 15.0, 12.5, 0.0, 0.0, 30.0, 25.0),
         ("line/photo-2.png", "point", "defect", 239.99, 179.99, nan, nan, nan, nan),
-        ("line/photo-1.png", "none", L.NO_DEFECT_LABEL, nan, nan, nan, nan, nan, nan)])
+        ("line/photo-1.png", "none", NO_DEFECT_LABEL, nan, nan, nan, nan, nan, nan)])
     assert set(labels["image_id"]) == set(inventory.loc[inventory["role"] == "image", "sha256"])
 
     status, headers, csv_bytes = call(svc.port, "GET", "/v1/annotations/batches/dents-1/points.csv", ANA)
@@ -209,8 +209,8 @@ def test_marks_join_image_labels_and_exports_reimport_to_identical_rows(annotati
     assert one.decode() == xmls["line/photo-0.xml"]
 
     # re-import exactly as a batch's label files are read: points.csv at the root, each XML in its folder
-    reread = [L.parse_points_csv(csv_bytes.decode(), "points.csv")]
-    reread += [L.parse_voc_xml(text, name, name.rsplit("/", 1)[0]) for name, text in xmls.items()]
+    reread = [parse_points_csv(csv_bytes.decode(), "points.csv")]
+    reread += [parse_voc_xml(text, name, name.rsplit("/", 1)[0]) for name, text in xmls.items()]
     again = pd.concat(reread, ignore_index=True)
     marked = page[page["kind"].isin(["point", "box"])]
 
@@ -285,12 +285,12 @@ def test_no_defect_here_gives_negative_windows_only():
     from defect_assets.ml.patches import NEGATIVE_LABEL, PatchSpec, cut_image_patches
 
     img, _ = make_surface_scene(np.random.default_rng(3), *SIZE, defects=0)
-    none_row = {"kind": "none", "label": L.NO_DEFECT_LABEL, "x": np.nan, "y": np.nan}
+    none_row = {"kind": "none", "label": NO_DEFECT_LABEL, "x": np.nan, "y": np.nan}
     cuts = cut_image_patches(img, [none_row], PatchSpec(size=32, negatives_per_clean_image=3),
                              np.random.default_rng(0))
     assert [(c.kind, c.label) for c in cuts] == [("negative", NEGATIVE_LABEL)] * 3
     assert all(16 <= c.x <= SIZE[0] - 16 and 16 <= c.y <= SIZE[1] - 16 for c in cuts)
-    assert not L.is_defect_label(L.NO_DEFECT_LABEL)
+    assert not is_defect_label(NO_DEFECT_LABEL)
 
 
 def test_a_name_that_is_no_batch_is_a_404(annotating):

@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from defect_assets.ml.evaluation import bootstrap_intervals, majority_baseline, paired_auc_difference
-from defect_assets.pipeline import champion as C
+from defect_assets.pipeline.champion import Champion, not_worse_gate, pick_champion
 from defect_assets.storage.formats import read_value
 from defect_assets_tests.test_serving import model_registry
 
@@ -41,10 +41,10 @@ def test_paired_difference_is_zero_for_the_same_scores_and_clearly_negative_for_
         paired_auc_difference(np.zeros(5), np.arange(5), np.arange(5))
 
 
-def champion_for(registry, version: str, margin: float = 0.02) -> C.Champion:
-    return C.Champion(model_version=version, family="tiny_cnn", metric="roc_auc", validation_value=1.0,
-                      threshold=0.5, evaluation_id="", report_html="", test_metrics={"recall": 1.0},
-                      min_defect_recall=0.6, margin=margin)
+def champion_for(registry, version: str, margin: float = 0.02) -> Champion:
+    return Champion(model_version=version, family="tiny_cnn", metric="roc_auc", validation_value=1.0,
+                    threshold=0.5, evaluation_id="", report_html="", test_metrics={"recall": 1.0},
+                    min_defect_recall=0.6, margin=margin)
 
 
 @pytest.mark.slow
@@ -56,18 +56,18 @@ def test_the_paired_gate_passes_an_identical_retrain_every_time_and_blocks_a_shu
     registry.promote(versions["a"], threshold=0.5)
     retrain = register_tiny_model(registry, patches, epochs=3, seed=0)  # same data, config, seed as "a"
     assert retrain["version"] != versions["a"]
-    verdicts = [C.not_worse_gate(champion_for(registry, retrain["version"]), registry, patches) for _ in range(3)]
+    verdicts = [not_worse_gate(champion_for(registry, retrain["version"]), registry, patches) for _ in range(3)]
     assert all(v.passed for v in verdicts)
     assert {(v.metadata["difference_ci95_low"], v.metadata["difference_ci95_high"]) for v in verdicts} == {(0.0, 0.0)}
 
     shuffled = register_tiny_model(registry, patches, epochs=3, seed=0, shuffle_labels=True)
-    verdict = C.not_worse_gate(champion_for(registry, shuffled["version"]), registry, patches)
+    verdict = not_worse_gate(champion_for(registry, shuffled["version"]), registry, patches)
     assert verdict.passed is False and verdict.metadata["difference_ci95_low"] < -0.02, verdict.description
 
-    untrained = C.not_worse_gate(champion_for(registry, versions["b"]), registry, patches)
+    untrained = not_worse_gate(champion_for(registry, versions["b"]), registry, patches)
     assert untrained.passed is False and untrained.metadata["difference_ci95_high"] < 0
     assert "reaches below -0.02" in untrained.description
-    assert C.not_worse_gate(champion_for(registry, versions["b"], margin=1.0), registry, patches).passed
+    assert not_worse_gate(champion_for(registry, versions["b"], margin=1.0), registry, patches).passed
 
 
 TEST_FIGURES = {"accuracy": 0.9, "recall": 0.8, "f1": 0.85, "roc_auc": 0.9}
@@ -90,20 +90,20 @@ def test_a_busier_machine_does_not_demote_a_champion_whose_latency_fitted_before
     now = pd.DataFrame([
         {"model_family": "tiny_cnn", "model_version": versions[better], "latency_p99_ms": 80.0, **TEST_FIGURES},
         {"model_family": "tiny_cnn", "model_version": versions[worse], "latency_p99_ms": 10.0, **TEST_FIGURES}])
-    alone = C.pick_champion(now, registry, latency_budget_ms=50.0)
+    alone = pick_champion(now, registry, latency_budget_ms=50.0)
     assert alone.model_version == versions[worse] and "its p99 80.0 ms" in alone.reason
 
     earlier = pd.DataFrame({"model_version": [versions[better], versions[better], versions[worse], "other"],
                             "latency_p99_ms": [42.0, 61.0, 12.0, 1.0]})
-    picked = C.pick_champion(now, registry, latency_budget_ms=50.0, history=earlier)
+    picked = pick_champion(now, registry, latency_budget_ms=50.0, history=earlier)
     assert picked.model_version == versions[better], picked.reason
     assert "p99 42.0 ms at its best, 80.0 ms now" in picked.reason
     by_version = {c["model_version"]: c for c in picked.candidates}
     assert [by_version[versions[k]]["budget_p99_ms"] for k in (better, worse)] == [42.0, 10.0]
     assert by_version[versions[better]]["latency_p99_ms"] == 80.0  # the figure measured now is kept as measured
 
-    nothing_fits = C.pick_champion(now.assign(latency_p99_ms=[90.0, 70.0]), registry, latency_budget_ms=50.0,
-                                   history=earlier.assign(latency_p99_ms=[60.0, 65.0, 75.0, 1.0]))
+    nothing_fits = pick_champion(now.assign(latency_p99_ms=[90.0, 70.0]), registry, latency_budget_ms=50.0,
+                                 history=earlier.assign(latency_p99_ms=[60.0, 65.0, 75.0, 1.0]))
     assert nothing_fits.model_version == versions[better]  # the fastest at its best: 60 ms against 70
     assert nothing_fits.reason.startswith(
         "no candidate fits the 50 ms p99 budget; the fastest (p99 60.0 ms at its best")

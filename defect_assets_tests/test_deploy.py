@@ -18,7 +18,7 @@ from defect_assets.defs.deploy.resources import ScoringService, scoring_service_
 from defect_assets.defs.models.families import MODEL_FAMILIES
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.defs.resources import default_resources
-from defect_assets.pipeline import champion as C
+from defect_assets.pipeline.champion import EXPORT_PARITY, NO_LEAK, NOT_WORSE, RECALL
 from defect_assets.pipeline.training import card_summary
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage import LocalObjectStore
@@ -98,12 +98,12 @@ def test_a_failed_champion_check_leaves_deployment_alone_and_a_passing_one_promo
     assert 0 < evaluation["test_patches"] and 0.5 < evaluation["roc_auc"] <= 1  # really computed, better than chance
     blocked = deploy(evaluated, ScoringService(), {"champion_model": {"config": {"min_defect_recall": 1.01}}})
     checks = {c.check_name: c.passed for c in blocked.get_asset_check_evaluations()}
-    assert checks == {C.NO_LEAK: True, C.NOT_WORSE: True, C.RECALL: False, C.EXPORT_PARITY: True}
+    assert checks == {NO_LEAK: True, NOT_WORSE: True, RECALL: False, EXPORT_PARITY: True}
     assert "champion_model" in materialized(blocked) and "deployed_endpoint" not in materialized(blocked)
     assert registry.production() is None  # nothing was promoted
     later = dg.materialize(all_assets(), selection=["deployed_endpoint"], instance=instance,
                            resources=default_resources(data_dir), raise_on_error=False)
-    assert not later.success and f"champion checks failed ({C.RECALL})" in failure_text(later, "deployed_endpoint")
+    assert not later.success and f"champion checks failed ({RECALL})" in failure_text(later, "deployed_endpoint")
 
     promoted = deploy(evaluated, ScoringService())  # no service configured: promote only
     assert promoted.success and "deployed_endpoint" in materialized(promoted)
@@ -186,7 +186,7 @@ def test_tampered_weights_fail_the_parity_check_and_deployment_refuses(evaluated
 
     result = deploy(evaluated, ScoringService())
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    parity = checks[C.EXPORT_PARITY]
+    parity = checks[EXPORT_PARITY]
     assert parity.passed is False
     if tamper == "bytes":
         assert "does not match the hash" in parity.description
@@ -198,7 +198,7 @@ def test_tampered_weights_fail_the_parity_check_and_deployment_refuses(evaluated
     later = dg.materialize(all_assets(), selection=["deployed_endpoint"],
                            instance=evaluated[4], resources=default_resources(evaluated[0]), raise_on_error=False)
     assert not later.success and registry.production() is None
-    assert C.EXPORT_PARITY in failure_text(later, "deployed_endpoint")
+    assert EXPORT_PARITY in failure_text(later, "deployed_endpoint")
 
 
 def test_scoring_service_from_env_reads_the_key_only_through_envvar(monkeypatch):

@@ -162,7 +162,7 @@ def test_page_labels_join_the_batch_labels_with_disagreements_and_conflicts_note
     """normalize_batch_labels with the page's labels: one image-level row per image (the latest
     label when labelers disagree), a batch's own label file wins, and a label of an image that
     is gone (or was replaced) from the batch is dropped with a note instead of failing the batch."""
-    from defect_assets.pipeline.labeling import normalize_batch_labels
+    from defect_assets.pipeline.label_files import normalize_batch_labels
 
     store = LocalObjectStore(tmp_path)
     store.write_bytes("label_files/ab/abc", b"image,label\na.png,ok\n")

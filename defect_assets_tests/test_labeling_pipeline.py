@@ -18,7 +18,7 @@ from defect_assets.defs.jobs import relabel_batch_job, retrain_job
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.defs.patches.assets import labeled_patches
 from defect_assets.defs.resources import default_resources
-from defect_assets.ml import active_learning as AL
+from defect_assets.ml.active_learning import entropy, rank
 from defect_assets.ml.scorer import load_registered
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import upload_folder
@@ -97,13 +97,13 @@ def test_pool_queue_labels_and_the_next_queue(project):
     pool = np.concatenate([pool7["stored_key"], pool8["stored_key"]])
     scorer = load_registered(registry, versions["a"])
     proba = scorer.predict_images([store.read_bytes(k) for k in pool])  # the seam, in this test
-    expected = [pool[i] for i in AL.rank(proba, "entropy")[:4]]
+    expected = [pool[i] for i in rank(proba, "entropy")[:4]]
     assert items["stored_key"].tolist() == expected
     for row in items.itertuples(index=False):
         want = proba[list(pool).index(row.stored_key)]
         np.testing.assert_allclose(row.probabilities, want, atol=1e-6)
         assert row.guess == scorer.classes[int(np.argmax(want))]
-        assert row.entropy == pytest.approx(float(AL.entropy(want[None])[0]))
+        assert row.entropy == pytest.approx(float(entropy(want[None])[0]))
 
     # a first tick sees nothing to do; two labels from the page for line-7 then ask for one rebuild of line-7
     requests, cursor = sensor_tick(instance, resources, None)
@@ -193,6 +193,6 @@ def test_the_diversity_step_picks_from_the_most_uncertain_and_spreads_them(proje
     assert len(items) == 3 and queue.doc["diversity"] is True and set(items["diversity"]) == {True}
     pool = np.concatenate([read_value(store, f"unlabeled_pool/{b}")["stored_key"] for b in ("line-7", "line-8")])
     proba = load_registered(registry, versions["a"]).predict_images([store.read_bytes(k) for k in pool])
-    shortlist = [pool[i] for i in AL.rank(proba, "entropy")[:6]]
+    shortlist = [pool[i] for i in rank(proba, "entropy")[:6]]
     assert items["stored_key"].iloc[0] == shortlist[0]  # the most uncertain first
     assert set(items["stored_key"]) <= set(shortlist) and items["stored_key"].is_unique

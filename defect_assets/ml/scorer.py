@@ -292,7 +292,7 @@ class EnsembleScorer(Scorer):
 
     def __init__(self, card: dict, members: list[Scorer], weights: np.ndarray, compiled: bool = False):
         def predict(x: np.ndarray) -> np.ndarray:
-            return np.tensordot(weights, np.stack(shared_predictions(members, x)), axes=1).astype(np.float32)
+            return ensemble_proba(members, weights, x)
 
         super().__init__(card, predict, compiled)
         self.members, self.weights = members, weights
@@ -323,6 +323,16 @@ def explainable(scorer: Scorer) -> bool:
     if isinstance(scorer, EnsembleScorer):
         return scorer.explainable
     return isinstance(scorer, LinearScorer) and scorer.card["features"].get("backbone", "vgg16") != "vgg16"
+
+
+def weighted_average(weights: np.ndarray, probas: np.ndarray) -> np.ndarray:
+    """Members' probabilities stacked as (members, N, K), averaged with ``weights`` (members,): (N, K)."""
+    return np.tensordot(weights, probas, axes=1)
+
+
+def ensemble_proba(members: Sequence[Scorer], weights: np.ndarray, patches: np.ndarray) -> np.ndarray:
+    """An ensemble's probabilities: the weighted average of its members' (``shared_predictions``), float32."""
+    return weighted_average(weights, np.stack(shared_predictions(members, patches))).astype(np.float32)
 
 
 def shared_predictions(members: Sequence[Scorer], patches: np.ndarray) -> list[np.ndarray]:

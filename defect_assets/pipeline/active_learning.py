@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from defect_assets.ml import active_learning as AL
+from defect_assets.ml.active_learning import STRATEGIES, entropy, least_confidence, margin, select
 from defect_assets.ml.scorer import Scorer
 from defect_assets.pipeline import engine
 from defect_assets.storage.base import ObjectStore
@@ -88,7 +88,7 @@ def build_queue(pool: pd.DataFrame, proba: np.ndarray, classes: list[str], model
         raise ValueError(f"{len(proba)} score rows for a pool of {len(pool)} images")
     if not len(pool):
         return pd.DataFrame(columns=QUEUE_COLUMNS)
-    query = AL.select(proba, per_round, strategy, seed, features, shortlist_factor)
+    query = select(proba, per_round, strategy, seed, features, shortlist_factor)
     picks = query.picks
     chosen = pool.iloc[picks].reset_index(drop=True)
     p = np.asarray(proba, np.float64)[picks]
@@ -97,7 +97,7 @@ def build_queue(pool: pd.DataFrame, proba: np.ndarray, classes: list[str], model
         item_id=[item_id(b, i) for b, i in zip(chosen["batch"], chosen["image"])],
         rank=np.arange(1, len(picks) + 1), strategy=strategy, diversity=query.diversity,
         model_version=model_version, score=query.scores[picks],
-        least_confidence=AL.least_confidence(p), margin=AL.margin(p), entropy=AL.entropy(p),
+        least_confidence=least_confidence(p), margin=margin(p), entropy=entropy(p),
         guess=[classes[g] for g in guess], guess_probability=p[np.arange(len(p)), guess],
         probabilities=[list(map(float, row)) for row in p])
     return items[QUEUE_COLUMNS]
@@ -121,8 +121,8 @@ class QueueSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if self.strategy not in AL.STRATEGIES:
-            raise ValueError(f"strategy {self.strategy!r} is not one of {', '.join(AL.STRATEGIES)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.per_round < 1 or self.shortlist_factor < 1:
             raise ValueError(f"per_round and shortlist_factor must be >= 1, got {self.per_round}, "
                              f"{self.shortlist_factor}")

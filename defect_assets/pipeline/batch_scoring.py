@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from defect_assets.ml.scorer import load_registered
-from defect_assets.pipeline import active_learning as AL
 from defect_assets.pipeline import engine
+from defect_assets.pipeline.active_learning import score_pool, unlabeled_pool
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.env import StoreConfig
 from defect_assets.storage.formats import read_value
@@ -28,9 +28,9 @@ def score_batch(store: ObjectStore, batch: str, version: str | None = None, stor
     if not version:
         raise ValueError("no model version given and no production model in the registry (run deploy_job first)")
     inventory = read_value(store, asset_value_prefix(["raw_images"], batch)).table
-    images = AL.unlabeled_pool(batch, inventory, pd.DataFrame({"image": pd.Series([], dtype=str)}))
+    images = unlabeled_pool(batch, inventory, pd.DataFrame({"image": pd.Series([], dtype=str)}))
     scorer = load_registered(registry, version)
-    proba = AL.score_pool(scorer, images, store, progress, store_config, address)
+    proba = score_pool(scorer, images, store, progress, store_config, address)
     out = images[["image", "image_id"]].assign(model_version=scorer.version)
     for k, name in enumerate(scorer.classes):
         out[f"p_{name}"] = np.asarray(proba[:, k], np.float64)

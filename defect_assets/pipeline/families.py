@@ -15,8 +15,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from defect_assets.pipeline import training as T
 from defect_assets.pipeline.search import grid, run_trials
+from defect_assets.pipeline.training import (
+    SplitData,
+    all_labels,
+    augmented_data,
+    check_trainable,
+    data_version,
+    epoch_logger,
+    golden_record,
+    input_spec,
+    split_data,
+    task_classes,
+    task_targets,
+    train_keras_family,
+)
 from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.registry import ModelRegistry
 
@@ -63,19 +76,19 @@ def train_elastic_net(config, inputs: Inputs, registry: ModelRegistry, log: Log)
     from defect_assets.ml.metrics import summary_metrics
 
     feats = inputs["backbone_features"]
-    classes = T.task_classes(sorted({str(v) for f in feats.values() for v in f.table["label"]}), config.task)
+    classes = task_classes(sorted({str(v) for f in feats.values() for v in f.table["label"]}), config.task)
     train_views, test_views = int(config.train_views), int(config.test_time_views)
     parts = {s: [(_view_stack(f, (f.table["split"] == s).to_numpy(), train_views if s == "train" else test_views),
                   f.table[f.table["split"] == s]) for _, f in sorted(feats.items())] for s in ("train", "validation")}
     stacks = {s: np.concatenate([a for a, _ in parts[s]], axis=1) for s in parts}  # (views, n, D)
     tables = {s: pd.concat([t for _, t in parts[s]], ignore_index=True) for s in parts}
-    ys = {s: T.task_targets(tables[s], config.task, classes) for s in parts}
+    ys = {s: task_targets(tables[s], config.task, classes) for s in parts}
     if config.shuffle_labels:
         log("elastic_net: training on PERMUTED labels (shuffle_labels=True, a sanity check)")
         ys["train"] = np.random.default_rng(config.seed).permutation(ys["train"])
     x_val = stacks["validation"]
-    T.check_trainable(T.SplitData(stacks["train"][0], ys["train"], None),
-                      T.SplitData(x_val[0], ys["validation"], None), classes)
+    check_trainable(SplitData(stacks["train"][0], ys["train"], None),
+                    SplitData(x_val[0], ys["validation"], None), classes)
     base = {"C": config.C, "l1_ratio": config.l1_ratio}
     t0 = time.perf_counter()
 
@@ -109,11 +122,11 @@ def train_elastic_net(config, inputs: Inputs, registry: ModelRegistry, log: Log)
     any_f = next(iter(feats.values()))
     card = registry.register("elastic_net", {"linear.npz": model.to_bytes()}, {
         "kind": "features+linear", "task": config.task, "classes": classes,
-        "config": {**config.model_dump(), **best}, "data_version": T.data_version(feats),
+        "config": {**config.model_dump(), **best}, "data_version": data_version(feats),
         "features": feature_spec(any_f.attrs), "inference": {"views": test_views},
         "input": {"size": any_f.attrs["size"], "channels": any_f.attrs["channels"]},
         "validation": metrics, "training_seconds": seconds, "trials": trials.to_dict("records"),
-        "golden": T.golden_record(T.SplitData(x_val[0], ys["validation"], tables["validation"]), proba),
+        "golden": golden_record(SplitData(x_val[0], ys["validation"], tables["validation"]), proba),
         "nonzero_features": model.nonzero_features})
     log(f"elastic_net_model {card['version']}: validation AUC {metrics['roc_auc']:.3f}, "
         f"{model.nonzero_features}/{fit_x.shape[1]} features used")
@@ -125,9 +138,9 @@ def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, 
     """The shared part of the Keras families: data, label-shuffle sanity switch, search, register.
     build_for(settings, train, k) -> model; phases_for(settings, train, val, k) -> [(name, fit)]."""
     augmented, patches = inputs["augmented_training_set"], inputs["labeled_patches"]
-    classes = T.task_classes(T.all_labels(patches), config.task)
-    train = T.augmented_data(augmented, config.task, classes, config.train_angle_step)
-    val = T.split_data(patches, "validation", config.task, classes)
+    classes = task_classes(all_labels(patches), config.task)
+    train = augmented_data(augmented, config.task, classes, config.train_angle_step)
+    val = split_data(patches, "validation", config.task, classes)
     patch_size = int(train.x.shape[1])
     if config.input_size and config.input_size < patch_size:
         from defect_assets.ml.preprocess import shrink_patches
@@ -137,7 +150,7 @@ def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, 
     if config.shuffle_labels:
         log(f"{family}: training on PERMUTED labels (shuffle_labels=True, a sanity check)")
         train.y = np.random.default_rng(config.seed).permutation(train.y)
-    T.check_trainable(train, val, classes)
+    check_trainable(train, val, classes)
     log(f"{family}: {len(train.y):,} augmented training images, {len(val.y)} validation patches, classes {classes}")
     base = {"learning_rate": config.learning_rate, "dropout": config.dropout, "batch_size": config.batch_size}
     settings = grid(base, {"learning_rate": config.search_learning_rate, "dropout": config.search_dropout,
@@ -156,9 +169,9 @@ def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, 
             return model_from_bytes(registry.read_file(warm, "model.keras")) if warm \
                 else build_for(s, train, len(classes))
 
-        card, hist = T.train_keras_family(
+        card, hist = train_keras_family(
             family, build, phases_for(s, train, val, len(classes)),
-            train, val, classes, config.task, settings_used, T.data_version(patches), registry, log,
+            train, val, classes, config.task, settings_used, data_version(patches), registry, log,
             patch_size=patch_size, views=config.test_time_views, warm_start_from=warm)
         return (card, hist), card["validation"]
 
@@ -171,7 +184,7 @@ WARM_START_KEYS = ("task", "architecture", "filters", "cut_block", "weights", "d
 
 
 def warm_start_version(registry: ModelRegistry, family: str, settings: dict, classes: list[str],
-                       train: T.SplitData) -> str | None:
+                       train: SplitData) -> str | None:
     """The latest registered model of ``family`` to continue from, when it has the same
     architecture settings, classes and input as this training (a retrain after new images or
     labels); None otherwise (the first training, or a changed recipe: start from scratch)."""
@@ -181,7 +194,7 @@ def warm_start_version(registry: ModelRegistry, family: str, settings: dict, cla
     before = card.get("config", {})
     if any(before.get(k) != settings.get(k) for k in WARM_START_KEYS):
         return None
-    if card["input"].get("size") != int(train.x.shape[1]) or card["input"].get("channels") != T.input_spec(
+    if card["input"].get("size") != int(train.x.shape[1]) or card["input"].get("channels") != input_spec(
             train.x)["channels"]:
         return None
     return str(card["version"])
@@ -196,7 +209,7 @@ def _fit_settings(config, s: dict, epochs: int, lr: float, budget_share: float =
                        time_budget_s=float(config.time_budget_seconds) * budget_share or None)
 
 
-def _input_shape(train: T.SplitData) -> tuple[int, int, int]:
+def _input_shape(train: SplitData) -> tuple[int, int, int]:
     return train.x.shape[1:3] + ((train.x.shape[3],) if train.x.ndim == 4 else (1,))
 
 
@@ -214,7 +227,7 @@ def train_scratch_cnn(config, inputs: Inputs, registry: ModelRegistry, log: Log)
 
     def phases(s, train, val, k):
         fs = _fit_settings(config, s, config.epochs, float(s["learning_rate"]))
-        on_epoch = T.epoch_logger("scratch_cnn", config.epochs, log)
+        on_epoch = epoch_logger("scratch_cnn", config.epochs, log)
         return [("train", lambda m: fit(m, train.x, train.y, val.x, val.y, fs, k, on_epoch))]
 
     return _keras_family("scratch_cnn", config, inputs, registry, log, build, phases)
@@ -235,8 +248,8 @@ def train_fine_tuned_vgg16(config, inputs: Inputs, registry: ModelRegistry, log:
         head = _fit_settings(config, s, config.epochs, float(s["learning_rate"]), config.epochs / total)
         tune = _fit_settings(config, s, config.fine_tune_epochs, config.fine_tune_learning_rate,
                              config.fine_tune_epochs / total)
-        head_log = T.epoch_logger("fine_tuned_vgg16", total, log)
-        tune_log = T.epoch_logger("fine_tuned_vgg16", total, log, offset=config.epochs)
+        head_log = epoch_logger("fine_tuned_vgg16", total, log)
+        tune_log = epoch_logger("fine_tuned_vgg16", total, log, offset=config.epochs)
 
         def head_phase(m):
             set_trainable_blocks(m, None)
@@ -259,7 +272,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     weights chosen on the validation split (never the test split): a candidate of its own, which
     the champion picks only when it is better on validation. Members must share an input size."""
     from defect_assets.ml.metrics import summary_metrics
-    from defect_assets.ml.scorer import Scorer, load_registered, shared_predictions
+    from defect_assets.ml.scorer import EnsembleScorer, load_registered, shared_predictions, weighted_average
 
     patches = inputs["labeled_patches"]
     members = [str(df["version"].iloc[0]) for name, df in sorted(inputs.items()) if name != "labeled_patches"]
@@ -269,7 +282,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
         raise ValueError(f"ensemble members disagree on patch size, channels, classes or task: {sorted(sizes)}")
     first = scorers[0].card
     patch_input = {"size": scorers[0].patch_size, "channels": scorers[0].channels}  # members shrink their own
-    val = T.split_data(patches, "validation", first["task"], first["classes"])
+    val = split_data(patches, "validation", first["task"], first["classes"])
     t0 = time.perf_counter()
     probas = np.stack(shared_predictions(scorers, val.x))  # (members, N, K)
     # weights on a simplex grid (steps of 1/steps), equal weights first: ties keep equal weights
@@ -283,7 +296,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
                 grid_w.append(np.asarray(combo, np.float64) / steps)
     trials = []
     for w in grid_w:
-        m = summary_metrics(val.y, np.tensordot(w, probas, axes=1))
+        m = summary_metrics(val.y, weighted_average(w, probas))
         trials.append({"weights": [round(float(x), 4) for x in w], **{f"val_{k}": v for k, v in m.items()}})
     table = pd.DataFrame(trials)
     score = table[f"val_{config.metric}"].to_numpy()
@@ -296,8 +309,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     weights = grid_w[best][keep]
     card_stub = {"kind": "ensemble", "task": first["task"], "classes": first["classes"], "input": patch_input,
                  "members": members, "weights": weights.tolist(), "version": "ensemble (unregistered)"}
-    ensemble = Scorer(card_stub, lambda x: np.tensordot(weights, np.stack(shared_predictions(scorers, x)),
-                                                        axes=1).astype(np.float32))
+    ensemble = EnsembleScorer(card_stub, scorers, weights)
     proba = ensemble.predict_proba(val.x)
     metrics = summary_metrics(val.y, proba)
     seconds = time.perf_counter() - t0
@@ -307,8 +319,8 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
     card = registry.register("ensemble", {"members.json": json.dumps({"members": members,
                                                                      "weights": weights.tolist()}).encode()}, {
         **{k: v for k, v in card_stub.items() if k != "version"}, "config": config.model_dump(),
-        "data_version": T.data_version(patches), "validation": metrics, "training_seconds": seconds,
-        "trials": table.to_dict("records"), "golden": T.golden_record(val, proba)})
+        "data_version": data_version(patches), "validation": metrics, "training_seconds": seconds,
+        "trials": table.to_dict("records"), "golden": golden_record(val, proba)})
     return TrainedModel(card, table)
 
 

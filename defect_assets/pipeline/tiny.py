@@ -67,17 +67,23 @@ def register_tiny_model(registry: ModelRegistry, patch_sets: dict[str, ArrayTabl
     permutes the training labels (seeded): a model that can only have learned noise."""
     from defect_assets.ml.cnn import make_scratch_cnn
     from defect_assets.ml.training import FitResult, FitSettings, fit, seed_everything
-    from defect_assets.pipeline import training as T
     from defect_assets.pipeline.patching import build_augmented_set
+    from defect_assets.pipeline.training import (
+        BINARY_CLASSES,
+        augmented_data,
+        data_version,
+        split_data,
+        train_keras_family,
+    )
 
     patch_sets = patch_sets or {"synthetic": synthetic_patch_set(size=size, seed=seed)}
     size = int(next(iter(patch_sets.values())).attrs["size"])
-    classes = list(T.BINARY_CLASSES)
+    classes = list(BINARY_CLASSES)
     augmented = {b: build_augmented_set(ps) for b, ps in patch_sets.items()}
-    train_data = T.augmented_data(augmented, "binary", classes)
+    train_data = augmented_data(augmented, "binary", classes)
     if shuffle_labels:
         train_data.y = np.random.default_rng(seed).permutation(train_data.y)
-    val = T.split_data(patch_sets, "validation", "binary", classes)
+    val = split_data(patch_sets, "validation", "binary", classes)
     settings = FitSettings(epochs=epochs, batch_size=64, learning_rate=3e-3, patience=epochs, seed=seed)
     seed_everything(seed)
 
@@ -86,10 +92,10 @@ def register_tiny_model(registry: ModelRegistry, patch_sets: dict[str, ArrayTabl
             return fit(model, train_data.x, train_data.y, val.x, val.y, settings, len(classes))
         return FitResult(pd.DataFrame({"epoch": [0]}), 0.0, 0, 0)
 
-    card, _ = T.train_keras_family(
+    card, _ = train_keras_family(
         TINY_FAMILY, lambda: make_scratch_cnn((size, size, 1), len(classes), "small_vgg", filters=filters, dropout=0.1),
         [("train", phase)], train_data, val, classes, "binary",
         {"filters": list(filters), "epochs": epochs if train else 0, "seed": seed, "synthetic": True,
          "shuffle_labels": shuffle_labels},
-        T.data_version(patch_sets), registry, log)
+        data_version(patch_sets), registry, log)
     return card

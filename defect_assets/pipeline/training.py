@@ -140,8 +140,9 @@ def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str,
 GOLDEN_SIZE = 32
 
 
-def golden_set(val: SplitData, n: int = GOLDEN_SIZE) -> np.ndarray:
-    """Indices of a fixed golden set: the first n validation patches by patch id."""
+def golden_indices(val: SplitData, n: int = GOLDEN_SIZE) -> np.ndarray:
+    """Indices (into ``val``) of the fixed golden set a card records: the first n validation patches by
+    patch id. (``pipeline.golden.golden_set`` is the stored set a deployed model is checked on.)"""
     order = np.argsort(val.table["patch_id"].to_numpy().astype(str), kind="stable")
     return order[:n]
 
@@ -149,7 +150,7 @@ def golden_set(val: SplitData, n: int = GOLDEN_SIZE) -> np.ndarray:
 def golden_record(val: SplitData, proba: np.ndarray) -> dict:
     """What the in-memory model predicted on the golden set, kept in the card so the stored
     artifact can be checked against it later, loaded exactly as the service loads it."""
-    idx = golden_set(val)
+    idx = golden_indices(val)
     return {"patch_ids": [str(v) for v in val.table["patch_id"].to_numpy()[idx]],
             "proba": np.asarray(proba)[idx].round(7).tolist()}
 

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
-from defect_assets.ml import labels as L
+from defect_assets.ml.labels import PAGE_SOURCE, empty_labels, labels_from_marks, points_csv_text, voc_xml_text
 from defect_assets.serving.errors import ApiError
 from defect_assets.storage.annotations import Annotation, MarkLog
 from defect_assets.storage.base import ObjectStore
@@ -87,8 +87,8 @@ class AnnotationDesk:
         """The batch's labels from its own files (the latest ``image_labels``; empty before it is built)."""
         table = self._table("image_labels", batch)
         if table is None:
-            return L.empty_labels()
-        return table[table["source"] != L.PAGE_SOURCE]
+            return empty_labels()
+        return table[table["source"] != PAGE_SOURCE]
 
     def classes(self, batch: str) -> list[str]:
         """The configured mark classes, then the point/box classes the batch's files already use."""
@@ -164,16 +164,16 @@ class AnnotationDesk:
         # a boolean mask, never a plain list: an empty list would select no *columns* (a batch nobody annotated)
         keep = pd.Series([(str(r.image), str(r.image_id)) in current for r in marks.itertuples(index=False)],
                          index=marks.index, dtype=bool)
-        rows, _ = L.labels_from_marks(marks[keep])
+        rows, _ = labels_from_marks(marks[keep])
         return rows
 
     def points_csv(self, batch: str) -> str:
-        return L.points_csv_text(self.batch_labels(batch))
+        return points_csv_text(self.batch_labels(batch))
 
     def voc_xml(self, batch: str, image: str) -> str:
         img = self.image(batch, image)
         rows = self.batch_labels(batch)
-        return L.voc_xml_text(image, img.width, img.height, _depth(img.mode), rows[rows["image"] == image])
+        return voc_xml_text(image, img.width, img.height, _depth(img.mode), rows[rows["image"] == image])
 
     def voc_zip(self, batch: str) -> bytes:
         """One LabelImg XML per image with boxes or answered "no defect here", beside where the
@@ -184,8 +184,8 @@ class AnnotationDesk:
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for img in self.images(batch):
                 if img.image in wanted:
-                    xml = L.voc_xml_text(img.image, img.width, img.height, _depth(img.mode),
-                                         rows[rows["image"] == img.image])
+                    xml = voc_xml_text(img.image, img.width, img.height, _depth(img.mode),
+                                       rows[rows["image"] == img.image])
                     z.writestr(str(PurePosixPath(img.image).with_suffix(".xml")), xml)
         return buf.getvalue()
 

@@ -13,15 +13,14 @@ Dagster or HTTP.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
 from dataclasses import asdict, dataclass, field, fields
 
 import pandas as pd
 
 from defect_assets.storage.base import ObjectStore
-from defect_assets.storage.labeling import MARKS, utc_now
+from defect_assets.storage.event_log import EventLog, content_hash
+from defect_assets.storage.labeling import MARKS
 
 MARK_KINDS = ("point", "box")
 DECISIONS = ("accepted", "rejected")
@@ -64,8 +63,7 @@ class Annotation:
 
     @property
     def id(self) -> str:
-        ident = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "at"}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+        return content_hash(self)
 
     @property
     def key(self) -> str:
@@ -91,38 +89,17 @@ class Annotation:
         return cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})
 
 
-class MarkLog:
-    """The append-only annotations of one artifact store (reads cached per object: they never change)."""
+class MarkLog(EventLog[Annotation]):
+    """The append-only annotations of one artifact store (``storage.event_log``; reads cached per
+    object: they never change). ``append`` stores an annotation unless the same one exists:
+    (the stored one, True if this call stored it)."""
 
     def __init__(self, store: ObjectStore):
-        self.store = store
-        self._cache: dict[str, Annotation] = {}
-        self._lock = threading.Lock()
-
-    def append(self, annotation: Annotation) -> tuple[Annotation, bool]:
-        """Store an annotation unless the same one exists: (the stored one, True if this call stored it)."""
-        stamped = Annotation(**{**{f.name: getattr(annotation, f.name) for f in fields(annotation)},
-                                "at": annotation.at or utc_now()})
-        if self.store.write_new(stamped.key, stamped.to_json()):
-            with self._lock:
-                self._cache[stamped.key] = stamped
-            return stamped, True
-        return self._read(stamped.key), False
-
-    def _read(self, key: str) -> Annotation:
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is None:
-            hit = Annotation.from_json(self.store.read_bytes(key))
-            with self._lock:
-                self._cache[key] = hit
-        return hit
+        super().__init__(store, MARKS, Annotation)
 
     def annotations(self, batch: str | None = None) -> list[Annotation]:
         """Every annotation (of one batch, or all), oldest first."""
-        prefix = f"{MARKS}/{batch}/" if batch else f"{MARKS}/"
-        out = [self._read(o.key) for o in self.store.list(prefix) if o.key.endswith(".json")]
-        return sorted(out, key=lambda a: (a.at, a.id))
+        return self.events(batch)
 
     def history(self, batch: str, image: str) -> list[Annotation]:
         return [a for a in self.annotations(batch) if a.image == image]

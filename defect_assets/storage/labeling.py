@@ -23,12 +23,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import threading
 from dataclasses import asdict, dataclass, field, fields
 
 import pandas as pd
 
 from defect_assets.storage.base import ObjectStore, StoreKeyError
+from defect_assets.storage.event_log import EventLog, content_hash, utc_now
 from defect_assets.storage.formats import read_json, read_table, write_json, write_table
 
 ROOT = "labeling"
@@ -40,10 +40,6 @@ CURRENT_QUEUE = f"{ROOT}/current_queue.json"
 EVENT_KINDS = ("label", "skip", "undo")
 LABEL_TABLE_COLUMNS = ["event_id", "batch", "image", "image_id", "label", "labeler", "labeled_at", "model_version",
                        "queue", "item"]
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -77,16 +73,14 @@ class LabelEvent:
 
     @property
     def id(self) -> str:
-        ident = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "at"}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+        return content_hash(self)
 
     @property
     def slot(self) -> str:
         """Labels: a hash of everything but the label (queue, item, labeler, the undo it follows).
         One labeler's label of one item, between two undos, has one slot whatever the label says,
         so two different labels posted at once race for one key and the second loses."""
-        ident = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("at", "label")}
-        return "L" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:31]
+        return "L" + content_hash(self, ("at", "label"), 31)
 
     @property
     def key(self) -> str:
@@ -110,43 +104,14 @@ def active_events(events: list[LabelEvent]) -> list[LabelEvent]:
     return [e for e in events if e.kind != "undo" and e.id not in retracted]
 
 
-class LabelLog:
-    """The append-only event log of one artifact store. Reads are cached per object (events never
-    change), so a page that asks for the state on every click reads each event once."""
+class LabelLog(EventLog[LabelEvent]):
+    """The append-only label events of one artifact store (``storage.event_log``): ``append``
+    stores an event unless one exists at its key and returns (the stored event, True if this call
+    stored it); for a label the stored event may say another label (the slot was taken first):
+    callers compare ``stored.id`` with ``event.id``. ``keys`` and ``events`` list them."""
 
     def __init__(self, store: ObjectStore):
-        self.store = store
-        self._cache: dict[str, LabelEvent] = {}
-        self._lock = threading.Lock()
-
-    def append(self, event: LabelEvent) -> tuple[LabelEvent, bool]:
-        """Store an event unless one exists at its key: (the stored event, True if this call stored
-        it). For a label the stored event may say another label (the slot was taken first):
-        callers compare ``stored.id`` with ``event.id``."""
-        stamped = LabelEvent(**{**asdict(event), "at": event.at or utc_now()})
-        if self.store.write_new(stamped.key, stamped.to_json()):
-            with self._lock:
-                self._cache[stamped.key] = stamped
-            return stamped, True
-        return self._read(stamped.key), False
-
-    def _read(self, key: str) -> LabelEvent:
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is None:
-            hit = LabelEvent.from_json(self.store.read_bytes(key))
-            with self._lock:
-                self._cache[key] = hit
-        return hit
-
-    def keys(self, batch: str | None = None) -> list[str]:
-        prefix = f"{EVENTS}/{batch}/" if batch else f"{EVENTS}/"
-        return [o.key for o in self.store.list(prefix) if o.key.endswith(".json")]
-
-    def events(self, batch: str | None = None) -> list[LabelEvent]:
-        """Every event (of one batch, or all), oldest first."""
-        out = [self._read(k) for k in self.keys(batch)]
-        return sorted(out, key=lambda e: (e.at, e.id))
+        super().__init__(store, EVENTS, LabelEvent)
 
     def digests(self) -> dict[str, str]:
         """Batch -> a short hash of which events it has, labels and annotations (``MARKS``) alike

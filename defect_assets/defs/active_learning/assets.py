@@ -14,7 +14,7 @@ from defect_assets.defs.patches.assets import stored_patch_tables
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.backbone import LITE_STAGES
 from defect_assets.ml.scorer import load_registered
-from defect_assets.pipeline import active_learning as AL
+from defect_assets.pipeline import active_learning
 from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.labeling import LabelLog
 from defect_assets.storage.registry import ModelRegistry
@@ -28,7 +28,7 @@ def unlabeled_pool(context: dg.AssetExecutionContext, raw_images: ArrayTable,
     """The accepted images of one batch that no label names (no label file, a file that labels
     only some images, and no label from the labeling page yet): what active learning may ask a
     person to label."""
-    pool = AL.unlabeled_pool(context.partition_key, raw_images.table, image_labels)
+    pool = active_learning.unlabeled_pool(context.partition_key, raw_images.table, image_labels)
     images = int((raw_images.table["role"] == "image").sum())
     return dg.Output(pool, metadata={"unlabeled_images": len(pool), "images": images,
                                      "labeled_images": images - len(pool),
@@ -71,8 +71,8 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
     labeling page's current queue; rebuilt after each deployment, so the new champion scores
     the next round."""
     try:
-        settings = AL.QueueSettings(config.strategy, config.per_round, config.diversity, config.shortlist_factor,
-                                    feature_spec_pairs(config), config.seed)
+        settings = active_learning.QueueSettings(config.strategy, config.per_round, config.diversity,
+                                                 config.shortlist_factor, feature_spec_pairs(config), config.seed)
     except ValueError as e:
         raise dg.Failure(str(e)) from None
     store = artifact_store.open()
@@ -83,13 +83,13 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
     scorer = load_registered(registry, production["version"])
     pool = pd.concat([unlabeled_pool[b] for b in sorted(unlabeled_pool)], ignore_index=True)
     trained_on = set(scorer.card.get("data_version", {}).get("batches", []))
-    windowed = AL.windowed_model([t for b, t in stored_patch_tables(store).items() if b in trained_on])
-    queue = AL.publish_next_queue(store, scorer, pool, settings, windowed, {"run_id": context.run.run_id},
-                                  progress=lambda i, n: context.log.info(f"labeling_queue: {i}/{n} pool images "
-                                                                         "scored"),
-                                  store_config=artifact_store.store_config())
+    windowed = active_learning.windowed_model([t for b, t in stored_patch_tables(store).items() if b in trained_on])
+    queue = active_learning.publish_next_queue(store, scorer, pool, settings, windowed, {"run_id": context.run.run_id},
+                                               progress=lambda i, n: context.log.info(
+                                                   f"labeling_queue: {i}/{n} pool images scored"),
+                                               store_config=artifact_store.store_config())
     items = queue.items
-    progress = AL.record_round(store, queue, len(LabelLog(store).labels()), production.get("test_metrics"))
+    progress = active_learning.record_round(store, queue, len(LabelLog(store).labels()), production.get("test_metrics"))
     context.log.info(f"labeling_queue {queue.id}: {len(items)} of {len(pool)} pool images by {config.strategy}, "
                      f"scored by {scorer.version}")
     shown = items[["rank", "batch", "image", "guess", "guess_probability", "score"]].copy()

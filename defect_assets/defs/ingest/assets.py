@@ -11,7 +11,7 @@ from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.images import DEFAULT_MAX_PIXELS
 from defect_assets.ml.labels import PAGE_SOURCE
 from defect_assets.pipeline.ingest import ingest_batch
-from defect_assets.pipeline.labeling import label_version, normalize_batch_labels
+from defect_assets.pipeline.label_files import label_version, normalize_batch_labels
 from defect_assets.storage.annotations import MarkLog
 from defect_assets.storage.batches import read_manifest
 from defect_assets.storage.formats import ArrayTable

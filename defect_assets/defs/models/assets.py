@@ -18,11 +18,10 @@ from defect_assets.defs.models.pipes import run_training_through_pipes
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.backbone import LITE_STAGES
-from defect_assets.pipeline import engine
-from defect_assets.pipeline import features as F
-from defect_assets.pipeline import training as T
+from defect_assets.pipeline import engine, features
 from defect_assets.pipeline.families import Settings
 from defect_assets.pipeline.patching import patches_of
+from defect_assets.pipeline.training import card_summary
 from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.registry import ModelRegistry
 
@@ -63,9 +62,9 @@ def backbone_features(context: dg.AssetExecutionContext, config: FeatureConfig,
     if address:
         context.log.info(f"backbone_features[{context.partition_key}]: {len(x)} patches on Dask at {address}")
     spec = config.spec()
-    feats = F.backbone_features(x, spec, config.batch_size, views=config.views, address=address,
-                                progress=lambda i, n: context.log.info(
-                                    f"backbone_features[{context.partition_key}]: {i}/{n} images"))
+    feats = features.backbone_features(x, spec, config.batch_size, views=config.views, address=address,
+                                       progress=lambda i, n: context.log.info(
+                                           f"backbone_features[{context.partition_key}]: {i}/{n} images"))
     seconds = time.perf_counter() - t0
     arrays = {"features": feats} if config.views == 1 else {"features": feats[0], "view_features": feats}
     table = labeled_patches.table[["patch_id", "image_id", "label", "is_defect", "split"]]
@@ -108,7 +107,7 @@ def build_model_asset(family: ModelFamily) -> dg.AssetsDefinition:
         if config.through_pipes:
             return train_through_pipes(context, family, settings, inputs, artifact_store)
         trained = family.train(settings, inputs, ModelRegistry(artifact_store.open()), context.log.info)
-        return dg.Output(T.card_summary(trained.card), metadata=model_metadata(trained))
+        return dg.Output(card_summary(trained.card), metadata=model_metadata(trained))
 
     return _model
 
@@ -134,7 +133,7 @@ def train_through_pipes(context: dg.AssetExecutionContext, family: ModelFamily, 
             "val_roc_auc": card["validation"]["roc_auc"], "val_accuracy": card["validation"]["accuracy"]}
     if len(epochs):
         meta["history"] = md_table(epochs.drop(columns=["kind"]).round(4), max_rows=50)
-    return dg.Output(T.card_summary(card), metadata=meta)
+    return dg.Output(card_summary(card), metadata=meta)
 
 
 models_by_family = {f.name: build_model_asset(f) for f in MODEL_FAMILIES}

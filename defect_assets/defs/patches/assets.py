@@ -14,7 +14,7 @@ from defect_assets.ml.augment import RandomAffine
 from defect_assets.ml.patches import PatchSpec
 from defect_assets.ml.splits import DEFAULT_SALT, find_group_leaks, find_leaks
 from defect_assets.ml.visual import contact_sheet
-from defect_assets.pipeline.labeling import label_version
+from defect_assets.pipeline.label_files import label_version
 from defect_assets.pipeline.patching import SplitSpec, build_augmented_set, build_patch_set, patches_of
 from defect_assets.storage.formats import ArrayTable, current_version, read_table
 

@@ -7,7 +7,18 @@ import hashlib
 
 import pandas as pd
 
-from defect_assets.ml import labels as L
+from defect_assets.ml.labels import (
+    PAGE_SOURCE,
+    LabelFileError,
+    combine_labels,
+    labels_from_class_folders,
+    labels_from_marks,
+    labels_from_page,
+    parse_labels_csv,
+    parse_points_csv,
+    parse_voc_xml,
+    validate_against_images,
+)
 from defect_assets.storage.base import ObjectStore
 
 
@@ -22,7 +33,7 @@ def _page_labels_of_current_images(page: pd.DataFrame, images: pd.DataFrame,
     current = set(zip(images["path"].astype(str), images["sha256"].astype(str)))
     keep = [(str(r.image), str(r.image_id)) in current for r in page.itertuples(index=False)]
     gone = page[[not k for k in keep]]
-    notes = [f"{L.PAGE_SOURCE}: {what} {r.label!r} of {r.image!r} by {r.labeler} ignored: that image is no longer "
+    notes = [f"{PAGE_SOURCE}: {what} {r.label!r} of {r.image!r} by {r.labeler} ignored: that image is no longer "
              "in the batch with the content that was labeled" for r in gone.itertuples(index=False)]
     return page[keep], notes
 
@@ -49,42 +60,42 @@ def normalize_batch_labels(inventory: pd.DataFrame, artifacts: ObjectStore,
         name, folder = r.path.rsplit("/", 1)[-1].lower(), _folder(r.path)
         try:
             if name == "labels.csv":
-                frames.append(L.parse_labels_csv(text, r.path, folder))
+                frames.append(parse_labels_csv(text, r.path, folder))
             elif name == "points.csv":
-                frames.append(L.parse_points_csv(text, r.path, folder))
+                frames.append(parse_points_csv(text, r.path, folder))
             else:
-                frames.append(L.parse_voc_xml(text, r.path, folder))
-        except L.LabelFileError as e:
+                frames.append(parse_voc_xml(text, r.path, folder))
+        except LabelFileError as e:
             problems += e.problems
     if problems:
-        raise L.LabelFileError(problems)
+        raise LabelFileError(problems)
     # photos marked on the page are not class folders: their folder is where they were taken
     use_folders = class_folders if class_folders is not None else (
         len(label_files) == 0 and (page_marks is None or len(page_marks) == 0) and len(images) > 0
         and all("/" in p for p in images["path"]))
     if use_folders:
-        frames.append(L.labels_from_class_folders(list(images["path"])))
+        frames.append(labels_from_class_folders(list(images["path"])))
     page_notes = []
     from_files = {str(i) for f in frames for i in f["image"]}
     marked: set[str] = set()
     if page_marks is not None and len(page_marks):
         page_marks, page_notes = _page_labels_of_current_images(page_marks, images, "mark")
-        marks, more = L.labels_from_marks(page_marks, from_files)
+        marks, more = labels_from_marks(page_marks, from_files)
         page_notes += more
         marked = {str(i) for i in marks["image"]}
         frames.append(marks)
     if page_labels is not None and len(page_labels):
         dropped = page_labels["image"].astype(str).isin(marked)
-        page_notes += [f"{L.PAGE_SOURCE}: label {r.label!r} of {r.image!r} by {r.labeler} gives way to the marks "
+        page_notes += [f"{PAGE_SOURCE}: label {r.label!r} of {r.image!r} by {r.labeler} gives way to the marks "
                        "drawn on that image" for r in page_labels[dropped].itertuples(index=False)]
         page_labels = page_labels[~dropped]
         page_labels, more = _page_labels_of_current_images(page_labels, images)
-        page, even_more = L.labels_from_page(page_labels, from_files)
+        page, even_more = labels_from_page(page_labels, from_files)
         page_notes += more + even_more
         frames.append(page)
-    labels = L.combine_labels(frames)
+    labels = combine_labels(frames)
     sizes = {r.path: (int(r.width), int(r.height)) for r in images.itertuples(index=False)}
-    labels, notes = L.validate_against_images(labels, sizes, rejected)
+    labels, notes = validate_against_images(labels, sizes, rejected)
     notes = page_notes + notes
     sha = dict(zip(images["path"], images["sha256"]))
     labels["image_id"] = labels["image"].map(sha).astype("string")
