@@ -11,6 +11,9 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# the shared helpers assert like the tests do: rewrite them as pytest rewrites test modules (they lived in them)
+pytest.register_assert_rewrite("defect_assets_tests.helpers")
+
 from defect_assets.storage import LocalObjectStore  # noqa: E402
 
 
