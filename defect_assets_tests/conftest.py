@@ -45,6 +45,17 @@ _import_anyio_eagerly()
 # The browser fixtures, registered once for every module: one Playwright (and one Chromium) per session
 from defect_assets_tests.browser import browser, offline_page  # noqa: E402, F401
 
+# Fixtures that start something outside the test process: a test using one is a `services` test (as are the
+# tests marked by hand: real daemons, Dask clusters, PostgreSQL, dagster-webserver, the main-job CLI)
+SERVICE_FIXTURES = frozenset({"browser", "offline_page", "azurite"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
 
 def png_bytes(arr: np.ndarray, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()

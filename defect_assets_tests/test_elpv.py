@@ -74,6 +74,7 @@ def printed_table(out: str, header: str, with_header: bool = False) -> list[list
     return rows
 
 
+@pytest.mark.services
 def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data")}
     port = free_port()

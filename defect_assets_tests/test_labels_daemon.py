@@ -49,6 +49,7 @@ def runs(instance: dg.DagsterInstance, **tags) -> list:
     return instance.get_runs(dg.RunsFilter(tags=tags))
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_new_labels_rebuild_the_batch_and_retrain_exactly_once(tmp_path, monkeypatch):
     from defect_assets.defs.active_learning.assets import unlabeled_pool

@@ -67,6 +67,7 @@ def webserver(home: Path, data_dir: Path):
             proc.kill()
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_ui_shows_every_asset_with_lineage(tmp_path):
     from defect_assets.definitions import defs
@@ -92,6 +93,7 @@ METADATA = """(key) => {
 }"""
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_a_person_materializes_an_asset_from_the_ui(tmp_path, offline_page, monkeypatch):
     import dagster as dg
