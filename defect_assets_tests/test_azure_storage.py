@@ -341,6 +341,7 @@ def test_debug_logs_of_a_full_chain_carry_no_secret(credential, azurite, monkeyp
         assert sum("sig:redacted" in line for line in lines) > 20
 
 
+@pytest.mark.services  # Azurite in node_modules (./run test installs it; --quick needs none)
 def test_azurite_is_installed_by_the_project():
     """CI must never skip the Blob tests: package.json pins Azurite and ./run test installs it."""
     import json
