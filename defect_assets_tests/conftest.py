@@ -11,6 +11,9 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# the shared helpers assert like the tests do: rewrite them as pytest rewrites test modules (they lived in them)
+pytest.register_assert_rewrite("defect_assets_tests.helpers")
+
 from defect_assets.storage import LocalObjectStore  # noqa: E402
 
 
@@ -41,6 +44,17 @@ _import_anyio_eagerly()
 
 # The browser fixtures, registered once for every module: one Playwright (and one Chromium) per session
 from defect_assets_tests.browser import browser, offline_page  # noqa: E402, F401
+
+# Fixtures that start something outside the test process: a test using one is a `services` test (as are the
+# tests marked by hand: real daemons, Dask clusters, PostgreSQL, dagster-webserver, the main-job CLI)
+SERVICE_FIXTURES = frozenset({"browser", "offline_page", "azurite"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 
 
 def png_bytes(arr: np.ndarray, fmt: str = "PNG") -> bytes:

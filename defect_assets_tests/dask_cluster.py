@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from defect_assets_tests.helpers.ports import free_port
 from defect_assets_tests.waits import READY_SECONDS
 
 DASK_BIN = Path(sys.executable).parent / "dask"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker_env(threads_per_worker: int = 1) -> dict:

@@ -19,9 +19,9 @@ from defect_assets.pipeline.patching import build_patch_set, patches_of
 from defect_assets.serving.client import DefectClient
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage.annotations import MarkLog
-from defect_assets_tests.test_annotations import BATCH, PHOTO, annotation_project
-from defect_assets_tests.test_labeling_service import ANA, LABELERS
-from defect_assets_tests.test_serving import ServiceThread
+from defect_assets_tests.helpers.annotations import BATCH, PHOTO, annotation_project
+from defect_assets_tests.helpers.labeling import ANA, LABELERS
+from defect_assets_tests.helpers.serving import ServiceThread
 
 pytest_plugins = ["defect_assets_tests.browser"]  # the `browser` and `offline_page` fixtures
 

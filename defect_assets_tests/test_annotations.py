@@ -14,46 +14,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from defect_assets.ml.images import encode_png
 from defect_assets.ml.labels import NO_DEFECT_LABEL, PAGE_SOURCE, is_defect_label, parse_points_csv, parse_voc_xml
 from defect_assets.ml.synthetic import make_surface_scene
-from defect_assets.pipeline.ingest import ingest_batch
 from defect_assets.pipeline.label_files import normalize_batch_labels
 from defect_assets.serving.client import DefectClient
 from defect_assets.serving.settings import ServiceSettings
-from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.annotations import MarkLog
-from defect_assets.storage.batches import upload_files
-from defect_assets.storage.formats import ArrayTable, write_value
+from defect_assets.storage.formats import write_value
 from defect_assets.storage.labeling import LabelLog
 from defect_assets.storage.layout import asset_value_prefix
-from defect_assets_tests.test_labeling_service import ANA, BEN, LABELERS, call, jcall
-from defect_assets_tests.test_serving import API_KEY, ServiceThread, model_registry
+from defect_assets_tests.helpers.annotations import BATCH, PHOTO, SIZE, annotation_project
+from defect_assets_tests.helpers.labeling import ANA, BEN, LABELERS, call, jcall
+from defect_assets_tests.helpers.serving import API_KEY, ServiceThread
 
-BATCH = "dents-1"
-SIZE = (240, 180)
 ROW_COLUMNS = ["image", "kind", "label", "x", "y", "xmin", "ymin", "xmax", "ymax"]
-
-
-def ingested_batch(store, dest, batch: str = BATCH, n: int = 3, seed: int = 7) -> pd.DataFrame:
-    """SYNTHETIC surface photos uploaded to a landing zone and ingested; the inventory stored
-    where raw_images keeps it (what the annotation view reads)."""
-    landing = LocalObjectStore(dest / "landing")
-    files = []
-    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n)):
-        img, _ = make_surface_scene(np.random.default_rng(child), *SIZE, defects=2, min_separation=50)
-        files.append((f"line/photo-{i}.png", encode_png(img)))
-    upload_files(landing, batch, files)
-    inventory = ingest_batch(landing, store, batch)
-    write_value(store, asset_value_prefix("raw_images", batch), ArrayTable(inventory, attrs={"batch": batch}))
-    return inventory
-
-
-def annotation_project(dest):
-    store, registry, versions = model_registry(dest)
-    registry.promote(versions["a"], threshold=0.5)
-    inventory = ingested_batch(store, dest)
-    return store, versions, inventory
 
 
 @pytest.fixture
@@ -66,7 +40,6 @@ def annotating(tmp_path):
 
 
 MARKS = "/v1/annotations/batches/dents-1/marks"
-PHOTO = "line/photo-0.png"
 GOOD = {"image": PHOTO, "marks": [
     {"kind": "point", "label": "dent", "x": 40.25, "y": 50.5},
     {"kind": "point", "label": "scratch", "x": 200, "y": 100.75},

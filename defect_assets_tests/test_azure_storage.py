@@ -17,7 +17,7 @@ from azure.storage.blob import (
 )
 
 import defect_assets.storage.azure as azure_store
-import defect_assets_tests.test_pipeline as pipeline_tests
+import defect_assets_tests.helpers.pipeline as pipeline_helpers
 from defect_assets.defs.io_manager import ArtifactIOManager
 from defect_assets.defs.resources import AzureBlobStorage, LocalStorage, default_resources
 from defect_assets.storage import StoreKeyError
@@ -138,7 +138,7 @@ def test_two_different_labels_at_once_on_blob_storage_store_exactly_one(store):
     """The "undo first" rule on Blob: 16 posts of two labels by one labeler for one item, through two
     clients (two replicas), race for one key with If-None-Match: *; one is stored, all see it."""
     from defect_assets.storage.labeling import LabelLog
-    from defect_assets_tests.test_label_store import race_two_labels_on_one_item
+    from defect_assets_tests.helpers.label_store import race_two_labels_on_one_item
 
     other = AzureBlobObjectStore(store.container, prefix="project/one")
     results = race_two_labels_on_one_item(store, other)
@@ -261,8 +261,8 @@ def blob_env(azurite, monkeypatch, tmp_path):
 
 
 def test_whole_chain_on_azurite(blob_env, surface_folder, tmp_path):
-    """test_pipeline's first test, unchanged, on Blob; then what landed where in the containers."""
-    pipeline_tests.test_whole_chain_on_a_generated_point_batch(blob_env, surface_folder)
+    """test_pipeline's first test (helpers.pipeline), unchanged, on Blob; then what landed where in the containers."""
+    pipeline_helpers.whole_chain_on_a_generated_point_batch(blob_env, surface_folder)
     _, _, landing, artifacts = blob_env
     landing_names = {b.name for b in landing.container.list_blobs()}
     assert "b1/_manifest.json" in landing_names and "b1/points.csv" in landing_names
@@ -323,7 +323,7 @@ def test_debug_logs_of_a_full_chain_carry_no_secret(credential, azurite, monkeyp
                  + [("labels.csv", b"image,label\n" + b"".join(b"i%d.png,%d\n" % (i, i % 2) for i in range(4)))])
     assert list(list_batches(landing)) == ["dbg"]
     instance.add_dynamic_partitions("batches", ["dbg"])
-    result = dg.materialize(pipeline_tests.ASSETS, partition_key="dbg", instance=instance, resources=resources,
+    result = dg.materialize(pipeline_helpers.ASSETS, partition_key="dbg", instance=instance, resources=resources,
                             run_config={"loggers": {"console": {"config": {"log_level": "DEBUG"}}}})
     assert result.success
     assert len(read_value(resources["artifact_store"].open(), "labeled_patches/dbg")) == 4
@@ -341,6 +341,7 @@ def test_debug_logs_of_a_full_chain_carry_no_secret(credential, azurite, monkeyp
         assert sum("sig:redacted" in line for line in lines) > 20
 
 
+@pytest.mark.services  # Azurite in node_modules (./run test installs it; --quick needs none)
 def test_azurite_is_installed_by_the_project():
     """CI must never skip the Blob tests: package.json pins Azurite and ./run test installs it."""
     import json

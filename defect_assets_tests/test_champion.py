@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 from defect_assets.ml.evaluation import bootstrap_intervals, majority_baseline, paired_auc_difference
 from defect_assets.pipeline.champion import Champion, not_worse_gate, pick_champion
 from defect_assets.storage.formats import read_value
-from defect_assets_tests.test_serving import model_registry
+from defect_assets_tests.helpers.serving import model_registry
 
 
 def test_majority_baseline_and_intervals_on_known_data():

@@ -28,7 +28,7 @@ SEED = 7
 
 def evaluate_at(root, folder, patches: PatchConfig, features: FeatureConfig):
     """Build the batch with these settings, train the elastic net, evaluate it on the test split."""
-    from defect_assets_tests.test_deploy import all_assets
+    from defect_assets_tests.helpers.deploy import all_assets
 
     instance = dg.DagsterInstance.ephemeral()
     resources = default_resources(root)

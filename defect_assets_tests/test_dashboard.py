@@ -27,8 +27,8 @@ from defect_assets.storage.formats import read_value, write_value
 from defect_assets.storage.layout import CHAMPIONS, HISTORY_PARQUET, MONITORING_PARQUET, examples_key
 from defect_assets.storage.registry import ModelRegistry
 from defect_assets_tests.conftest import png_bytes, smooth_image
-from defect_assets_tests.test_monitoring import monitor, write_day
-from defect_assets_tests.test_serving import API_KEY, ServiceThread
+from defect_assets_tests.helpers.monitoring import monitor, write_day
+from defect_assets_tests.helpers.serving import API_KEY, ServiceThread
 
 BATCHES = ["line-1", "line-2"]
 PAST_DAYS = ["2026-11-12", "2026-11-13", "2026-11-14"]
@@ -38,7 +38,7 @@ def evaluate_as_every_family(root, instance, version: str, min_recall: float):
     """``version`` stored as every family's latest model, then the evaluation assets, the
     champion (behind its blocking checks) and champion_test_predictions, as evaluate_job runs them."""
     from defect_assets.defs.resources import default_resources
-    from defect_assets_tests.test_deploy import all_assets
+    from defect_assets_tests.helpers.deploy import all_assets
 
     store = LocalObjectStore(root / "data" / "artifacts")
     summary = card_summary(ModelRegistry(store).card(version))
@@ -62,7 +62,7 @@ def built(tmp_path_factory):
     from defect_assets.pipeline.tiny import register_tiny_model
     from defect_assets.storage.batches import upload_folder
     from defect_assets.storage.layout import asset_value_prefix
-    from defect_assets_tests.test_model_assets import BATCH_ASSETS, TINY
+    from defect_assets_tests.helpers.model_assets import BATCH_ASSETS, TINY
 
     root = tmp_path_factory.mktemp("dashboard")
     instance = dg.DagsterInstance.ephemeral()

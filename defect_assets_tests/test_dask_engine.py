@@ -88,6 +88,7 @@ def cluster(tmp_path_factory):
         yield c
 
 
+@pytest.mark.services
 @pytest.mark.slow
 @pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_features_on_two_workers_equal_in_process_and_each_worker_loads_once(cluster):
@@ -108,6 +109,7 @@ def test_features_on_two_workers_equal_in_process_and_each_worker_loads_once(clu
         assert all(v.get("backbone") == 1 for v in client.run(engine.worker_loads).values())
 
 
+@pytest.mark.services
 @pytest.mark.slow
 @pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_pool_scores_on_dask_equal_in_process(cluster, tmp_path):
@@ -131,6 +133,7 @@ def test_pool_scores_on_dask_equal_in_process(cluster, tmp_path):
         score_pool(scorer, pool, store, address=cluster.address)
 
 
+@pytest.mark.services
 @pytest.mark.slow
 @pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_score_batch_on_the_cluster_gives_the_in_process_table(cluster, tmp_path, monkeypatch):
@@ -164,6 +167,7 @@ def test_score_batch_on_the_cluster_gives_the_in_process_table(cluster, tmp_path
     assert np.abs(there[["p_ok", "p_defect"]].to_numpy() - here[["p_ok", "p_defect"]].to_numpy()).max() <= TOL
 
 
+@pytest.mark.services
 @pytest.mark.slow
 @pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_the_backbone_features_asset_runs_on_the_cluster_named_in_the_environment(cluster, tmp_path, monkeypatch):
@@ -195,6 +199,7 @@ def test_the_backbone_features_asset_runs_on_the_cluster_named_in_the_environmen
     assert np.abs(np.asarray(feats) - here).max() <= TOL * max(1.0, float(np.abs(here).max()))
 
 
+@pytest.mark.services
 @pytest.mark.slow
 @pytest.mark.timeout(SUBPROCESS_SECONDS)
 def test_a_worker_killed_mid_shard_loses_and_doubles_nothing(cluster):

@@ -24,18 +24,11 @@ from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.formats import write_value
 from defect_assets.storage.registry import ModelRegistry
-from defect_assets_tests.test_serving import API_KEY, ServiceThread, model_registry
+from defect_assets_tests.helpers.deploy import all_assets
+from defect_assets_tests.helpers.serving import API_KEY, ServiceThread, model_registry
 
 EVALUATED = [f.evaluation for f in MODEL_FAMILIES] + ["evaluation_history"]
 GATED = ["champion_model", "deployed_endpoint"]
-
-
-def all_assets() -> list:
-    """Every asset and asset check of the code location (only the selection runs)."""
-    from defect_assets.definitions import defs
-    from defect_assets.defs.evaluation.checks import champion_checks
-
-    return [*defs.assets, *champion_checks]
 
 
 @pytest.fixture(scope="module")

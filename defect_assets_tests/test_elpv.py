@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -23,6 +22,7 @@ from defect_assets.ml.splits import assign_split
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import list_batches, read_manifest
 from defect_assets.storage.registry import ModelRegistry
+from defect_assets_tests.helpers.ports import free_port
 
 
 def test_elpv_labels_are_the_published_counts():
@@ -45,12 +45,6 @@ def test_seed_elpv_writes_complete_batches(tmp_path):
     assert all(is_defect_label(v) == (float(v) >= 0.5) for v in labels["label"])
     etags = list_batches(store)
     assert seed_elpv(store, n_batches=3, limit=30) == ids and list_batches(store) == etags  # idempotent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def expected_slice(limit: int, batches: int) -> pd.DataFrame:
@@ -80,6 +74,7 @@ def printed_table(out: str, header: str, with_header: bool = False) -> list[list
     return rows
 
 
+@pytest.mark.services
 def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data")}
     port = free_port()

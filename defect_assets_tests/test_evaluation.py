@@ -92,7 +92,7 @@ def test_html_report_is_self_contained():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from defect_assets_tests.test_model_assets import prepared_batches
+    from defect_assets_tests.helpers.model_assets import prepared_batches
 
     root = tmp_path_factory.mktemp("eval")
     instance, resources, _ = prepared_batches(root, ["e1", "e2"], first_seed=40, n_images=18)
@@ -100,7 +100,7 @@ def trained(tmp_path_factory):
 
 
 def _all_assets():
-    from defect_assets_tests.test_deploy import all_assets
+    from defect_assets_tests.helpers.deploy import all_assets
 
     return all_assets()
 
@@ -117,7 +117,7 @@ def test_evaluation_chain_champion_and_a_bad_model_blocked(trained):
     from defect_assets.pipeline.champion import NOT_WORSE as CHECK_NOT_WORSE
     from defect_assets.pipeline.evaluate import HISTORY_PARQUET
     from defect_assets.storage.registry import ModelRegistry
-    from defect_assets_tests.test_model_assets import TINY
+    from defect_assets_tests.helpers.model_assets import TINY
 
     root, instance, _ = trained
     store = LocalObjectStore(root / "data" / "artifacts")

@@ -27,7 +27,8 @@ from defect_assets.serving.client import DefectClient, multipart
 from defect_assets.serving.models import ServedModel
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets_tests.conftest import png_bytes, smooth_image
-from defect_assets_tests.test_serving import ServiceThread, model_registry, raw_request
+from defect_assets_tests.helpers.ports import free_port
+from defect_assets_tests.helpers.serving import ServiceThread, model_registry, raw_request
 
 WAIT = 300  # seconds: a deadline for a busy 2-core machine, never a measurement
 
@@ -165,9 +166,7 @@ def test_a_client_that_goes_away_stops_the_scoring(heavy_service):
 def test_serve_stops_on_the_first_sigterm_during_a_heavy_request(tmp_path):
     _, registry, versions = model_registry(tmp_path / "data")
     registry.promote(versions["a"], threshold=0.4)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data"), "TF_CPP_MIN_LOG_LEVEL": "2",
            "DEFECT_ASSETS_MAX_WINDOWS": "2000000", "DEFECT_ASSETS_MAX_WORK_GMAC": "1000000000",
            "DEFECT_ASSETS_HEAVY_DEADLINE_SECONDS": "3600", "DEFECT_ASSETS_PREDICTION_LOG": "0"}

@@ -17,12 +17,7 @@ from defect_assets.storage.labeling import (
     current_queue,
     publish_queue,
 )
-
-
-def event(kind="label", label="defect", labeler="ana", item="i1", image="a.png", after="", target=""):
-    return LabelEvent(kind=kind, queue="q-1", item=item, batch="b1", image=image, image_id="ab" * 32,
-                      labeler=labeler, model_version="m-1", label=label if kind == "label" else "", after=after,
-                      target=target)
+from defect_assets_tests.helpers.label_store import event, race_two_labels_on_one_item
 
 
 def test_write_new_creates_once_and_never_overwrites(tmp_path):
@@ -95,21 +90,6 @@ def test_two_labelers_writing_at_once_lose_and_duplicate_nothing(tmp_path):
     assert not labels.duplicated(["labeler", "item"]).any()
     expected = {(w, i, lab) for w, i, _, lab in submissions}
     assert set(zip(labels["labeler"], labels["item"], labels["label"])) == expected
-
-
-def race_two_labels_on_one_item(*stores, posts: int = 16) -> list[tuple[LabelEvent, bool]]:
-    """One labeler posting ``ok`` and ``defect`` for one item ``posts`` times at the same instant,
-    through one LabelLog per post over the given store clients (several service replicas, say):
-    what each append returned (the stored event, created)."""
-    barrier = threading.Barrier(posts)
-
-    def post(k):
-        log = LabelLog(stores[k % len(stores)])
-        barrier.wait()
-        return log.append(event(label="ok" if k % 2 else "defect"))
-
-    with ThreadPoolExecutor(posts) as pool:
-        return list(pool.map(post, range(posts)))
 
 
 def test_two_different_labels_at_once_store_exactly_one(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage.labeling import LabelLog
-from defect_assets_tests.test_labeling_service import ANA, LABELERS, jcall, labeling_project
-from defect_assets_tests.test_serving import ServiceThread
+from defect_assets_tests.helpers.labeling import ANA, LABELERS, jcall, labeling_project
+from defect_assets_tests.helpers.serving import ServiceThread
 
 pytest_plugins = ["defect_assets_tests.browser"]  # the `browser` and `offline_page` fixtures
 

@@ -25,7 +25,7 @@ from defect_assets.storage.batches import upload_folder
 from defect_assets.storage.formats import read_value
 from defect_assets.storage.labeling import LabelEvent, LabelLog, current_queue
 from defect_assets.storage.layout import ACTIVE_LEARNING_PROGRESS
-from defect_assets_tests.test_serving import model_registry
+from defect_assets_tests.helpers.serving import model_registry
 
 PREPARE = [raw_images, image_labels, labeled_patches, unlabeled_pool]
 RELABEL = [image_labels, labeled_patches, unlabeled_pool]

@@ -27,8 +27,8 @@ from defect_assets.storage.formats import read_value
 from defect_assets.storage.labeling import LabelLog
 from defect_assets_tests.azurite import REPO
 from defect_assets_tests.daemon import DAGSTER_BIN, Daemon, wait_for
-from defect_assets_tests.test_labeling_service import ANA, BEN, LABELERS, jcall
-from defect_assets_tests.test_serving import ServiceThread, model_registry
+from defect_assets_tests.helpers.labeling import ANA, BEN, LABELERS, jcall
+from defect_assets_tests.helpers.serving import ServiceThread, model_registry
 from defect_assets_tests.waits import SUBPROCESS_SECONDS
 
 # Relabel runs launch (two at a time); runs carrying the retrain sensor's tag stay queued.
@@ -49,6 +49,7 @@ def runs(instance: dg.DagsterInstance, **tags) -> list:
     return instance.get_runs(dg.RunsFilter(tags=tags))
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_new_labels_rebuild_the_batch_and_retrain_exactly_once(tmp_path, monkeypatch):
     from defect_assets.defs.active_learning.assets import unlabeled_pool

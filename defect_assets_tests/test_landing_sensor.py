@@ -47,7 +47,7 @@ class Landing:
             self.store.write_bytes(key, data)
 
 
-@pytest.fixture(params=["local", "azurite"])
+@pytest.fixture(params=["local", pytest.param("azurite", marks=pytest.mark.services)])
 def landing(request, tmp_path, monkeypatch) -> Landing:
     if request.param == "local":
         resources = default_resources(tmp_path / "data")
@@ -190,6 +190,7 @@ def test_the_sensor_targets_prepare_batch_job_of_the_code_location():
 
 # --- a real dagster-daemon on Azurite ---------------------------------------------------------
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_a_real_daemon_picks_up_uploads_and_a_crash_loses_or_duplicates_no_batch(azurite, tmp_path, monkeypatch):
     suffix = uuid.uuid4().hex[:12]

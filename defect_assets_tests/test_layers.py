@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from defect_assets_tests.test_serving import model_registry
+from defect_assets_tests.helpers.serving import model_registry
 
 PACKAGE = Path(__file__).resolve().parents[1] / "defect_assets"
 # what each layer may import, beside itself and the standard library / third parties

@@ -18,12 +18,8 @@ from PIL import Image
 from defect_assets.ml.drift import population_stability_index
 from defect_assets.pipeline.monitoring import MONITORING_COLUMNS
 from defect_assets.storage import LocalObjectStore
-from defect_assets.storage.layout import MONITORING_CSV, MONITORING_PARQUET, champion_predictions_key
-from defect_assets.storage.prediction_log import PredictionLog, new_record
-
-VERSION = "tiny_cnn-20261110T000000000-0000beef"
-RNG = np.random.default_rng(12)
-REFERENCE = RNG.beta(2, 5, 443)  # a test split's defect scores (443 patches, mostly ok)
+from defect_assets.storage.layout import MONITORING_CSV, MONITORING_PARQUET
+from defect_assets_tests.helpers.monitoring import REFERENCE, VERSION, monitor, write_day, write_reference
 
 
 def test_psi_by_hand_and_its_chance_level():
@@ -45,46 +41,6 @@ def test_a_shifted_score_sample_passes_the_warning_level_and_an_unshifted_one_do
     calm, drift = population_stability_index(REFERENCE, unshifted), population_stability_index(REFERENCE, shifted)
     assert calm.psi < 0.1 < 0.25 < drift.psi
     assert calm.psi < 2 * calm.chance_level  # what chance alone gives at these sizes
-
-
-def write_day(store, day: str, scores, version: str = VERSION, per_request: int = 2) -> list[dict]:
-    """Scores as the service logs them: records through the writer, timestamped on ``day``."""
-    start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC, hour=8)
-    records = [new_record(request_id=f"{day}-{i // per_request}", route="predict", model_version=version,
-                          sha256=f"{i:064x}", scores={"ok": 1 - s, "defect": s},
-                          decision="defect" if s >= 0.5 else "ok", is_defect=bool(s >= 0.5), defect_score=float(s),
-                          latency_ms=20.0 + (i // per_request) % 50, at=start + dt.timedelta(seconds=i))
-               for i, s in enumerate(scores)]
-    log = PredictionLog(store)
-    log.add(records)
-    assert log.flush() == len(records)
-    return records
-
-
-def write_reference(store, version: str = VERSION, scores=REFERENCE) -> None:
-    """What champion_test_predictions stores for a model (only defect_score is read)."""
-    with store.open_write(champion_predictions_key(version)) as f:
-        pd.DataFrame({"patch_id": [f"p{i}" for i in range(len(scores))], "defect_score": scores}).to_parquet(f)
-
-
-def monitor(store, days: list[str], warn_psi: float = 0.25, min_images: int = 200):
-    from defect_assets.defs.io_manager import ArtifactIOManager
-    from defect_assets.defs.monitoring.assets import prediction_monitoring
-    from defect_assets.defs.resources import LocalStorage
-
-    instance = dg.DagsterInstance.ephemeral()
-    artifacts = LocalStorage(root=store.url)
-    resources = {"artifact_store": artifacts, "io_manager": ArtifactIOManager(store=artifacts)}
-    out = {}
-    for day in days:
-        result = dg.materialize([prediction_monitoring], partition_key=day, instance=instance, resources=resources,
-                                run_config={"ops": {"prediction_monitoring": {"config": {
-                                    "warn_psi": warn_psi, "min_images": min_images}}}})
-        assert result.success
-        [check] = result.get_asset_check_evaluations()
-        out[day] = (result.output_for_node("prediction_monitoring"), check,
-                    result.asset_materializations_for_node("prediction_monitoring")[0].metadata)
-    return out
 
 
 @pytest.mark.slow
@@ -183,7 +139,7 @@ def test_champion_test_predictions_table_pictures_and_champions_record(tmp_path)
     from defect_assets.pipeline.training import split_data
     from defect_assets.storage.formats import read_value
     from defect_assets.storage.layout import CHAMPIONS
-    from defect_assets_tests.test_serving import model_registry
+    from defect_assets_tests.helpers.serving import model_registry
 
     store, registry, versions = model_registry(tmp_path)
     patches = {"synthetic": read_value(store, "labeled_patches/synthetic")}

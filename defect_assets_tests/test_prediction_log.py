@@ -33,7 +33,7 @@ from defect_assets.storage.prediction_log import (
     read_day,
 )
 from defect_assets_tests.conftest import png_bytes, smooth_image
-from defect_assets_tests.test_serving import ServiceThread, model_registry, raw_request
+from defect_assets_tests.helpers.serving import ServiceThread, model_registry, raw_request
 from defect_assets_tests.waits import READY_SECONDS
 
 DAY1 = dt.datetime(2026, 11, 10, 23, 59, 59, 500000, tzinfo=dt.UTC)

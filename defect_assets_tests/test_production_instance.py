@@ -89,6 +89,7 @@ def stop(proc: subprocess.Popen | None) -> None:
             proc.wait(5)
 
 
+@pytest.mark.services
 @pytest.mark.slow
 @pytest.mark.timeout(3 * SUBPROCESS_SECONDS)
 def test_postgres_instance_daemon_and_grpc_location_prepare_two_uploads_one_run_at_a_time(tmp_path, monkeypatch):

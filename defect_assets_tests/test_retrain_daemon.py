@@ -46,6 +46,7 @@ def sensor_ticks_after(instance: dg.DagsterInstance, name: str, after: float) ->
     return []
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_a_real_daemon_retrains_once_per_burst_and_runs_the_nightly_schedule(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"

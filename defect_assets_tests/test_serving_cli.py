@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,8 @@ from defect_assets.ml.scorer import load_registered
 from defect_assets.pipeline.patching import patches_of
 from defect_assets.serving.client import DefectClient
 from defect_assets.storage.formats import read_value
-from defect_assets_tests.test_serving import API_KEY, model_registry
+from defect_assets_tests.helpers.ports import free_port
+from defect_assets_tests.helpers.serving import API_KEY, model_registry
 from defect_assets_tests.waits import READY_SECONDS, SUBPROCESS_SECONDS
 
 
@@ -31,9 +31,7 @@ def cli(*args, env, cwd):
 def test_serve_and_score_commands_with_an_api_key(tmp_path):
     store, registry, versions = model_registry(tmp_path / "data")
     registry.promote(versions["a"], threshold=0.4)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data"), "DEFECT_ASSETS_API_KEY": API_KEY,
            "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -7,7 +7,6 @@ succeed and then the asset's metadata with its plots."""
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from defect_assets_tests.helpers.ports import free_port
 from defect_assets_tests.waits import READY_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,12 +26,6 @@ QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
 # runs launched from the UI start at once (no daemon needed to dequeue them), as under `dagster dev`
 INSTANCE_YAML = ("telemetry:\n  enabled: false\nrun_coordinator:\n  module: dagster.core.run_coordinator\n"
                  "  class: DefaultRunCoordinator\n")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(port: int, query: str) -> dict:
@@ -73,6 +67,7 @@ def webserver(home: Path, data_dir: Path):
             proc.kill()
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_ui_shows_every_asset_with_lineage(tmp_path):
     from defect_assets.definitions import defs
@@ -98,13 +93,14 @@ METADATA = """(key) => {
 }"""
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_a_person_materializes_an_asset_from_the_ui(tmp_path, offline_page, monkeypatch):
     import dagster as dg
 
     from defect_assets.storage import LocalObjectStore
     from defect_assets.storage.layout import MONITORING_PARQUET
-    from defect_assets_tests.test_monitoring import VERSION, write_day, write_reference
+    from defect_assets_tests.helpers.monitoring import VERSION, write_day, write_reference
 
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir()

@@ -1,0 +1,2 @@
+"""Helpers shared by several test modules (no tests here); test modules import from here, never from
+another test module."""

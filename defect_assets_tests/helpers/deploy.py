@@ -1,0 +1,11 @@
+"""Every asset and asset check of the code location."""
+
+from __future__ import annotations
+
+
+def all_assets() -> list:
+    """Every asset and asset check of the code location (only the selection runs)."""
+    from defect_assets.definitions import defs
+    from defect_assets.defs.evaluation.checks import champion_checks
+
+    return [*defs.assets, *champion_checks]
