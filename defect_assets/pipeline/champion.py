@@ -119,29 +119,29 @@ class PromotionDecision:
 
 
 def budget_latency(evaluations: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.Series:
-    """Per row of ``evaluations``: the lowest p99 on record for its model version, over this
-    evaluation and every earlier one in ``history`` (NaN when never measured).
+    """Per row of ``evaluations``: the p99 the latency budget judges for its model version, the one
+    measured at the version's first evaluation on record in ``history`` (this evaluation's when it
+    has none; NaN when never measured).
 
     A model's cost does not change between two evaluations; what changes on a shared machine is
-    the other work beside it, which only ever adds time. The lowest reading is the best estimate
-    of what the model itself costs (the rule ``timeit`` follows), and it makes the choice stable:
-    re-evaluating unchanged models on a busier machine does not demote a champion that fitted."""
+    the other work beside it. Judging a version once makes the choice stable: re-evaluating
+    unchanged models, on a busier or a quieter machine, picks the same champion (a new version is
+    judged when it is first evaluated)."""
     now = pd.to_numeric(evaluations.get("latency_p99_ms", pd.Series(np.nan, index=evaluations.index)),
                         errors="coerce")
     if history is None or not len(history) or "latency_p99_ms" not in history:
         return now.rename("budget_p99_ms")
-    earlier = (history.assign(p99=pd.to_numeric(history["latency_p99_ms"], errors="coerce"))
-               .groupby("model_version")["p99"].min())
-    before = evaluations["model_version"].map(earlier)
-    return pd.concat([now, before], axis=1).min(axis=1, skipna=True).rename("budget_p99_ms")
+    measured = history.assign(p99=pd.to_numeric(history["latency_p99_ms"], errors="coerce")).dropna(subset=["p99"])
+    first = measured.groupby("model_version", sort=False)["p99"].first()  # rows are appended in time order
+    return evaluations["model_version"].map(first).fillna(now).rename("budget_p99_ms")
 
 
 def pick_champion(evaluations: pd.DataFrame, registry: ModelRegistry, metric: str = "roc_auc",
                   min_defect_recall: float = 0.6, margin: float = 0.02,
                   latency_budget_ms: float | None = None, history: pd.DataFrame | None = None) -> Champion:
     """The evaluated candidate with the best validation ``metric`` (ties: the first listed) among
-    those whose p99 latency (one full-size image at one client; the lowest on record for the
-    model version, see ``budget_latency``, with earlier evaluations from ``history``) fits
+    those whose p99 latency (one full-size image at one client; the one measured at the model
+    version's first evaluation, see ``budget_latency``, with earlier evaluations from ``history``) fits
     ``latency_budget_ms``. When none fits, the fastest candidate, and the reason says so."""
     if not len(evaluations):
         raise ValueError("no evaluated candidate to choose a champion from")
@@ -190,7 +190,7 @@ def _p99_text(row) -> str:
         return "p99 not measured"
     if pd.isna(now) or abs(float(now) - float(low)) < 0.05:
         return f"p99 {low:.1f} ms"
-    return f"p99 {low:.1f} ms at its best, {now:.1f} ms now"
+    return f"p99 {low:.1f} ms at its first evaluation, {now:.1f} ms now"
 
 
 def leak_gate(patch_tables: list[pd.DataFrame]) -> GateResult:

@@ -101,8 +101,8 @@ class ChampionConfig(dg.Config):
     production) must stay above -margin; about the interval's half-width on ~450 test cells."""
     latency_budget_ms: float | None = 50.0
     """The champion is the best candidate on validation whose p99 latency (one full-size image, one
-    client, measured through the served scorer at evaluation on this machine; the lowest on record for
-    the model version, so a busier machine does not demote a model that fitted) fits this; None: any."""
+    client, measured through the served scorer at evaluation on this machine; the one from the model
+    version's first evaluation, so re-evaluating unchanged models picks the same champion) fits this."""
 
 
 @dg.asset(group_name="evaluation", kinds={"python"}, ins=EVALUATION_INS)
