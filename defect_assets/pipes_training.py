@@ -89,7 +89,7 @@ def main() -> None:
 
     with open_dagster_pipes(**pipes_transport()) as pipes:
         family = pipes.get_extra("family")
-        module = pipes.get_extra("module") if "module" in (pipes.extras or {}) else None
+        module = (pipes.extras or {}).get("module")
         if module and family not in {f.name for f in family_registry.families()}:
             importlib.import_module(module)  # a family registered where its training function lives
         spec = family_registry.family(family)  # KeyError naming the known families

@@ -80,9 +80,12 @@ def unregister_label_format(name: str) -> None:
 def label_format_of(path: str, data: bytes | None = None) -> LabelFormat:
     """The format that claims a label file; LabelFileError naming the known formats if none does."""
     found = label_file_format(path, data)
-    if found is None or found.name not in LABEL_FORMATS:
+    if found is None:
         raise LabelFileError([LabelProblem(path, 0, f"no label format claims this file; known formats: "
                                                     f"{known_label_formats()}")])
+    if found.name not in LABEL_FORMATS:
+        raise LabelFileError([LabelProblem(path, 0, f"label format {found.name!r} has no parser "
+                                                    "(add formats with pipeline.label_files.register_label_format)")])
     return LABEL_FORMATS[found.name]
 
 
