@@ -52,9 +52,9 @@ def four_level(family, card: dict, store, scratch, trained_4: dict) -> dict:
     from defect_assets.storage.registry import ModelRegistry
 
     registry = ModelRegistry(scratch)
-    fields = set(family.config.model_fields)
+    fields = set(family.settings.model_fields)
     settings = {k: v for k, v in card["config"].items() if k in fields}
-    config = family.config(**({**settings, "task": "multiclass"} if "task" in fields else settings))
+    config = family.settings(**({**settings, "task": "multiclass"} if "task" in fields else settings))
     # per-batch values from the store; an ensemble's members are the 4-level models trained above
     inputs = {name: card_summary(trained_4[name]) if name in trained_4 else stored(store, name)
               for name in family.inputs}
@@ -117,7 +117,7 @@ def main() -> None:
                "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", str(data_dir / "dagster_home"))}
         subprocess.run([sys.executable, "-m", "defect_assets.cli", "demo", "--no-serve"], env=env, check=True)
 
-    from defect_assets.defs.models.families import MODEL_FAMILIES
+    from defect_assets.pipeline.family_registry import families
     from defect_assets.storage import LocalObjectStore
     from defect_assets.storage.registry import ModelRegistry
 
@@ -128,7 +128,7 @@ def main() -> None:
     rows, trained_4, baseline4 = [], {}, None
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         scratch = LocalObjectStore(tmp)
-        for family in MODEL_FAMILIES:
+        for family in families():
             if family.name not in evals.index:
                 print(f"{family.name}: no evaluation in {data_dir} (run ./run demo first)")
                 continue

@@ -61,7 +61,8 @@ def quiet(level: str = "WARNING") -> dict:
 def run_job(defs, instance, job, what: str, run_config=None, hint: str = "", **kwargs):
     """Execute ``job`` of ``defs`` in this process, recorded in ``instance``; on failure print
     every failed step's message and stop with the run id (and ``hint``)."""
-    result = defs.resolve_job_def(job.name).execute_in_process(instance=instance, run_config=run_config,
+    name = job if isinstance(job, str) else job.name
+    result = defs.resolve_job_def(name).execute_in_process(instance=instance, run_config=run_config,
                                                                 raise_on_error=False, **kwargs)
     if not result.success:
         for ev in result.all_events:
@@ -143,14 +144,14 @@ def recipe(dataset: str, patch_size: int, image_size: int | None, quick: bool) -
 
 def train_models(defs, instance, run_config) -> list[dict]:
     """Run train_models_job (every family on every built batch); returns their cards."""
-    from defect_assets.defs.jobs import train_models_job
-    from defect_assets.defs.models.families import MODEL_ASSETS
+    from defect_assets.defs.jobs import TRAIN_MODELS_JOB
+    from defect_assets.pipeline.family_registry import families
     from defect_assets.storage.registry import ModelRegistry
 
     t0 = time.perf_counter()
-    result = run_job(defs, instance, train_models_job, "training", run_config)
+    result = run_job(defs, instance, TRAIN_MODELS_JOB, "training", run_config)
     registry = ModelRegistry(defs.resources["artifact_store"].open())
-    versions = [result.output_for_node(asset)["version"].iloc[0] for asset in MODEL_ASSETS]
+    versions = [result.output_for_node(asset)["version"].iloc[0] for asset in (f.asset for f in families())]
     say(f"    trained in {time.perf_counter() - t0:.0f}s (run {result.run_id[:8]})")
     return [registry.card(v) for v in versions]
 
@@ -167,11 +168,11 @@ def evaluate_models(defs, instance):
     import dagster as dg
 
     from defect_assets.defs.jobs import evaluate_job
-    from defect_assets.defs.models.families import EVALUATION_ASSETS
+    from defect_assets.pipeline.family_registry import families
 
     t0 = time.perf_counter()
     result = run_job(defs, instance, evaluate_job, "evaluation", dg.RunConfig(loggers=quiet()))
-    rows = pd.concat([result.output_for_node(asset) for asset in EVALUATION_ASSETS], ignore_index=True)
+    rows = pd.concat([result.output_for_node(asset) for asset in (f.evaluation for f in families())], ignore_index=True)
     champion = result.output_for_node("champion_model")
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     say(f"    evaluated in {time.perf_counter() - t0:.0f}s (run {result.run_id[:8]})")
@@ -359,7 +360,7 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("3. Materializing every asset for every batch")
     import dagster as dg
 
-    from defect_assets.defs.models.families import FAMILY_NAMES, MODEL_ASSETS
+    from defect_assets.pipeline.family_registry import families
 
     if image_size is None and dataset == "elpv":
         image_size = ELPV_IMAGE_SIZE
@@ -371,9 +372,10 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("")
     say(summarize(artifacts, batch_ids))
     say("")
-    trained = all(instance.get_latest_materialization_event(dg.AssetKey(a)) is not None for a in MODEL_ASSETS)
+    trained = all(instance.get_latest_materialization_event(dg.AssetKey(a)) is not None
+                  for a in (f.asset for f in families()))
     if built or force or not trained:
-        say(f"4. Training the {len(FAMILY_NAMES)} model families on every batch (train_models_job; live per-epoch "
+        say(f"4. Training the {len(families())} model families on every batch (train_models_job; live per-epoch "
             "progress below)")
         cards = train_models(defs, instance, dg.RunConfig(ops=train_ops, loggers=quiet("INFO")))
     else:
@@ -381,7 +383,7 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
 
         say("4. Models are up to date with the batches (use --force to retrain)")
         reg = ModelRegistry(artifacts)
-        cards = [reg.latest(f) for f in FAMILY_NAMES]
+        cards = [reg.latest(f.name) for f in families()]
     say("")
     say("Validation metrics (validation split, threshold 0.5), side by side:")
     say(model_table(cards))

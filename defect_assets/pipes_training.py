@@ -5,7 +5,8 @@ on the same machine; ``PipesAzureMLClient`` of dagster-azure runs the same comma
 job, see deploy/README.md). It reads what Pipes passes as extras (the family, its settings, the
 batches of each input and where the artifact store lives: a ``storage.env.StoreConfig``, no
 secret in it), loads the inputs from the artifact store as the IO manager stored them (Parquet,
-.npy, JSON), trains with the family's own function (``pipeline.families.TRAINERS``), and reports
+.npy, JSON), trains with the family's own function (``pipeline.family_registry``: the settings model built
+from the dict it receives with ``model_validate``, unknown keys refused), and reports
 back: each log line, each epoch's metrics as a custom message, and the registered model as the
 asset's materialization (its version is the data version).
 
@@ -20,11 +21,12 @@ Only ``dagster_pipes`` (the protocol, no Dagster instance) is imported here.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import time
 
-from defect_assets.pipeline.families import TRAINERS, Settings
+from defect_assets.pipeline import family_registry
 from defect_assets.pipeline.pipes_transport import (
     PIPES_ACCOUNT_URL_ENV,
     PIPES_MESSAGE_INTERVAL_ENV,
@@ -87,8 +89,11 @@ def main() -> None:
 
     with open_dagster_pipes(**pipes_transport()) as pipes:
         family = pipes.get_extra("family")
-        if family not in TRAINERS:
-            raise ValueError(f"unknown model family {family!r}; known: {', '.join(TRAINERS)}")
+        module = (pipes.extras or {}).get("module")
+        if module and family not in {f.name for f in family_registry.families()}:
+            importlib.import_module(module)  # a family registered where its training function lives
+        spec = family_registry.family(family)  # KeyError naming the known families
+        settings = spec.settings.model_validate(pipes.get_extra("config"))
         store = StoreConfig(**pipes.get_extra("store")).open()
         from defect_assets.storage.registry import ModelRegistry
 
@@ -96,7 +101,7 @@ def main() -> None:
         t0 = time.perf_counter()
         inputs = load_inputs(store, pipes.get_extra("inputs"))
         reporter(f"{family}: inputs loaded from {store.url} in {time.perf_counter() - t0:.1f}s (process {os.getpid()})")
-        trained = TRAINERS[family](Settings(pipes.get_extra("config")), inputs, ModelRegistry(store), reporter)
+        trained = spec.train(settings, inputs, ModelRegistry(store), reporter)
         card = trained.card
         pipes.report_asset_materialization(metadata={
             "version": card["version"], "family": card["family"],

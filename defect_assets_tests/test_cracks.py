@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from defect_assets.defs.ingest.assets import image_labels, raw_images
-from defect_assets.defs.models.assets import FeatureConfig, backbone_features, models_by_family
+from defect_assets.defs.models.assets import FeatureConfig, backbone_features, build_model_asset
 from defect_assets.defs.models.families import ElasticNetConfig
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.defs.patches.assets import PatchConfig, labeled_patches
 from defect_assets.defs.resources import default_resources
 from defect_assets.ml.synthetic_cracks import write_crack_cells
+from defect_assets.pipeline.family_registry import family
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import upload_folder
 
@@ -37,7 +38,7 @@ def evaluate_at(root, folder, patches: PatchConfig, features: FeatureConfig):
     config = dg.RunConfig(ops={"labeled_patches": patches, "backbone_features": features})
     assert dg.materialize(ASSETS, partition_key="cells", instance=instance, resources=resources,
                           run_config=config).success
-    model = models_by_family["elastic_net"]
+    model = build_model_asset(family("elastic_net"))
     result = dg.materialize(all_assets(), selection=[model.key.to_user_string(), "elastic_net_evaluation"],
                             instance=instance, resources=resources,
                             run_config=dg.RunConfig(ops={"elastic_net_model": ElasticNetConfig(search_C=[0.02, 0.2])}))

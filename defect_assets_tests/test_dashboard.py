@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from defect_assets.defs.models.families import MODEL_FAMILIES
+from defect_assets.pipeline.family_registry import families
 from defect_assets.pipeline.training import card_summary
 from defect_assets.serving.client import DefectClient
 from defect_assets.serving.settings import ServiceSettings
@@ -42,9 +42,9 @@ def evaluate_as_every_family(root, instance, version: str, min_recall: float):
 
     store = LocalObjectStore(root / "data" / "artifacts")
     summary = card_summary(ModelRegistry(store).card(version))
-    for family in MODEL_FAMILIES:
+    for family in families():
         write_value(store, f"{family.asset}/__all__", summary)
-    selection = [f.evaluation for f in MODEL_FAMILIES] + ["evaluation_history", "champion_model",
+    selection = [f.evaluation for f in families()] + ["evaluation_history", "champion_model",
                                                            "champion_test_predictions"]
     result = dg.materialize(all_assets(), selection=selection, instance=instance,
                             resources=default_resources(root / "data"),
@@ -139,7 +139,7 @@ def test_the_summary_api_matches_the_stored_tables(built, service):
     assert status == 200
     doc = json.loads(body)
     q = doc["quality"]["rows"]
-    assert len(q) == len(want["history"]) == 2 * len(MODEL_FAMILIES)  # two rounds of every family
+    assert len(q) == len(want["history"]) == 2 * len(families())  # two rounds of every family
     for row in q:
         n, correct = row["test_patches"], row["accuracy"] * row["test_patches"]
         assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
@@ -166,7 +166,7 @@ def test_the_summary_api_matches_the_stored_tables(built, service):
     # the files behind the charts
     status, csv, headers = get(f"{service.url}/dashboard/files/evaluation_history.csv")
     assert status == 200 and "attachment" in headers["content-disposition"]
-    assert len(pd.read_csv(io.BytesIO(csv))) == 2 * len(MODEL_FAMILIES)
+    assert len(pd.read_csv(io.BytesIO(csv))) == 2 * len(families())
     status, parquet, _ = get(f"{service.url}/dashboard/files/prediction_monitoring.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(parquet)),
                                   pd.read_parquet(store.local_path(MONITORING_PARQUET)))

@@ -15,10 +15,10 @@ import dagster as dg
 import pytest
 
 from defect_assets.defs.deploy.resources import ScoringService, scoring_service_from_env
-from defect_assets.defs.models.families import MODEL_FAMILIES
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.defs.resources import default_resources
 from defect_assets.pipeline.champion import EXPORT_PARITY, NO_LEAK, NOT_WORSE, RECALL
+from defect_assets.pipeline.family_registry import families
 from defect_assets.pipeline.training import card_summary
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage import LocalObjectStore
@@ -27,7 +27,7 @@ from defect_assets.storage.registry import ModelRegistry
 from defect_assets_tests.helpers.deploy import all_assets
 from defect_assets_tests.helpers.serving import API_KEY, ServiceThread, model_registry
 
-EVALUATED = [f.evaluation for f in MODEL_FAMILIES] + ["evaluation_history"]
+EVALUATED = [f.evaluation for f in families()] + ["evaluation_history"]
 GATED = ["champion_model", "deployed_endpoint"]
 
 
@@ -39,7 +39,7 @@ def evaluated_template(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluated")
     store, registry, versions = model_registry(root / "data")
     summary = card_summary(registry.card(versions["a"]))
-    for family in MODEL_FAMILIES:
+    for family in families():
         write_value(store, f"{family.asset}/__all__", summary)
     (root / "home").mkdir()
     instance = dg.DagsterInstance.local_temp(tempdir=str(root / "home"))

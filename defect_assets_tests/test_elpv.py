@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from defect_assets.datasets.elpv import elpv_labels, elpv_root, seed_elpv
-from defect_assets.defs.models.families import FAMILY_NAMES
 from defect_assets.ml.labels import is_defect_label
 from defect_assets.ml.scorer import load_registered
 from defect_assets.ml.splits import assign_split
+from defect_assets.pipeline.family_registry import families
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import list_batches, read_manifest
 from defect_assets.storage.registry import ModelRegistry
@@ -117,7 +117,7 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     # range and consistent with the stored confusion matrix
     test = cells[cells["split"] == "test"]
     history = pd.read_parquet(tmp_path / "data" / "artifacts" / "evaluation_history" / "evaluation_history.parquet")
-    assert sorted(history["model_family"]) == sorted(FAMILY_NAMES)
+    assert sorted(history["model_family"]) == sorted(f.name for f in families())
     header, *rows = printed_table(text, "Test split (", with_header=True)
     printed = {r[0]: dict(zip(header[1:], r[1:])) for r in rows}
     for row in history.to_dict("records"):
@@ -139,7 +139,7 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
         assert float(shown["train_s"]) >= 0
 
     champion = re.search(r"Champion: (\S+) \((\S+)\), why: (.+)\. Checks: all passed", text)
-    assert champion and champion.group(2) in FAMILY_NAMES, text
+    assert champion and champion.group(2) in {f.name for f in families()}, text
     # the champion is the best on validation among the candidates whose measured p99 fits 50 ms
     registry = ModelRegistry(LocalObjectStore(tmp_path / "data" / "artifacts"))
     val_auc = {v: registry.card(v)["validation"]["roc_auc"] for v in history["model_version"]}

@@ -113,9 +113,9 @@ def _run(trained, selection, ops, extra=()):
 
 @pytest.mark.slow
 def test_evaluation_chain_champion_and_a_bad_model_blocked(trained):
-    from defect_assets.defs.models.families import EVALUATION_ASSETS, MODEL_ASSETS
     from defect_assets.pipeline.champion import NOT_WORSE as CHECK_NOT_WORSE
     from defect_assets.pipeline.evaluate import HISTORY_PARQUET
+    from defect_assets.pipeline.family_registry import families
     from defect_assets.storage.registry import ModelRegistry
     from defect_assets_tests.helpers.model_assets import TINY
 
@@ -126,8 +126,8 @@ def test_evaluation_chain_champion_and_a_bad_model_blocked(trained):
     def after_champion() -> None:
         """A plain downstream asset: it must not run when a champion check fails."""
 
-    models = list(MODEL_ASSETS)
-    downstream = [*EVALUATION_ASSETS, "evaluation_history", "champion_model", "after_champion"]
+    models = [f.asset for f in families()]
+    downstream = [*(f.evaluation for f in families()), "evaluation_history", "champion_model", "after_champion"]
     ops = {k: TINY["ops"][k] for k in models}
     good = _run(trained, models + downstream, ops, extra=[after_champion])
     assert good.success
@@ -140,8 +140,8 @@ def test_evaluation_chain_champion_and_a_bad_model_blocked(trained):
     registry.promote(version)  # what deployment will do
     hist1 = pd.read_parquet(store.local_path(HISTORY_PARQUET))
     csv1 = store.read_bytes(HISTORY_CSV)
-    n = len(MODEL_ASSETS)
-    assert len(hist1) == n and set(hist1["model_family"]) == {a.removesuffix("_model") for a in MODEL_ASSETS}
+    n = len(models)
+    assert len(hist1) == n and set(hist1["model_family"]) == {a.removesuffix("_model") for a in models}
     report = next(r for r in hist1.to_dict("records") if r["model_version"] == version)
     html = store.read_bytes(report["report_html"]).decode()
     assert "data:image/png;base64," in html and "http" not in html

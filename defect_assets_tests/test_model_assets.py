@@ -5,11 +5,11 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from defect_assets.defs.models.assets import model_assets, models_by_family
-from defect_assets.defs.models.families import FAMILY_NAMES
+from defect_assets.defs.models.assets import build_model_assets
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.ml.scorer import load_registered
 from defect_assets.ml.synthetic import write_synthetic_surfaces
+from defect_assets.pipeline.family_registry import families
 from defect_assets.pipeline.golden import golden_set
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import upload_folder
@@ -17,8 +17,8 @@ from defect_assets.storage.formats import current_version, read_value
 from defect_assets.storage.registry import ModelRegistry
 from defect_assets_tests.helpers.model_assets import BATCH_ASSETS, TINY, prepared_batches
 
-MODELS = model_assets
-elastic_net_model = models_by_family["elastic_net"]
+MODELS = build_model_assets()
+elastic_net_model = next(a for a in MODELS if a.key.to_user_string() == "elastic_net_model")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,8 @@ def test_every_family_is_trained_registered_and_beats_chance(built):
     assert result.success
     registry = ModelRegistry(LocalObjectStore(root / "data" / "artifacts"))
     cards = {c["family"]: c for c in registry.versions()}
-    assert set(cards) == set(FAMILY_NAMES) == {"scratch_cnn", "fine_tuned_vgg16", "elastic_net", "ensemble"}
+    registered = {f.name for f in families()}
+    assert set(cards) == registered == {"scratch_cnn", "fine_tuned_vgg16", "elastic_net", "ensemble"}
     for family, card in cards.items():
         assert card["data_version"]["batches"] == ["s1", "s2"], family
         assert set(card["data_version"]["label_versions"]) == {"s1", "s2"}
@@ -106,10 +107,11 @@ def test_features_of_an_unchanged_batch_are_not_recomputed(built):
 
 @pytest.mark.slow
 def test_multiclass_task_keeps_every_label_and_evaluates_per_class(built):
-    from defect_assets.defs.evaluation.assets import evaluation_assets
+    from defect_assets.defs.evaluation.assets import build_evaluation_asset
+    from defect_assets.pipeline.family_registry import family
 
     root, instance, resources, _, _ = built
-    en_eval = next(a for a in evaluation_assets if a.key.to_user_string() == "elastic_net_evaluation")
+    en_eval = build_evaluation_asset(family("elastic_net"))
     result = dg.materialize([elastic_net_model, en_eval, *BATCH_ASSETS], selection=[elastic_net_model, en_eval],
                             instance=instance, resources=resources,
                             run_config={"ops": {"elastic_net_model": {"config": {"task": "multiclass",

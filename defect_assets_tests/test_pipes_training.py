@@ -8,9 +8,10 @@ import os
 import dagster as dg
 import pytest
 
-from defect_assets.defs.models.assets import models_by_family
+from defect_assets.defs.models.assets import build_model_asset
 from defect_assets.defs.partitions import BATCHES, batch_partitions
 from defect_assets.defs.resources import default_resources
+from defect_assets.pipeline.family_registry import family
 from defect_assets.pipeline.patching import build_augmented_set
 from defect_assets.pipeline.tiny import synthetic_patch_set
 from defect_assets.storage import LocalObjectStore
@@ -21,7 +22,7 @@ from defect_assets_tests.waits import SUBPROCESS_SECONDS
 
 pytest_plugins = ["defect_assets_tests.conftest_azurite"]  # the session-scoped `azurite` fixture
 EPOCHS = 2
-scratch_cnn_model = models_by_family["scratch_cnn"]
+scratch_cnn_model = build_model_asset(family("scratch_cnn"))
 
 
 def train_through_pipes(store, resources: dict):
@@ -63,11 +64,20 @@ def test_scratch_cnn_trains_in_a_pipes_subprocess_and_reports_epochs_and_version
     assert any(f"scratch_cnn epoch {EPOCHS}/{EPOCHS}" in m for m in logged), logged[-20:]
 
 
-def test_the_external_entry_point_knows_every_family_by_the_same_function():
-    from defect_assets.defs.models.families import MODEL_FAMILIES
-    from defect_assets.pipeline.families import TRAINERS
+def test_the_external_entry_point_rebuilds_the_typed_settings_the_asset_sent():
+    """What travels through Pipes is the settings model's dump; the entry point validates it back
+    into the same model (unknown keys refused), never an untyped object."""
+    import pydantic
 
-    assert TRAINERS == {f.name: f.train for f in MODEL_FAMILIES}
+    from defect_assets.defs.models.families import ScratchCNNConfig, settings_of
+
+    spec = family("scratch_cnn")
+    sent = settings_of(spec, ScratchCNNConfig(epochs=3, architecture="lenet", through_pipes=True))
+    assert "through_pipes" not in sent.model_dump()
+    back = spec.settings.model_validate(sent.model_dump())
+    assert type(back) is spec.settings and back == sent and back.architecture == "lenet"
+    with pytest.raises(pydantic.ValidationError, match="epoch"):
+        spec.settings.model_validate({**sent.model_dump(), "epoch": 3})
 
 
 class LocalAzureMLJobs:

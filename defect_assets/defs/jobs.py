@@ -1,11 +1,12 @@
 """Jobs: per-batch data preparation, re-preparation after new labels, training of every model
 family, evaluation, deployment, retraining (training through deployment and the next labeling
 queue) and daily prediction monitoring. Referenced as objects by the sensors, the schedules and
-the main job."""
+the main job. ``train_models_job`` selects the model asset of every registered family, so it is
+built with the definitions (``build_jobs``)."""
 
 import dagster as dg
 
-from defect_assets.defs.models.families import MODEL_ASSETS
+from defect_assets.pipeline.family_registry import families
 
 # the production instance (deploy/dagster.yaml) runs at most one run with this tag at a time
 COMPUTE_TAG = "defect_assets/compute"
@@ -27,12 +28,17 @@ relabel_batch_job = dg.define_asset_job(
                 "patches, augmented set, backbone features and the unlabeled pool (the images stay as ingested).",
 )
 
-train_models_job = dg.define_asset_job(
-    "train_models_job",
-    selection=dg.AssetSelection.assets(*MODEL_ASSETS),
-    description="Train every model family on every built batch and register them.",
-    tags=TRAINING_TAGS,
-)
+TRAIN_MODELS_JOB = "train_models_job"
+
+
+def build_train_models_job():
+    """The model asset of every family registered now."""
+    return dg.define_asset_job(
+        TRAIN_MODELS_JOB,
+        selection=dg.AssetSelection.assets(*(f.asset for f in families())),
+        description="Train every model family on every built batch and register them.",
+        tags=TRAINING_TAGS,
+    )
 
 evaluate_job = dg.define_asset_job(
     "evaluate_job",
@@ -61,5 +67,9 @@ monitoring_job = dg.define_asset_job(
     description="Summarize one day of the prediction log: volume, latency, share called defective, score drift.",
 )
 
-all_jobs = [prepare_batch_job, relabel_batch_job, train_models_job, evaluate_job, deploy_job, retrain_job,
+
+
+def build_jobs() -> list:
+    """Every job of the code location (called when the definitions are built)."""
+    return [prepare_batch_job, relabel_batch_job, build_train_models_job(), evaluate_job, deploy_job, retrain_job,
             monitoring_job]

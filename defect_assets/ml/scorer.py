@@ -239,52 +239,93 @@ def _graph(model, size: int, channels: int) -> Callable[[np.ndarray], np.ndarray
     return lambda x: np.asarray(forward(np.ascontiguousarray(x, dtype=np.uint8))).astype(np.float32)
 
 
-def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = False) -> Scorer:
-    """A scorer from a card and a reader of the version's (already verified) files."""
-    kind = card.get("kind")
+ScorerLoader = Callable[[dict, Callable[[str], bytes], bool, Callable[[str], Scorer] | None], Scorer]
+"""(card, read_file, compiled, load_version) -> Scorer: builds the scorer of one kind of card from a
+reader of the version's (already verified) files; ``load_version`` loads another registered version
+the same way (an ensemble's members)."""
+
+
+def _load_keras(card: dict, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
+    from defect_assets.ml.training import model_from_bytes, predict_proba
+
     size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
-    if kind == "keras":
-        from defect_assets.ml.training import model_from_bytes, predict_proba
+    model = model_from_bytes(read_file(KERAS_FILE))
+    if compiled:
+        return Scorer(card, _graph(model, size, channels), compiled=True, macs=keras_macs(model))
+    return Scorer(card, lambda x: predict_proba(model, x), macs=keras_macs(model))
 
-        model = model_from_bytes(read_file(KERAS_FILE))
-        if compiled:
-            return Scorer(card, _graph(model, size, channels), compiled=True, macs=keras_macs(model))
-        return Scorer(card, lambda x: predict_proba(model, x), macs=keras_macs(model))
-    if kind == "features+linear":
-        from defect_assets.ml.backbone import extract_features, make_extractor
-        from defect_assets.ml.linear import LinearSoftmax
 
-        linear = LinearSoftmax.from_bytes(read_file(LINEAR_FILE))
-        spec = card["features"]
-        fx = make_extractor(spec, (size, size, channels))
-        from defect_assets.ml.backbone import is_onnx
+def _load_linear(card: dict, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
+    from defect_assets.ml.backbone import extract_features, is_onnx, make_extractor
+    from defect_assets.ml.linear import LinearSoftmax
 
-        if is_onnx(fx):  # ONNX Runtime: one compiled graph already, the same call in every process
-            features = lambda x: extract_features(fx, x, batch_size=16)  # noqa: E731
-        else:
-            features = _graph(fx, size, channels) if compiled else (lambda x: extract_features(fx, x))
-        return LinearScorer(card, features, linear, compiled=compiled, macs=None if is_onnx(fx) else keras_macs(fx))
-    raise ValueError(f"unknown model kind {kind!r} in card of {card.get('version')}")
+    size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
+    linear = LinearSoftmax.from_bytes(read_file(LINEAR_FILE))
+    fx = make_extractor(card["features"], (size, size, channels))
+    if is_onnx(fx):  # ONNX Runtime: one compiled graph already, the same call in every process
+        features = lambda x: extract_features(fx, x, batch_size=16)  # noqa: E731
+    else:
+        features = _graph(fx, size, channels) if compiled else (lambda x: extract_features(fx, x))
+    return LinearScorer(card, features, linear, compiled=compiled, macs=None if is_onnx(fx) else keras_macs(fx))
 
 
 MEMBERS_FILE = "members.json"
+
+
+def _load_ensemble(card: dict, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
+    import json
+
+    if load_version is None:
+        raise ValueError(f"ensemble {card.get('version')}: its members are loaded from a registry (load_registered)")
+    doc = json.loads(read_file(MEMBERS_FILE))
+    members = [load_version(v) for v in doc["members"]]
+    weights = np.asarray(doc["weights"], np.float64)
+    if len(weights) != len(members):
+        raise ValueError(f"ensemble {card.get('version')}: {len(members)} members but {len(weights)} weights")
+    return EnsembleScorer(card, members, weights, compiled=compiled)
+
+
+_SCORER_KINDS: dict[str, ScorerLoader] = {"keras": _load_keras, "features+linear": _load_linear,
+                                          "ensemble": _load_ensemble}
+
+
+def register_scorer_kind(kind: str, loader: ScorerLoader) -> None:
+    """Teach the loader a new card ``kind`` (a model family with its own kind of artifact registers
+    one through ``pipeline.family_registry.register_family``). A kind is registered once."""
+    if kind in _SCORER_KINDS and _SCORER_KINDS[kind] is not loader:
+        raise ValueError(f"a scorer for model kind {kind!r} is already registered")
+    _SCORER_KINDS[kind] = loader
+
+
+def scorer_kinds() -> tuple[str, ...]:
+    """The card kinds the loader knows."""
+    return tuple(_SCORER_KINDS)
+
+
+def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = False,
+                load_version: Callable[[str], Scorer] | None = None) -> Scorer:
+    """A scorer from a card and a reader of the version's (already verified) files."""
+    kind = card.get("kind")
+    loader = _SCORER_KINDS.get(kind)
+    if loader is None:
+        raise ValueError(f"unknown model kind {kind!r} in card of {card.get('version')}")
+    return loader(card, read_file, compiled, load_version)
 
 
 def load_registered(registry: ModelSource, version: str, compiled: bool = False) -> Scorer:
     """The registered model ``version``, every file checked against the hash in its card. An
     ensemble loads each of its members the same way and averages them with its weights."""
     card = registry.card(version)
-    if card.get("kind") == "ensemble":
-        import json
+    return load_scorer(card, lambda name: registry.read_file(version, name), compiled,
+                       lambda member: load_registered(registry, member, compiled))
 
-        doc = json.loads(registry.read_file(version, MEMBERS_FILE))
-        members = [load_registered(registry, v, compiled) for v in doc["members"]]
-        weights = np.asarray(doc["weights"], np.float64)
-        if len(weights) != len(members):
-            raise ValueError(f"ensemble {version}: {len(members)} members but {len(weights)} weights")
 
-        return EnsembleScorer(card, members, weights, compiled=compiled)
-    return load_scorer(card, lambda name: registry.read_file(version, name), compiled)
+def load_keras_registered(registry: ModelSource, version: str):
+    """The Keras model of registered ``version`` itself (hash-checked, ``safe_mode=True``): what a
+    warm start continues training from."""
+    from defect_assets.ml.training import model_from_bytes
+
+    return model_from_bytes(registry.read_file(version, KERAS_FILE))
 
 
 class EnsembleScorer(Scorer):

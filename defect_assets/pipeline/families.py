@@ -1,9 +1,9 @@
 """The training function of each model family, without Dagster. Each one takes its settings
-(any object with the family's attributes and a ``model_dump()``: the Dagster config class),
-the upstream values it trains on (asset name -> {batch: value}), a registry and a logger; it
-trains (with the small hyperparameter search), registers the best model with its card, and
-returns a ``TrainedModel``. ``defs/models/families.py`` lists the families; adding one is an
-entry there plus a function here."""
+(the family's pydantic model from ``pipeline/family_settings.py``), the upstream values it
+trains on (asset name -> {batch: value}), a registry and a logger; it trains (with the small
+hyperparameter search), registers the best model with its card, and returns a ``TrainedModel``.
+``pipeline/family_registry.py`` registers the families; adding one is a function (here or in
+any module) plus one ``register_family`` call."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from defect_assets.pipeline.family_settings import (
+    ElasticNetConfig,
+    EnsembleConfig,
+    KerasTrainConfig,
+    ScratchCNNConfig,
+    VGG16Config,
+)
 from defect_assets.pipeline.search import grid, run_trials
 from defect_assets.pipeline.training import (
     SplitData,
@@ -67,7 +74,7 @@ def _view_stack(f: ArrayTable, mask: np.ndarray, views: int) -> np.ndarray:
     return np.asarray(stored)[:views, mask]
 
 
-def train_elastic_net(config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
+def train_elastic_net(config: ElasticNetConfig, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
     """Elastic-net logistic regression (L1 + L2) on the pretrained features of every batch; C
     (and l1_ratio) picked on the validation split. With stored views, the quarter turns and
     mirrors of the training patches are extra rows (``train_views``) and the validation score
@@ -133,7 +140,7 @@ def train_elastic_net(config, inputs: Inputs, registry: ModelRegistry, log: Log)
     return TrainedModel(card, trials, notes={"nonzero_features": model.nonzero_features})
 
 
-def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, log: Log,
+def _keras_family(family: str, config: KerasTrainConfig, inputs: Inputs, registry: ModelRegistry, log: Log,
                   build_for: Callable, phases_for: Callable) -> TrainedModel:
     """The shared part of the Keras families: data, label-shuffle sanity switch, search, register.
     build_for(settings, train, k) -> model; phases_for(settings, train, val, k) -> [(name, fit)]."""
@@ -164,10 +171,9 @@ def _keras_family(family: str, config, inputs: Inputs, registry: ModelRegistry, 
             log(f"{family}: warm start from {warm} (same architecture, input and classes)")
 
         def build():
-            from defect_assets.ml.training import model_from_bytes
+            from defect_assets.ml.scorer import load_keras_registered
 
-            return model_from_bytes(registry.read_file(warm, "model.keras")) if warm \
-                else build_for(s, train, len(classes))
+            return load_keras_registered(registry, warm) if warm else build_for(s, train, len(classes))
 
         card, hist = train_keras_family(
             family, build, phases_for(s, train, val, len(classes)),
@@ -200,7 +206,7 @@ def warm_start_version(registry: ModelRegistry, family: str, settings: dict, cla
     return str(card["version"])
 
 
-def _fit_settings(config, s: dict, epochs: int, lr: float, budget_share: float = 1.0):
+def _fit_settings(config: KerasTrainConfig, s: dict, epochs: int, lr: float, budget_share: float = 1.0):
     from defect_assets.ml.training import FitSettings
 
     return FitSettings(epochs=epochs, batch_size=int(s["batch_size"]), learning_rate=lr,
@@ -213,7 +219,7 @@ def _input_shape(train: SplitData) -> tuple[int, int, int]:
     return train.x.shape[1:3] + ((train.x.shape[3],) if train.x.ndim == 4 else (1,))
 
 
-def train_scratch_cnn(config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
+def train_scratch_cnn(config: ScratchCNNConfig, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
     """A CNN trained from scratch on the augmented training set of every batch, validated on
     the untouched validation split, with early stopping and learning-rate reduction."""
     from defect_assets.ml.cnn import bn_momentum_for, make_scratch_cnn
@@ -233,7 +239,7 @@ def train_scratch_cnn(config, inputs: Inputs, registry: ModelRegistry, log: Log)
     return _keras_family("scratch_cnn", config, inputs, registry, log, build, phases)
 
 
-def train_fine_tuned_vgg16(config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
+def train_fine_tuned_vgg16(config: VGG16Config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
     """Pretrained VGG16 cut at a block, with a new head: first the head alone, then the top
     kept block fine-tuned at a lower learning rate."""
     from defect_assets.ml.cnn import make_vgg16_transfer, set_trainable_blocks
@@ -267,7 +273,7 @@ def train_fine_tuned_vgg16(config, inputs: Inputs, registry: ModelRegistry, log:
     return _keras_family("fine_tuned_vgg16", config, inputs, registry, log, build, phases)
 
 
-def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
+def train_ensemble(config: EnsembleConfig, inputs: Inputs, registry: ModelRegistry, log: Log) -> TrainedModel:
     """The average of the latest model of every other family, weighted by a small grid of
     weights chosen on the validation split (never the test split): a candidate of its own, which
     the champion picks only when it is better on validation. Members must share an input size."""
@@ -300,7 +306,7 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
         trials.append({"weights": [round(float(x), 4) for x in w], **{f"val_{k}": v for k, v in m.items()}})
     table = pd.DataFrame(trials)
     score = table[f"val_{config.metric}"].to_numpy()
-    tied = np.flatnonzero(score >= score.max() - float(getattr(config, "tie_tolerance", 0.0)))
+    tied = np.flatnonzero(score >= score.max() - float(config.tie_tolerance))
     best = int(tied[table["val_log_loss"].to_numpy()[tied].argmin()])
     keep = grid_w[best] > 0
     table["chosen"] = np.arange(len(table)) == best
@@ -322,27 +328,3 @@ def train_ensemble(config, inputs: Inputs, registry: ModelRegistry, log: Log) ->
         "data_version": data_version(patches), "validation": metrics, "training_seconds": seconds,
         "trials": table.to_dict("records"), "golden": golden_record(val, proba)})
     return TrainedModel(card, table)
-
-
-TRAINERS: dict[str, Callable[..., TrainedModel]] = {
-    "scratch_cnn": train_scratch_cnn, "fine_tuned_vgg16": train_fine_tuned_vgg16,
-    "elastic_net": train_elastic_net, "ensemble": train_ensemble,
-}
-"""Family name -> training function: what an external training process (Dagster Pipes) looks up."""
-
-
-class Settings:
-    """A family's settings as plain values (attribute access and ``model_dump``, like the Dagster
-    config class they came from): what the training functions take in any process."""
-
-    def __init__(self, values: dict):
-        self._values = dict(values)
-
-    def __getattr__(self, name: str):
-        try:
-            return self.__dict__["_values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def model_dump(self) -> dict:
-        return dict(self._values)

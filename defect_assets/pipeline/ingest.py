@@ -11,6 +11,7 @@ import pandas as pd
 from defect_assets.ml.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected, inspect_image
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.batches import is_label_file, read_manifest
+from defect_assets.storage.label_formats import known_label_formats
 
 INVENTORY_COLUMNS = ["path", "role", "sha256", "format", "width", "height", "mode", "bytes", "stored_key", "reason"]
 _EXT = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp", "TIFF": "tif"}
@@ -52,11 +53,12 @@ def ingest_batch(landing: ObjectStore, artifacts: ObjectStore, batch_id: str,
         row.update(sha256=sha, bytes=len(data))
         if entry.get("sha256") and entry["sha256"] != sha:
             row["reason"] = "content differs from the manifest's sha256 (changed or partly uploaded)"
-        elif is_label_file(path):
+        elif is_label_file(path, data):
             row.update(role="label_file", stored_key=f"label_files/{sha[:2]}/{sha}")
             _put_once(artifacts, row["stored_key"], data)
         elif not path.lower().endswith(IMAGE_SUFFIXES):
-            row["reason"] = f"not an allowed image type ({', '.join(IMAGE_SUFFIXES)}) nor a label file"
+            row["reason"] = (f"not an allowed image type ({', '.join(IMAGE_SUFFIXES)}) nor a label file of a known "
+                             f"format ({known_label_formats()})")
         else:
             try:
                 info = inspect_image(data, max_pixels)

@@ -1,15 +1,24 @@
 """Label normalization for one batch: every label file of the inventory (and class folders)
--> one table, checked against the batch's images."""
+-> one table, checked against the batch's images.
+
+``LABEL_FORMATS`` is the table of label file formats: each entry is how a file is recognised
+(``storage/label_formats.py``, where the storage layer's file check reads it), the parser
+(text, source path, folder -> rows of ``ml.labels.LABEL_COLUMNS``) and what it yields. A new
+format is one ``register_label_format`` call; a label file no format claims is refused with the
+names of the formats."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 
 from defect_assets.ml.labels import (
     PAGE_SOURCE,
     LabelFileError,
+    LabelProblem,
     combine_labels,
     labels_from_class_folders,
     labels_from_marks,
@@ -20,6 +29,68 @@ from defect_assets.ml.labels import (
     validate_against_images,
 )
 from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.label_formats import (
+    LABEL_FILE_FORMATS,
+    LabelFileFormat,
+    known_label_formats,
+    label_file_format,
+    register_label_file_format,
+    unregister_label_file_format,
+)
+
+LabelParser = Callable[[str, str, str], pd.DataFrame]
+"""(text, source path in the batch, its folder) -> rows of the normalized label table; raises
+``ml.labels.LabelFileError`` naming every bad row."""
+
+
+@dataclass(frozen=True)
+class LabelFormat:
+    file: LabelFileFormat
+    """How a file of this format is recognised (name, suffix, sniff) and what it yields."""
+    parse: LabelParser
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+    @property
+    def yields(self) -> str:
+        return self.file.yields
+
+
+LABEL_FORMATS: dict[str, LabelFormat] = {}
+"""Name -> format, in the order formats are tried (the order of ``storage.label_formats``)."""
+
+
+def register_label_format(name: str, parse: LabelParser, yields: str, file_names: tuple[str, ...] = (),
+                          suffixes: tuple[str, ...] = (), sniff: Callable[[bytes], bool] | None = None) -> LabelFormat:
+    """Add a label file format (tried after those before it): the storage layer's file check and
+    the dispatch here then both know it."""
+    fmt = LabelFormat(register_label_file_format(LabelFileFormat(name, yields, tuple(n.lower() for n in file_names),
+                                                                 tuple(s.lower() for s in suffixes), sniff)), parse)
+    LABEL_FORMATS[name] = fmt
+    return fmt
+
+
+def unregister_label_format(name: str) -> None:
+    LABEL_FORMATS.pop(name, None)
+    unregister_label_file_format(name)
+
+
+def label_format_of(path: str, data: bytes | None = None) -> LabelFormat:
+    """The format that claims a label file; LabelFileError naming the known formats if none does."""
+    found = label_file_format(path, data)
+    if found is None:
+        raise LabelFileError([LabelProblem(path, 0, f"no label format claims this file; known formats: "
+                                                    f"{known_label_formats()}")])
+    if found.name not in LABEL_FORMATS:
+        raise LabelFileError([LabelProblem(path, 0, f"label format {found.name!r} has no parser "
+                                                    "(add formats with pipeline.label_files.register_label_format)")])
+    return LABEL_FORMATS[found.name]
+
+
+for _name, _parse in (("labels.csv", parse_labels_csv), ("points.csv", parse_points_csv), ("voc_xml", parse_voc_xml)):
+    LABEL_FORMATS[_name] = LabelFormat(LABEL_FILE_FORMATS[_name], _parse)
 
 
 def _folder(path: str) -> str:
@@ -56,15 +127,10 @@ def normalize_batch_labels(inventory: pd.DataFrame, artifacts: ObjectStore,
     rejected = set(inventory.loc[inventory["role"] == "rejected", "path"])
     frames, problems = [], []
     for r in label_files.itertuples(index=False):
-        text = artifacts.read_bytes(r.stored_key).decode("utf-8", errors="replace")
-        name, folder = r.path.rsplit("/", 1)[-1].lower(), _folder(r.path)
+        data = artifacts.read_bytes(r.stored_key)
+        text = data.decode("utf-8", errors="replace")
         try:
-            if name == "labels.csv":
-                frames.append(parse_labels_csv(text, r.path, folder))
-            elif name == "points.csv":
-                frames.append(parse_points_csv(text, r.path, folder))
-            else:
-                frames.append(parse_voc_xml(text, r.path, folder))
+            frames.append(label_format_of(r.path, data).parse(text, r.path, _folder(r.path)))
         except LabelFileError as e:
             problems += e.problems
     if problems:

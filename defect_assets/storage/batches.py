@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defect_assets.storage.base import ObjectStore
+from defect_assets.storage.label_formats import label_file_format
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = "defect-assets-batch/1"
 BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-LABEL_FILE_NAMES = ("labels.csv", "points.csv")
 
 
 class BatchError(ValueError):
@@ -37,9 +37,9 @@ def manifest_key(batch_id: str) -> str:
     return f"{check_batch_id(batch_id)}/{MANIFEST_NAME}"
 
 
-def is_label_file(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1].lower()
-    return name in LABEL_FILE_NAMES or name.endswith(".xml")
+def is_label_file(path: str, data: bytes | None = None) -> bool:
+    """Whether a format of the label-format table (``storage/label_formats.py``) claims the file."""
+    return label_file_format(path, data) is not None
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,9 @@ def upload_files(store: ObjectStore, batch_id: str, files, class_folders: bool |
 
 def upload_folder(folder: str | os.PathLike[str], store: ObjectStore, batch_id: str | None = None,
                   class_folders: bool | None = None, overwrite: bool = False, progress=None) -> Manifest:
-    """Turn any folder (images, optional labels.csv / points.csv / VOC XML, or class
-    sub-folders) into a landing-zone batch named ``batch_id`` (default: the folder's name)."""
+    """Turn any folder (images, optional label files of the formats in ``storage/label_formats.py``:
+    labels.csv, points.csv, VOC XML, ...; or class sub-folders) into a landing-zone batch named
+    ``batch_id`` (default: the folder's name)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BatchError(f"{folder} is not a folder")

@@ -1,6 +1,7 @@
-"""Evaluation assets (one per model family, built from ``MODEL_FAMILIES``), the append-only
-evaluation history, and the champion. The champion's gates are blocking asset checks
-(``checks.py``)."""
+"""Evaluation assets (one per registered model family), the append-only evaluation history, and
+the champion; the history and the champion take every family's evaluation. All of them are built
+by ``build_evaluation_assets`` from ``family_registry.families()`` when the definitions are built.
+The champion's gates are blocking asset checks (``checks.py``)."""
 
 from typing import Literal
 
@@ -8,7 +9,6 @@ import dagster as dg
 import pandas as pd
 
 from defect_assets.defs.metadata import md_png, md_table
-from defect_assets.defs.models.families import MODEL_FAMILIES, ModelFamily
 from defect_assets.defs.resources import StorageResource
 from defect_assets.pipeline.champion import Champion, pick_champion
 from defect_assets.pipeline.evaluate import (
@@ -21,10 +21,9 @@ from defect_assets.pipeline.evaluate import (
     interval_table,
     metric_table,
 )
+from defect_assets.pipeline.family_registry import Family, families
 from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.registry import ModelRegistry
-
-EVALUATION_INS = {f.evaluation: dg.AssetIn(f.evaluation) for f in MODEL_FAMILIES}
 
 
 class EvaluationConfig(dg.Config):
@@ -34,7 +33,7 @@ class EvaluationConfig(dg.Config):
     cost_false_alarm: float = 1.0
 
 
-def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
+def build_evaluation_asset(family: Family) -> dg.AssetsDefinition:
     @dg.asset(name=family.evaluation, group_name="evaluation", kinds={"scikitlearn", "html"},
               description=(f"The {family.name} model on the held-out test split: accuracy, balanced accuracy, "
                            "precision, recall, F1, ROC AUC, PR AUC, confusion matrix (per class for multi-class), "
@@ -70,17 +69,22 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
     return _evaluation
 
 
-evaluation_assets = [build_evaluation_asset(f) for f in MODEL_FAMILIES]
+def build_evaluation_history(evaluation_ins: dict[str, dg.AssetIn]) -> dg.AssetsDefinition:
+    @dg.asset(name="evaluation_history", group_name="evaluation", kinds={"parquet", "csv"}, ins=evaluation_ins)
+    def evaluation_history(context: dg.AssetExecutionContext, artifact_store: StorageResource,
+                           **evaluations: pd.DataFrame) -> dg.MaterializeResult:
+        """Every evaluation ever made, one row each (time, family, model version, data version,
+        threshold, every metric), appended and never rewritten: evaluation_history.csv and
+        evaluation_history.parquet in the artifact store, readable by Excel or PowerBI."""
+        return record_history(context, artifact_store, [evaluations[name] for name in evaluation_ins])
+
+    return evaluation_history
 
 
-@dg.asset(group_name="evaluation", kinds={"parquet", "csv"}, ins=EVALUATION_INS)
-def evaluation_history(context: dg.AssetExecutionContext, artifact_store: StorageResource,
-                       **evaluations: pd.DataFrame) -> dg.MaterializeResult:
-    """Every evaluation ever made, one row each (time, family, model version, data version,
-    threshold, every metric), appended and never rewritten: evaluation_history.csv and
-    evaluation_history.parquet in the artifact store, readable by Excel or PowerBI."""
+def record_history(context: dg.AssetExecutionContext, artifact_store: StorageResource,
+                   evaluations: list[pd.DataFrame]) -> dg.MaterializeResult:
     store = artifact_store.open()
-    rows = [r for name in EVALUATION_INS for r in evaluations[name].to_dict("records")]
+    rows = [r for e in evaluations for r in e.to_dict("records")]
     new = append_history(store, rows)
     total = len(pd.read_parquet(store.open_read(HISTORY_PARQUET)))
     context.log.info(f"evaluation_history: {len(new)} new row(s), {total} in total")
@@ -105,13 +109,21 @@ class ChampionConfig(dg.Config):
     version's first evaluation, so re-evaluating unchanged models picks the same champion) fits this."""
 
 
-@dg.asset(group_name="evaluation", kinds={"python"}, ins=EVALUATION_INS)
-def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, artifact_store: StorageResource,
-                   **evaluations: pd.DataFrame) -> dg.Output[Champion]:
-    """The best evaluated candidate by a validation metric, with the settings of its gates. Four
-    blocking checks gate it (no leak, not worse than production, recall floor, stored model =
-    trained model); a failing one stops everything downstream, deployment included."""
-    table = pd.concat([evaluations[name] for name in EVALUATION_INS], ignore_index=True)
+def build_champion_model(evaluation_ins: dict[str, dg.AssetIn]) -> dg.AssetsDefinition:
+    @dg.asset(name="champion_model", group_name="evaluation", kinds={"python"}, ins=evaluation_ins)
+    def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, artifact_store: StorageResource,
+                       **evaluations: pd.DataFrame) -> dg.Output[Champion]:
+        """The best evaluated candidate by a validation metric, with the settings of its gates. Four
+        blocking checks gate it (no leak, not worse than production, recall floor, stored model =
+        trained model); a failing one stops everything downstream, deployment included."""
+        return pick(context, config, artifact_store, [evaluations[name] for name in evaluation_ins])
+
+    return champion_model
+
+
+def pick(context: dg.AssetExecutionContext, config: ChampionConfig, artifact_store: StorageResource,
+         evaluations: list[pd.DataFrame]) -> dg.Output[Champion]:
+    table = pd.concat(evaluations, ignore_index=True)
     store = artifact_store.open()
     registry = ModelRegistry(store)
     history = pd.read_parquet(store.open_read(HISTORY_PARQUET)) if store.exists(HISTORY_PARQUET) else None
@@ -132,3 +144,11 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, ar
         "quality_vs_latency": md_png(tradeoff_png(champion.candidates, champion.latency_budget_ms,
                                                   champion.model_version, config.metric),
                                      "validation quality against p99 latency")})
+
+
+def build_evaluation_assets() -> list[dg.AssetsDefinition]:
+    """Every family's evaluation asset, then the history and the champion over all of them, for the
+    families registered now (called when the definitions are built)."""
+    registered = families()
+    ins = {f.evaluation: dg.AssetIn(f.evaluation) for f in registered}
+    return [*(build_evaluation_asset(f) for f in registered), build_evaluation_history(ins), build_champion_model(ins)]

@@ -6,7 +6,6 @@ refuses a champion whose checks failed or never ran. The gate logic is in
 
 import dagster as dg
 
-from defect_assets.defs.evaluation.assets import champion_model
 from defect_assets.defs.resources import StorageResource
 from defect_assets.pipeline.champion import (
     EXPORT_PARITY,
@@ -36,14 +35,14 @@ def _result(gate: GateResult, champion: Champion) -> dg.AssetCheckResult:
                                metadata={**gate.metadata, "model_version": champion.model_version})
 
 
-@dg.asset_check(asset=champion_model, name=NO_LEAK, blocking=True, description=GATE_DESCRIPTIONS[NO_LEAK],
+@dg.asset_check(asset=CHAMPION_KEY, name=NO_LEAK, blocking=True, description=GATE_DESCRIPTIONS[NO_LEAK],
                 additional_ins=PATCHES_IN)
 def champion_no_leak_check(champion_model: Champion,
                            labeled_patches: dict[str, ArrayTable]) -> dg.AssetCheckResult:
     return _result(leak_gate([ps.table for ps in labeled_patches.values()]), champion_model)
 
 
-@dg.asset_check(asset=champion_model, name=NOT_WORSE, blocking=True,
+@dg.asset_check(asset=CHAMPION_KEY, name=NOT_WORSE, blocking=True,
                 description=GATE_DESCRIPTIONS[NOT_WORSE], additional_ins=PATCHES_IN)
 def champion_not_worse_check(champion_model: Champion, labeled_patches: dict[str, ArrayTable],
                              artifact_store: StorageResource) -> dg.AssetCheckResult:
@@ -51,12 +50,12 @@ def champion_not_worse_check(champion_model: Champion, labeled_patches: dict[str
     return _result(not_worse_gate(champion_model, registry, labeled_patches), champion_model)
 
 
-@dg.asset_check(asset=champion_model, name=RECALL, blocking=True, description=GATE_DESCRIPTIONS[RECALL])
+@dg.asset_check(asset=CHAMPION_KEY, name=RECALL, blocking=True, description=GATE_DESCRIPTIONS[RECALL])
 def champion_recall_check(champion_model: Champion) -> dg.AssetCheckResult:
     return _result(recall_gate(champion_model), champion_model)
 
 
-@dg.asset_check(asset=champion_model, name=EXPORT_PARITY, blocking=True,
+@dg.asset_check(asset=CHAMPION_KEY, name=EXPORT_PARITY, blocking=True,
                 description=GATE_DESCRIPTIONS[EXPORT_PARITY], additional_ins=PATCHES_IN)
 def champion_export_parity_check(champion_model: Champion, labeled_patches: dict[str, ArrayTable],
                                  artifact_store: StorageResource) -> dg.AssetCheckResult:

@@ -5,7 +5,6 @@ for prediction monitoring. The logic is in ``pipeline/mistakes.py``."""
 import dagster as dg
 import pandas as pd
 
-from defect_assets.defs.evaluation.assets import champion_model
 from defect_assets.defs.metadata import md_image, md_table
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.visual import contact_sheet
@@ -23,7 +22,7 @@ class MistakesConfig(dg.Config):
 
 
 @dg.asset(group_name="evaluation", kinds={"parquet", "csv"},
-          ins={"champion": dg.AssetIn(champion_model.key), "labeled_patches": dg.AssetIn("labeled_patches")})
+          ins={"champion": dg.AssetIn("champion_model"), "labeled_patches": dg.AssetIn("labeled_patches")})
 def champion_test_predictions(context: dg.AssetExecutionContext, config: MistakesConfig, champion: Champion,
                               labeled_patches: dict[str, ArrayTable],
                               artifact_store: StorageResource) -> dg.Output[pd.DataFrame]:

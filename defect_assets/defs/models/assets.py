@@ -1,6 +1,7 @@
-"""backbone_features (per batch) and one model asset per entry of ``MODEL_FAMILIES``, each
-trained on every built batch and registered with its card (config, data version, validation
-metrics, time). The training itself is in ``pipeline/families.py``."""
+"""backbone_features (per batch) and one model asset per registered model family
+(``pipeline.family_registry.families()``, read by ``build_model_assets`` when the definitions
+are built), each trained on every built batch and registered with its card (config, data
+version, validation metrics, time). The training itself is the family's function."""
 
 import dataclasses
 import inspect
@@ -11,15 +12,16 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from defect_assets.defs.metadata import md_png, md_table
-from defect_assets.defs.models.families import MODEL_FAMILIES, PLACEMENT_FIELDS, ModelFamily
+from defect_assets.defs.models.families import config_class, settings_of
 from defect_assets.defs.models.pipes import run_training_through_pipes
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.backbone import LITE_STAGES
 from defect_assets.pipeline import engine, features
-from defect_assets.pipeline.families import Settings
+from defect_assets.pipeline.family_registry import Family, families
 from defect_assets.pipeline.patching import patches_of
 from defect_assets.pipeline.training import card_summary
 from defect_assets.storage.formats import ArrayTable
@@ -95,15 +97,15 @@ def model_metadata(trained) -> dict:
     return meta
 
 
-def build_model_asset(family: ModelFamily) -> dg.AssetsDefinition:
-    config_class = family.config
+def build_model_asset(family: Family) -> dg.AssetsDefinition:
+    config_type = config_class(family)
 
     @dg.asset(name=family.asset, group_name="models", kinds=set(family.kinds),
               ins={name: dg.AssetIn(name) for name in family.inputs},
               description=inspect.cleandoc(family.train.__doc__ or family.name))
-    def _model(context: dg.AssetExecutionContext, config: config_class, artifact_store: StorageResource,
+    def _model(context: dg.AssetExecutionContext, config: config_type, artifact_store: StorageResource,
                **inputs) -> dg.Output[pd.DataFrame]:
-        settings = Settings(config.model_dump(exclude=PLACEMENT_FIELDS))
+        settings = settings_of(family, config)
         if config.through_pipes:
             return train_through_pipes(context, family, settings, inputs, artifact_store)
         trained = family.train(settings, inputs, ModelRegistry(artifact_store.open()), context.log.info)
@@ -112,7 +114,7 @@ def build_model_asset(family: ModelFamily) -> dg.AssetsDefinition:
     return _model
 
 
-def train_through_pipes(context: dg.AssetExecutionContext, family: ModelFamily, settings: Settings, inputs: dict,
+def train_through_pipes(context: dg.AssetExecutionContext, family: Family, settings: BaseModel, inputs: dict,
                         artifact_store: StorageResource) -> dg.Output[pd.DataFrame]:
     """Run ``defect_assets.pipes_training`` under Dagster Pipes (a subprocess here, an Azure ML job
     when ``DEFECT_ASSETS_TRAINING_BACKEND=azureml``; see ``defs/models/pipes.py``): its log lines and
@@ -120,7 +122,8 @@ def train_through_pipes(context: dg.AssetExecutionContext, family: ModelFamily, 
     store_config = artifact_store.store_config()
     if store_config is None:
         raise dg.Failure("through_pipes needs an artifact store another process can open (a folder or a container)")
-    extras = {"family": family.name, "config": settings.model_dump(), "store": dataclasses.asdict(store_config),
+    extras = {"family": family.name, "module": family.module, "config": settings.model_dump(),
+              "store": dataclasses.asdict(store_config),
               "inputs": {name: sorted(v) if isinstance(v, dict) else None for name, v in inputs.items()}}
     invocation, trained_through = run_training_through_pipes(context, family.name, extras, store_config)
     reported = invocation.get_materialize_result().metadata or {}
@@ -136,5 +139,6 @@ def train_through_pipes(context: dg.AssetExecutionContext, family: ModelFamily, 
     return dg.Output(card_summary(card), metadata=meta)
 
 
-models_by_family = {f.name: build_model_asset(f) for f in MODEL_FAMILIES}
-model_assets = list(models_by_family.values())
+def build_model_assets() -> list[dg.AssetsDefinition]:
+    """One model asset per family registered now (called when the definitions are built)."""
+    return [build_model_asset(f) for f in families()]

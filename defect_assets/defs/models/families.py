@@ -1,20 +1,29 @@
-"""The one list of model families. Model assets, evaluation assets, the evaluation history, the
-champion, the jobs and the main job's tables are all built from ``MODEL_FAMILIES``: adding a
-family is one entry here (its settings class and what it trains on) plus its training function
-in ``pipeline/families.py``."""
+"""The Dagster side of the model families: each family's asset ``Config`` is generated from its
+pydantic settings model (``pipeline/family_settings.py``, registered in
+``pipeline/family_registry.py``) plus where it trains (``TrainingPlacement``), keeping every
+field's description, default and choices for the launchpad. The families themselves, and what
+is built from them, are read from ``family_registry.families()`` when the definitions are built.
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+``ScratchCNNConfig``, ``VGG16Config``, ``ElasticNetConfig``, ``EnsembleConfig`` and
+``KerasTrainConfig`` here are those generated classes (run configs name them, e.g. the main job's
+recipe in ``demo.py``)."""
+
+from __future__ import annotations
+
+import copy
 
 import dagster as dg
+import pydantic
+from pydantic import BaseModel
 
-from defect_assets.pipeline import families as train
+from defect_assets.pipeline import family_settings as settings
+from defect_assets.pipeline.family_registry import Family
 
 
 class TrainingPlacement(dg.Config):
     """Where a model family trains (a setting of the asset, never written into the model card)."""
 
+    model_config = pydantic.ConfigDict(use_attribute_docstrings=True)  # its docstring describes the field
     through_pipes: bool = False
     """Train in an external process under Dagster Pipes (``python -m defect_assets.pipes_training``
     through ``dg.PipesSubprocessClient``; deploy/README.md shows the same on Azure ML), which
@@ -22,128 +31,33 @@ class TrainingPlacement(dg.Config):
 
 
 PLACEMENT_FIELDS = frozenset(TrainingPlacement.model_fields)
+_GENERATED: dict[type[BaseModel], type[TrainingPlacement]] = {}
 
 
-class ElasticNetConfig(TrainingPlacement):
-    task: Literal["binary", "multiclass"] = "binary"
-    """'binary' (defect or not) or 'multiclass' (every label, e.g. ELPV's 4 levels)."""
-    C: float = 0.02
-    l1_ratio: float = 0.5
-    class_weight_balanced: bool = True
-    search_C: list[float] = [0.005, 0.01, 0.02, 0.05, 0.2]
-    """Candidates tried (every trial is recorded); empty: just C."""
-    search_l1_ratio: list[float] = []
-    train_views: int = 1
-    """Views of each training patch used as rows (1, 2, 4 or 8; backbone_features must hold them)."""
-    test_time_views: int = 1
-    """Views whose probabilities are averaged at validation, evaluation and serving (the scorer's
-    ``inference.views``): 8 costs 8 backbone passes per image."""
-    soft_labels: bool = False
-    """Binary task: learn the numeric label itself (ELPV's defect probability 0, 1/3, 2/3, 1) as a
-    soft target instead of the thresholded class (cross-entropy against p, by weighted rows)."""
-    seed: int = 0
-    shuffle_labels: bool = False
-    """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
+def dagster_config(model: type[BaseModel]) -> type[TrainingPlacement]:
+    """The Dagster ``Config`` of a settings model: ``through_pipes`` first, then the model's own
+    fields with their annotations (Literal choices), defaults and descriptions. One class per model."""
+    if model not in _GENERATED:
+        clash = PLACEMENT_FIELDS & set(model.model_fields)
+        if clash:
+            raise ValueError(f"{model.__name__}: {sorted(clash)} is a placement setting of every family")
+        fields = {name: (f.annotation, copy.copy(f)) for name, f in model.model_fields.items()}
+        _GENERATED[model] = pydantic.create_model(model.__name__, __base__=TrainingPlacement, __module__=__name__,
+                                                  __doc__=model.__doc__ or TrainingPlacement.__doc__, **fields)
+    return _GENERATED[model]
 
 
-class KerasTrainConfig(TrainingPlacement):
-    task: Literal["binary", "multiclass"] = "binary"
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    epochs: int = 30
-    images_per_epoch: int = 8192
-    """Augmented images drawn per epoch (the 48x set is large; 0 = all of it)."""
-    train_angle_step: int = 90
-    """Use the augmented views whose angle is a multiple of this: 90 keeps quarter turns and
-    mirrors (8 views; ELPV cells are axis-aligned), 15 keeps all 48 (orientation-free defects
-    such as dents)."""
-    patience: int = 8
-    time_budget_seconds: float = 150
-    """Stop training (keeping the best epoch on validation) before an epoch would end past this many
-    seconds per trial; 0: no budget, only early stopping."""
-    warm_start: bool = True
-    """A retrain continues from the family's latest model when its architecture, input and classes
-    match (new images or labels); otherwise it starts from scratch."""
-    dropout: float = 0.3
-    class_weight_balanced: bool = True
-    seed: int = 0
-    search_learning_rate: list[float] = []
-    search_dropout: list[float] = []
-    search_batch_size: list[int] = []
-    shuffle_labels: bool = False
-    """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
-    test_time_views: int = 1
-    """1, 2, 4 or 8: average the probabilities over that many quarter turns and mirrors of each
-    patch, in validation, evaluation and serving alike (recorded in the model card)."""
-    input_size: int | None = 64
-    """Largest model input side; larger patches are shrunk to it (area averaging) for training and by
-    the scorer at evaluation and serving, e.g. 64 px from 300 px cells; None: the patch size."""
+def config_class(family: Family) -> type[TrainingPlacement]:
+    return dagster_config(family.settings)
 
 
-class ScratchCNNConfig(KerasTrainConfig):
-    architecture: Literal["small_vgg", "lenet"] = "small_vgg"
-    """'small_vgg' (default: 4 stages of two 3x3 conv + BatchNorm) or 'lenet' (as in DIGITS)."""
-    filters: list[int] = [16, 32, 64, 128]
+def settings_of(family: Family, config: TrainingPlacement) -> BaseModel:
+    """The family's settings model from its asset's config (the placement left out)."""
+    return family.settings.model_validate(config.model_dump(exclude=PLACEMENT_FIELDS))
 
 
-class VGG16Config(KerasTrainConfig):
-    cut_block: int = 3
-    """Keep VGG16 blocks 1..cut_block (activations "somewhere earlier in the network")."""
-    weights: str = "offline"
-    learning_rate: float = 1e-3
-    """Head phase."""
-    epochs: int = 4
-    fine_tune_learning_rate: float = 1e-4
-    fine_tune_epochs: int = 4
-    images_per_epoch: int = 4096
-    patience: int = 4
-
-
-class EnsembleConfig(TrainingPlacement):
-    metric: str = "roc_auc"
-    """Validation metric that picks the members' weights."""
-    weight_steps: int = 4
-    """Weights tried on a simplex grid in steps of 1/weight_steps (equal weights always tried first)."""
-    tie_tolerance: float = 0.002
-    """Weightings within this much of the best validation ``metric`` count as tied; among them the
-    lowest validation log loss wins (a member that only adds a near-constant score loses the tie).
-    Members left with weight 0 are not part of the ensemble (nor run when it is served)."""
-
-
-KERAS_INPUTS = ("augmented_training_set", "labeled_patches")
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    name: str
-    config: type[dg.Config]
-    train: Callable[..., train.TrainedModel]
-    inputs: tuple[str, ...]
-    """Upstream assets it trains on (every built batch of each)."""
-    kinds: frozenset[str]
-
-    @property
-    def asset(self) -> str:
-        return f"{self.name}_model"
-
-    @property
-    def evaluation(self) -> str:
-        return f"{self.name}_evaluation"
-
-
-MODEL_FAMILIES: tuple[ModelFamily, ...] = (
-    ModelFamily("scratch_cnn", ScratchCNNConfig, train.train_scratch_cnn, KERAS_INPUTS,
-                frozenset({"tensorflow", "keras"})),
-    ModelFamily("fine_tuned_vgg16", VGG16Config, train.train_fine_tuned_vgg16, KERAS_INPUTS,
-                frozenset({"tensorflow", "keras"})),
-    ModelFamily("elastic_net", ElasticNetConfig, train.train_elastic_net, ("backbone_features",),
-                frozenset({"scikitlearn"})),
-)
-# the ensemble of the families above: a candidate of its own, picked only when better on validation
-MODEL_FAMILIES += (
-    ModelFamily("ensemble", EnsembleConfig, train.train_ensemble,
-                (*(f.asset for f in MODEL_FAMILIES), "labeled_patches"), frozenset({"python"})),
-)
-FAMILY_NAMES = tuple(f.name for f in MODEL_FAMILIES)
-MODEL_ASSETS = tuple(f.asset for f in MODEL_FAMILIES)
-EVALUATION_ASSETS = tuple(f.evaluation for f in MODEL_FAMILIES)
+ElasticNetConfig = dagster_config(settings.ElasticNetConfig)
+KerasTrainConfig = dagster_config(settings.KerasTrainConfig)
+ScratchCNNConfig = dagster_config(settings.ScratchCNNConfig)
+VGG16Config = dagster_config(settings.VGG16Config)
+EnsembleConfig = dagster_config(settings.EnsembleConfig)

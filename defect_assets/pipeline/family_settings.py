@@ -1,0 +1,102 @@
+"""The settings of each model family: plain pydantic models (no Dagster), what the training
+functions in ``pipeline/families.py`` take, typed. Every attribute's docstring is its field's
+description; ``defs/models/families.py`` turns each model into the asset's Dagster ``Config``
+(plus where it trains), so the launchpad shows the same descriptions, defaults and choices."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class FamilySettings(BaseModel):
+    """The base of every family's settings: unknown keys are refused, docstrings describe fields."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+
+class ElasticNetConfig(FamilySettings):
+    task: Literal["binary", "multiclass"] = "binary"
+    """'binary' (defect or not) or 'multiclass' (every label, e.g. ELPV's 4 levels)."""
+    C: float = 0.02
+    l1_ratio: float = 0.5
+    class_weight_balanced: bool = True
+    search_C: list[float] = [0.005, 0.01, 0.02, 0.05, 0.2]
+    """Candidates tried (every trial is recorded); empty: just C."""
+    search_l1_ratio: list[float] = []
+    train_views: int = 1
+    """Views of each training patch used as rows (1, 2, 4 or 8; backbone_features must hold them)."""
+    test_time_views: int = 1
+    """Views whose probabilities are averaged at validation, evaluation and serving (the scorer's
+    ``inference.views``): 8 costs 8 backbone passes per image."""
+    soft_labels: bool = False
+    """Binary task: learn the numeric label itself (ELPV's defect probability 0, 1/3, 2/3, 1) as a
+    soft target instead of the thresholded class (cross-entropy against p, by weighted rows)."""
+    seed: int = 0
+    shuffle_labels: bool = False
+    """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
+
+
+class KerasTrainConfig(FamilySettings):
+    task: Literal["binary", "multiclass"] = "binary"
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 30
+    images_per_epoch: int = 8192
+    """Augmented images drawn per epoch (the 48x set is large; 0 = all of it)."""
+    train_angle_step: int = 90
+    """Use the augmented views whose angle is a multiple of this: 90 keeps quarter turns and
+    mirrors (8 views; ELPV cells are axis-aligned), 15 keeps all 48 (orientation-free defects
+    such as dents)."""
+    patience: int = 8
+    time_budget_seconds: float = 150
+    """Stop training (keeping the best epoch on validation) before an epoch would end past this many
+    seconds per trial; 0: no budget, only early stopping."""
+    warm_start: bool = True
+    """A retrain continues from the family's latest model when its architecture, input and classes
+    match (new images or labels); otherwise it starts from scratch."""
+    dropout: float = 0.3
+    class_weight_balanced: bool = True
+    seed: int = 0
+    search_learning_rate: list[float] = []
+    search_dropout: list[float] = []
+    search_batch_size: list[int] = []
+    shuffle_labels: bool = False
+    """Sanity check only: train on permuted labels (the model must then lose to any real one)."""
+    test_time_views: int = 1
+    """1, 2, 4 or 8: average the probabilities over that many quarter turns and mirrors of each
+    patch, in validation, evaluation and serving alike (recorded in the model card)."""
+    input_size: int | None = 64
+    """Largest model input side; larger patches are shrunk to it (area averaging) for training and by
+    the scorer at evaluation and serving, e.g. 64 px from 300 px cells; None: the patch size."""
+
+
+class ScratchCNNConfig(KerasTrainConfig):
+    architecture: Literal["small_vgg", "lenet"] = "small_vgg"
+    """'small_vgg' (default: 4 stages of two 3x3 conv + BatchNorm) or 'lenet' (as in DIGITS)."""
+    filters: list[int] = [16, 32, 64, 128]
+
+
+class VGG16Config(KerasTrainConfig):
+    cut_block: int = 3
+    """Keep VGG16 blocks 1..cut_block (activations "somewhere earlier in the network")."""
+    weights: str = "offline"
+    learning_rate: float = 1e-3
+    """Head phase."""
+    epochs: int = 4
+    fine_tune_learning_rate: float = 1e-4
+    fine_tune_epochs: int = 4
+    images_per_epoch: int = 4096
+    patience: int = 4
+
+
+class EnsembleConfig(FamilySettings):
+    metric: str = "roc_auc"
+    """Validation metric that picks the members' weights."""
+    weight_steps: int = 4
+    """Weights tried on a simplex grid in steps of 1/weight_steps (equal weights always tried first)."""
+    tie_tolerance: float = 0.002
+    """Weightings within this much of the best validation ``metric`` count as tied; among them the
+    lowest validation log loss wins (a member that only adds a near-constant score loses the tie).
+    Members left with weight 0 are not part of the ensemble (nor run when it is served)."""
