@@ -1,4 +1,5 @@
-"""The analysts' dashboard: GET /dashboard (the page), /dashboard/api/summary (its data, JSON),
+"""The analysts' dashboard's data and files (its page, GET /dashboard, is ``routes.pages``):
+/dashboard/api/summary (its data, JSON),
 /dashboard/static/* (the page's script and style, and plotly.js from the installed ``plotly``
 package: nothing comes from a CDN), /dashboard/files/* (the tables behind the charts) and
 /dashboard/examples/* (the champion's mistakes as pictures).
@@ -11,26 +12,24 @@ browser prompts for and then sends with every request of the page.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import gzip
 import importlib.util
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
 from defect_assets.serving import dashboard
-from defect_assets.serving.errors import ApiError, error_response
-from defect_assets.serving.settings import API_KEY_HEADER
-from defect_assets.serving.state import ServiceState, key_header, service
+from defect_assets.serving.dependencies import dashboard_key, service
+from defect_assets.serving.errors import ApiError
+from defect_assets.serving.schemas import DashboardSummary
+from defect_assets.serving.state import ServiceState
 from defect_assets.storage.base import StoreKeyError
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 PAGE_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 NO_STORE = {"Cache-Control": "no-store"}
-CHALLENGE = 'Basic realm="defect_assets dashboard", charset="UTF-8"'
 
 router = APIRouter(tags=["dashboard"])
 
@@ -48,36 +47,7 @@ def _gzipped(path: str) -> bytes:
     return gzip.compress(Path(path).read_bytes(), compresslevel=6)
 
 
-def _basic_password(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if not auth.lower().startswith("basic "):
-        return None
-    try:
-        decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return decoded.split(":", 1)[1] if ":" in decoded else None
-
-
-async def dashboard_key(request: Request, key: str | None = Security(key_header),
-                        state: ServiceState = Depends(service)) -> None:
-    if not state.settings.protects("dashboard"):
-        return
-    if state.key_matches(key) or state.key_matches(_basic_password(request)):
-        return
-    raise ApiError(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header (or Basic password)")
-
-
 guarded = [Depends(dashboard_key)]
-
-
-@router.get("/dashboard", include_in_schema=False)
-async def page(request: Request, state: ServiceState = Depends(service)):
-    try:
-        await dashboard_key(request, request.headers.get(API_KEY_HEADER), state)
-    except ApiError as e:  # a browser shows its password prompt on this answer
-        return error_response(e.status, e.error, e.detail, {"WWW-Authenticate": CHALLENGE})
-    return FileResponse(STATIC / "dashboard.html", media_type="text/html", headers=NO_STORE)
 
 
 @router.get("/dashboard/static/{name}", include_in_schema=False, dependencies=guarded)
@@ -95,13 +65,15 @@ async def static(name: str, request: Request):
     return FileResponse(STATIC / name, media_type=PAGE_FILES[name], headers=NO_STORE)
 
 
-@router.get("/dashboard/api/summary", dependencies=guarded)
+@router.get("/dashboard/api/summary", dependencies=guarded, response_model=DashboardSummary)
 async def summary(state: ServiceState = Depends(service)):
     """Everything the dashboard draws, from the artifact store: model quality per evaluation (with
     95% intervals and the majority baseline), the current and previous champions' ROC curves and
     confusion matrices, data per batch, monitoring per day, the champion's most confident
     mistakes, active-learning progress. A missing section is null, with a note in ``notes``."""
     doc = await asyncio.to_thread(dashboard.summary, state.settings.store)
+    # validated against the model, then sent as the dashboard module writes it (strict JSON, as is)
+    DashboardSummary.model_validate(doc)
     return Response(dashboard.dumps(doc), media_type="application/json", headers=NO_STORE)
 
 
