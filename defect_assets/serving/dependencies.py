@@ -38,7 +38,7 @@ async def service(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-async def store(state: ServiceState = Depends(service)) -> ObjectStore:
+async def artifact_store(state: ServiceState = Depends(service)) -> ObjectStore:
     """The artifact store (registry, batches, labels, marks)."""
     return state.settings.store
 

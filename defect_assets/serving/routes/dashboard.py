@@ -21,11 +21,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
 from defect_assets.serving import dashboard
-from defect_assets.serving.dependencies import dashboard_key, service
+from defect_assets.serving.dependencies import artifact_store, dashboard_key
 from defect_assets.serving.errors import ApiError
 from defect_assets.serving.schemas import DashboardSummary
-from defect_assets.serving.state import ServiceState
-from defect_assets.storage.base import StoreKeyError
+from defect_assets.storage.base import ObjectStore, StoreKeyError
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 PAGE_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -66,23 +65,23 @@ async def static(name: str, request: Request):
 
 
 @router.get("/dashboard/api/summary", dependencies=guarded, response_model=DashboardSummary)
-async def summary(state: ServiceState = Depends(service)):
+async def summary(store: ObjectStore = Depends(artifact_store)):
     """Everything the dashboard draws, from the artifact store: model quality per evaluation (with
     95% intervals and the majority baseline), the current and previous champions' ROC curves and
     confusion matrices, data per batch, monitoring per day, the champion's most confident
     mistakes, active-learning progress. A missing section is null, with a note in ``notes``."""
-    doc = await asyncio.to_thread(dashboard.summary, state.settings.store)
+    doc = await asyncio.to_thread(dashboard.summary, store)
     # validated against the model, then sent as the dashboard module writes it (strict JSON, as is)
     DashboardSummary.model_validate(doc)
     return Response(dashboard.dumps(doc), media_type="application/json", headers=NO_STORE)
 
 
-async def _store_file(state: ServiceState, found: tuple[str, str] | None, filename: str) -> Response:
+async def _store_file(store: ObjectStore, found: tuple[str, str] | None, filename: str) -> Response:
     if found is None:
         raise ApiError(404, "not_found", f"no table {filename!r}")
     key, media = found
     try:
-        data = await asyncio.to_thread(state.settings.store.read_bytes, key)
+        data = await asyncio.to_thread(store.read_bytes, key)
     except StoreKeyError:
         raise ApiError(404, "not_found", f"{filename} has not been written yet") from None
     return Response(data, media_type=media, headers={**NO_STORE,
@@ -90,22 +89,22 @@ async def _store_file(state: ServiceState, found: tuple[str, str] | None, filena
 
 
 @router.get("/dashboard/files/{name}", include_in_schema=False, dependencies=guarded)
-async def table_file(name: str, state: ServiceState = Depends(service)):
-    return await _store_file(state, dashboard.download_key(name), name)
+async def table_file(name: str, store: ObjectStore = Depends(artifact_store)):
+    return await _store_file(store, dashboard.download_key(name), name)
 
 
 @router.get("/dashboard/files/test_predictions/{version}.{ext}", include_in_schema=False, dependencies=guarded)
-async def test_predictions_file(version: str, ext: str, state: ServiceState = Depends(service)):
-    return await _store_file(state, dashboard.download_key(ext, version), f"test_predictions-{version}.{ext}")
+async def test_predictions_file(version: str, ext: str, store: ObjectStore = Depends(artifact_store)):
+    return await _store_file(store, dashboard.download_key(ext, version), f"test_predictions-{version}.{ext}")
 
 
 @router.get("/dashboard/examples/{version}/{name}", include_in_schema=False, dependencies=guarded)
-async def example(version: str, name: str, state: ServiceState = Depends(service)):
+async def example(version: str, name: str, store: ObjectStore = Depends(artifact_store)):
     key = dashboard.example_key(version, name)
     if key is None:
         raise ApiError(404, "not_found", "no such picture")
     try:
-        data = await asyncio.to_thread(state.settings.store.read_bytes, key)
+        data = await asyncio.to_thread(store.read_bytes, key)
     except StoreKeyError:
         raise ApiError(404, "not_found", "no such picture") from None
     return Response(data, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
