@@ -54,6 +54,39 @@ def test_every_layer_imports_only_the_layers_below_it():
     assert wrong == []
 
 
+def routes_imports(path: Path) -> set[str]:
+    """The ``serving.routes`` modules a file imports (absolute or relative, at any depth)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("defect_assets.serving.routes.")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: inside routes/, anything from "." or ".x" is another router
+                found |= {f".{node.module or ''}:{a.name}" for a in node.names} if node.level == 1 else set()
+            elif node.module == "defect_assets.serving.routes":
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+            elif node.module and node.module.startswith("defect_assets.serving.routes."):
+                found.add(node.module)
+    return found
+
+
+def test_no_router_imports_another_router():
+    """What routes share lives in serving/ (dependencies, schemas, web, windows), never in a router."""
+    routers = sorted((PACKAGE / "serving" / "routes").glob("*.py"))
+    assert {f.stem for f in routers} >= {"scoring", "labeling", "annotations", "pages"}
+    wrong = {f.name: routes_imports(f) for f in routers if routes_imports(f)}
+    assert wrong == {}
+
+
+def test_the_router_rule_catches_a_router_import(tmp_path):
+    f = tmp_path / "annotations.py"
+    f.write_text("from defect_assets.serving.routes.labeling import labeler\n"
+                 "def later():\n    from defect_assets.serving.routes import scoring\n")
+    assert routes_imports(f) == {"defect_assets.serving.routes.labeling", "defect_assets.serving.routes.scoring"}
+    (tmp_path / "rel.py").write_text("from .labeling import html_page\n")
+    assert routes_imports(tmp_path / "rel.py") == {".labeling:html_page"}
+
+
 def test_the_layer_rule_catches_a_climb(tmp_path):
     """The scan above sees an import hidden inside a function (the shape of the old circle)."""
     f = tmp_path / "settings.py"

@@ -1,6 +1,9 @@
 """The scoring web service: ``create_app(settings)`` builds the FastAPI application from its
-routers (``routes/``: health, model, scoring, labeling, dashboard), the upload guard, the error
-handlers and the static files of its pages (served by the app itself: no CDN, works offline).
+routers (``routes/``: health, model, scoring, labeling, annotations and dashboard for the JSON
+API, each with a ``response_model`` from ``schemas``; pages for the HTML pages), the body guard
+(``guard``: one middleware, one cap per group of routes), the error handlers and the static
+files of its pages (served by the app itself: no CDN, works offline). What routes depend on
+(the state, the store, the model, who is asking) is ``dependencies``; no router imports another.
 
 Routes: POST /v1/predict (one or many images), POST /v1/inspect (a large photo: windows,
 heatmap, located defects), GET /v1/model (version, metrics, lineage), GET /healthz (alive),
@@ -37,10 +40,10 @@ from defect_assets.serving.access_log import install_access_log_redaction
 from defect_assets.serving.annotation import AnnotationDesk
 from defect_assets.serving.batching import MicroBatcher
 from defect_assets.serving.errors import install_error_handlers
-from defect_assets.serving.guard import UploadGuard
+from defect_assets.serving.guard import WRITE_TOO_LARGE, BodyCap, BodyGuard
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder
-from defect_assets.serving.routes import annotations, classify, dashboard, health, labeling, model, scoring
+from defect_assets.serving.routes import annotations, dashboard, health, labeling, model, pages, scoring
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.serving.state import ServiceState
 from defect_assets.storage.prediction_log import PredictionLog
@@ -109,13 +112,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = state
-    app.add_middleware(UploadGuard, paths=scoring.UPLOAD_ROUTES, max_bytes=settings.max_upload_bytes,
-                       body_timeout=settings.body_timeout_seconds)
-    app.add_middleware(labeling.WriteBodyCap)
-    app.add_middleware(labeling.WriteBodyCap, max_bytes=annotations.MAX_WRITE_BYTES,
-                       prefixes=annotations.WRITE_PREFIXES)
+    app.add_middleware(BodyGuard, caps=(
+        BodyCap(settings.max_upload_bytes, paths=scoring.UPLOAD_ROUTES, multipart=True,
+                timeout=settings.body_timeout_seconds),
+        BodyCap(labeling.MAX_WRITE_BYTES, prefixes=labeling.WRITE_PREFIXES, too_large=WRITE_TOO_LARGE),
+        BodyCap(annotations.MAX_WRITE_BYTES, prefixes=annotations.WRITE_PREFIXES, too_large=WRITE_TOO_LARGE)))
     install_error_handlers(app)
-    for router in (health.router, model.router, scoring.router, labeling.router, annotations.router, classify.router,
+    for router in (health.router, model.router, scoring.router, labeling.router, annotations.router, pages.router,
                    dashboard.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

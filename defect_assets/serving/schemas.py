@@ -1,9 +1,13 @@
-"""The service's JSON shapes, for the OpenAPI document (/openapi.json) and for clients
-that want to validate what they get. Handlers build plain dicts of exactly these shapes."""
+"""The service's JSON shapes: every JSON route declares one of these as its ``response_model``,
+so FastAPI validates and serializes what a handler returns through it (a key a model does not
+have is never sent) and /openapi.json describes the answers as they are. Errors are
+``ErrorResponse`` (``serving.errors``)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorResponse(BaseModel):
@@ -46,7 +50,8 @@ class InspectResponse(BaseModel):
     sha256: str
     width: int
     height: int
-    window: int = Field(description="window side = the model's input size")
+    window: int = Field(description="window side = the model's patch size (each window is shrunk to its "
+                                    "input size as training patches were)")
     stride: int
     windows: int
     threshold: float
@@ -87,6 +92,250 @@ class Ready(BaseModel):
     status: str
     model_version: str
     last_reload_error: dict | None
+
+
+# --- the labeling page's API (/v1/labeling) ---
+
+class LabelingProgress(BaseModel):
+    items: int
+    labeled: int
+    skipped: int
+    remaining: int
+    done: int = Field(description="labeled + skipped")
+
+
+class QueueItem(BaseModel):
+    item_id: str
+    rank: int
+    batch: str
+    image: str
+    width: int
+    height: int
+    status: str = Field(description="todo, labeled or skipped")
+    label: str | None = Field(description="the stored label (by anyone), if labeled")
+    labeled_by: str | None
+    guess: str = Field(description="the queue model's most probable class")
+    guess_probability: float
+    probabilities: dict[str, float]
+    strategy: str = Field(description="why the item was queued (the sampling strategy)")
+    score: float = Field(description="the strategy's score of the item")
+    model_version: str = Field(description="the model that scored the queue")
+    image_url: str
+    heatmap_url: str | None = Field(description="null: the queue's model scores whole images")
+
+
+class QueueView(BaseModel):
+    queue: str
+    created: str | None
+    strategy: str | None
+    diversity: bool
+    model_version: str
+    classes: list[str]
+    labeler: str = Field(description="who is asking")
+    progress: LabelingProgress
+    can_undo: bool
+    next: QueueItem | None = Field(description="the next item to label (null: the queue is done)")
+    items: list[QueueItem]
+
+
+class LabelEventDoc(BaseModel):
+    id: str
+    kind: str = Field(description="label, skip or undo")
+    queue: str
+    item: str
+    batch: str
+    image: str
+    image_id: str
+    labeler: str
+    model_version: str
+    label: str
+    target: str = Field(description="undo: the id of the event it retracts")
+    after: str
+    at: str
+
+
+class LabelAnswer(BaseModel):
+    event: LabelEventDoc
+    stored: bool = Field(description="false: the same event was already stored (answered 200, not 201)")
+    progress: LabelingProgress
+    next: QueueItem | None
+    can_undo: bool
+
+
+class UndoAnswer(LabelAnswer):
+    restored: QueueItem = Field(description="the item given back")
+
+
+class StoredLabel(BaseModel):
+    event_id: str | None
+    batch: str | None
+    image: str | None
+    image_id: str | None
+    label: str | None
+    labeler: str | None
+    labeled_at: str | None
+    model_version: str | None
+    queue: str | None
+    item: str | None
+
+
+class StoredLabels(BaseModel):
+    labels: list[StoredLabel]
+    count: int
+
+
+# --- the annotation view's API (/v1/annotations) ---
+
+class BatchSummary(BaseModel):
+    batch: str
+    images: int
+    annotated: int
+
+
+class Batches(BaseModel):
+    batches: list[BatchSummary]
+
+
+class ListedImage(BaseModel):
+    image: str
+    width: int
+    height: int
+    marks: int
+    no_defect: bool
+    annotated: bool
+    labeler: str | None
+
+
+class BatchListing(BaseModel):
+    batch: str
+    classes: list[str]
+    images: list[ListedImage]
+    annotated: int
+
+
+class PointMark(BaseModel):
+    kind: Literal["point"]
+    label: str
+    x: float
+    y: float
+
+
+class BoxMark(BaseModel):
+    kind: Literal["box"]
+    label: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+
+
+Mark = Annotated[PointMark | BoxMark, Field(discriminator="kind")]
+
+
+class FileMark(BaseModel):
+    """A point or box of the batch's own label files (the coordinates of the other kind are null)."""
+    kind: str
+    label: str | None = None
+    x: float | None = None
+    y: float | None = None
+    xmin: float | None = None
+    ymin: float | None = None
+    xmax: float | None = None
+    ymax: float | None = None
+
+
+class Decision(BaseModel):
+    x: float
+    y: float
+    score: float
+    label: str
+    decision: str = Field(description="accepted or rejected")
+
+
+class AnnotationDoc(BaseModel):
+    id: str
+    batch: str
+    image: str
+    image_id: str
+    labeler: str
+    marks: list[Mark]
+    no_defect: bool
+    suggestions: list[Decision]
+    model_version: str
+    after: str = Field(description="the id of the annotation it replaces (\"\" for the first)")
+    at: str
+
+
+class MarksView(BaseModel):
+    batch: str
+    image: str
+    image_id: str
+    width: int
+    height: int
+    classes: list[str]
+    annotation: AnnotationDoc | None = Field(description="the latest annotation (null: none yet)")
+    versions: int
+    stale: bool = Field(description="the latest annotation was drawn on other bytes under this name")
+    file_labels: int = Field(description="rows of the batch's own label files for this image (they win)")
+    file_marks: list[FileMark]
+
+
+class SavedMarks(BaseModel):
+    annotation: AnnotationDoc
+    stored: bool = Field(description="false: the same as the latest (answered 200, not 201)")
+
+
+class Suggestion(BaseModel):
+    x: float
+    y: float
+    score: float
+    label: str
+
+
+class Suggestions(BaseModel):
+    model_version: str
+    threshold: float
+    window: int = Field(description="window side = the model's patch size")
+    suggestions: list[Suggestion] = Field(description="strongest first")
+    heatmap_png: str = Field(description="base64 PNG, 8-bit gray, 255 = probability 1")
+    heatmap_scale: int
+
+
+class DecisionRow(BaseModel):
+    event_id: str | None
+    batch: str | None
+    image: str | None
+    labeler: str | None
+    annotated_at: str | None
+    model_version: str | None
+    x: float | None
+    y: float | None
+    score: float | None
+    label: str | None
+    decision: str | None
+
+
+class Decisions(BaseModel):
+    decisions: list[DecisionRow]
+    accepted: int
+    rejected: int
+    accepted_share: float | None = Field(description="null: no decision yet")
+
+
+# --- the dashboard's data ---
+
+class DashboardSummary(BaseModel):
+    """Everything the dashboard draws; a missing section is null, with a note in ``notes``."""
+    model_config = ConfigDict(extra="forbid")
+    generated_at: str
+    store: str
+    quality: dict[str, Any] | None
+    champions: dict[str, Any] | None
+    batches: dict[str, Any] | None
+    monitoring: dict[str, Any] | None
+    mistakes: dict[str, Any] | None
+    active_learning: dict[str, Any] | None
+    notes: dict[str, str]
 
 
 ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (401, 413, 415, 422, 503)}

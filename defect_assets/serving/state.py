@@ -1,6 +1,6 @@
 """What every route of the service shares: its settings, the model holder (hot reload), the
-micro-batcher, the labeling desk, the prediction log, and the API-key check. One
-``ServiceState`` per app, reached by routes through the ``service`` dependency."""
+micro-batcher, the desks, the prediction log, and the API-key comparison. One ``ServiceState``
+per app, reached by routes through ``dependencies.service``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
 
 from defect_assets.serving.annotation import AnnotationDesk
 from defect_assets.serving.batching import MicroBatcher
@@ -19,7 +17,7 @@ from defect_assets.serving.errors import ApiError
 from defect_assets.serving.heavy import HeavyGate
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder, ServedModel
-from defect_assets.serving.settings import API_KEY_HEADER, ServiceSettings
+from defect_assets.serving.settings import ServiceSettings
 from defect_assets.storage.prediction_log import PredictionLog, new_record
 from defect_assets.storage.sessions import SessionStore
 
@@ -80,25 +78,3 @@ class ServiceState:
     def key_matches(self, key: str | None) -> bool:
         # compare_digest on bytes: constant time, and no TypeError on non-ASCII input
         return key is not None and hmac.compare_digest(key.encode(), (self.settings.api_key or "").encode())
-
-
-async def service(request: Request) -> ServiceState:
-    return request.app.state.service
-
-
-key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
-                          description="the service's API key (DEFECT_ASSETS_API_KEY)")
-
-
-def require_key(route: str):
-    """A dependency that answers 401 unless the request carries the key (when ``route`` is
-    protected by the settings)."""
-
-    async def check(key: str | None = Security(key_header), state: ServiceState = Depends(service)) -> None:
-        if not state.settings.protects(route):
-            return
-        # async: runs on the event loop, no thread hop per request.
-        if not state.key_matches(key):
-            raise ApiError(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header")
-
-    return Depends(check)

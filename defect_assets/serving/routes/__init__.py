@@ -1,1 +1,4 @@
-"""The service's routes, one APIRouter per concern: health, the served model, scoring."""
+"""The service's routes, one APIRouter per concern: health, the served model, scoring, labeling,
+annotations and dashboard (the JSON API and its files), and pages (the HTML pages). What they
+share comes from ``serving.dependencies``, ``schemas``, ``web`` and ``windows``: no router
+imports another (``test_layers``)."""

@@ -1,28 +1,25 @@
-"""The annotation view and its API: GET /annotate (the page, or the labeling sign-in form with a
-401), and under /v1/annotations: the ingested batches and their images, the marks drawn on an
-image (read and save), the model's suggestions for it, and a batch's marks as points.csv and as
-LabelImg Pascal VOC XML. Every route needs a labeler token, exactly as the labeling page's API
-does (``routes.labeling.labeler``: bearer, header or the sign-in cookie; cookie writes only from
-this origin)."""
+"""The annotation view's API, under /v1/annotations: the ingested batches and their images, the
+marks drawn on an image (read and save), the model's suggestions for it, and a batch's marks as
+points.csv and as LabelImg Pascal VOC XML. The page itself is ``routes.pages``. Every route needs
+a labeler token, exactly as the labeling API does (``dependencies.labeler``: bearer, header or the
+sign-in cookie; cookie writes only from this origin)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import math
-from pathlib import Path
 
-from fastapi import APIRouter, Depends, Query, Request, Security
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from defect_assets.ml.images import decode_image, encode_png
-from defect_assets.serving import inspection
+from defect_assets.ml.images import encode_png
 from defect_assets.serving.annotation import MAX_MARKS, AnnotationDesk
-from defect_assets.serving.routes.labeling import PASS_THROUGH, bearer, html_page, labeler, signed_in, token_header
-from defect_assets.serving.routes.scoring import HEATMAP_MAX_PIXELS, locate_defects, slide_windows
-from defect_assets.serving.state import ServiceState, service
+from defect_assets.serving.dependencies import annotation_desk, labeler, service
+from defect_assets.serving.schemas import Batches, BatchListing, Decisions, MarksView, SavedMarks, Suggestions
+from defect_assets.serving.state import ServiceState
+from defect_assets.serving.web import stored_image
+from defect_assets.serving.windows import heatmap, locate_defects, slide_windows, threshold_of
 
 WRITE_PREFIXES = ("/v1/annotations/",)
 MAX_WRITE_BYTES = 256 * 1024  # MAX_MARKS marks and as many suggestion decisions, with room to spare
@@ -71,139 +68,117 @@ class SuggestRequest(BaseModel):
     stride: int | None = Field(None, ge=1, le=4096, description="window step (default: a quarter window)")
 
 
-def desk(state: ServiceState) -> AnnotationDesk:
-    return state.annotation
-
-
-@router.get("/annotate", response_class=HTMLResponse, include_in_schema=False)
-async def annotation_page(request: Request, state: ServiceState = Depends(service),
-                          auth: HTTPAuthorizationCredentials | None = Security(bearer),
-                          header: str | None = Security(token_header)):
-    """The annotation view; without a valid token, the labeling sign-in form (401)."""
-    if (await signed_in(request, state, auth, header))[0] is None:
-        why = "" if state.settings.labelers else "Labeling is off: no labeler tokens are configured."
-        query = request.url.query
-        return html_page("login.html", 401, why, after="/annotate" + (f"?{query}" if query else ""))
-    return html_page("annotate.html")
-
-
-@router.get("/v1/annotations/batches")
-async def batches(name: str = Depends(labeler), state: ServiceState = Depends(service)):
+@router.get("/v1/annotations/batches", response_model=Batches)
+async def batches(name: str = Depends(labeler), desk: AnnotationDesk = Depends(annotation_desk)):
     """Every ingested batch with its image count and how many are annotated."""
     def run():
         out = []
-        for b in desk(state).batches():
-            listing = desk(state).listing(b)
+        for b in desk.batches():
+            listing = desk.listing(b)
             out.append({"batch": b, "images": len(listing["images"]), "annotated": listing["annotated"]})
         return {"batches": out}
 
-    return JSONResponse(await asyncio.to_thread(run))
+    return await asyncio.to_thread(run)
 
 
-@router.get(BATCH)
-async def batch_images(batch: str, name: str = Depends(labeler), state: ServiceState = Depends(service)):
+@router.get(BATCH, response_model=BatchListing)
+async def batch_images(batch: str, name: str = Depends(labeler), desk: AnnotationDesk = Depends(annotation_desk)):
     """The batch's images (path, size, marks so far, answered 'no defect') and its mark classes."""
-    return JSONResponse(await asyncio.to_thread(desk(state).listing, batch))
+    return await asyncio.to_thread(desk.listing, batch)
 
 
-@router.get(BATCH + "/image", response_class=Response)
+@router.get(BATCH + "/image", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
 async def batch_image(batch: str, image: str = Query(max_length=1000), name: str = Depends(labeler),
                       state: ServiceState = Depends(service)):
     """The photo at full resolution (PNG and JPEG as stored, other formats as PNG)."""
     def run():
-        img = desk(state).image(batch, image)
-        data = state.settings.store.read_bytes(img.stored_key)
-        suffix = Path(img.stored_key).suffix.lower()
-        if suffix in PASS_THROUGH:
-            return Response(data, media_type=PASS_THROUGH[suffix], headers={"Cache-Control": "private, max-age=3600"})
-        return Response(encode_png(decode_image(data, "RGB", state.settings.max_pixels)), media_type="image/png")
+        img = state.annotation.image(batch, image)
+        return stored_image(state.settings.store, img.stored_key, state.settings.max_pixels)
 
     return await asyncio.to_thread(run)
 
 
-@router.get(BATCH + "/marks")
+@router.get(BATCH + "/marks", response_model=MarksView)
 async def read_marks(batch: str, image: str = Query(max_length=1000), name: str = Depends(labeler),
-                     state: ServiceState = Depends(service)):
+                     desk: AnnotationDesk = Depends(annotation_desk)):
     """What counts for this image now: the latest annotation (marks, 'no defect', suggestion
     decisions, who and when), how many versions it has, the classes, and the marks of the
     batch's own label files (which win over marks drawn here)."""
-    return JSONResponse(await asyncio.to_thread(desk(state).view, batch, image))
+    return await asyncio.to_thread(desk.view, batch, image)
 
 
-@router.post(BATCH + "/marks", status_code=201)
-async def save_marks(batch: str, body: SaveRequest, name: str = Depends(labeler),
-                     state: ServiceState = Depends(service)):
+@router.post(BATCH + "/marks", status_code=201, response_model=SavedMarks,
+             responses={200: {"model": SavedMarks, "description": "the same as the latest: nothing new stored"}})
+async def save_marks(batch: str, body: SaveRequest, response: Response, name: str = Depends(labeler),
+                     desk: AnnotationDesk = Depends(annotation_desk)):
     """Store the image's marks as you leave them (a new version; 200 when it is the same as the
     latest: one object). 404 unknown batch or image, 422 a mark outside the image, an unknown
     class, an empty box, marks together with 'no defect here', 413 over the caps."""
     def run():
-        event, created = desk(state).save(name, batch, body.image, [m.model_dump(exclude_none=True) for m in
-                                                                    body.marks],
-                                          body.no_defect, [s.model_dump() for s in body.suggestions],
-                                          body.model_version)
-        return JSONResponse({"annotation": event.to_doc(), "stored": created}, status_code=201 if created else 200)
+        event, created = desk.save(name, batch, body.image, [m.model_dump(exclude_none=True) for m in body.marks],
+                                   body.no_defect, [s.model_dump() for s in body.suggestions], body.model_version)
+        response.status_code = 201 if created else 200
+        return {"annotation": event.to_doc(), "stored": created}
 
     return await asyncio.to_thread(run)
 
 
-@router.post(BATCH + "/suggestions")
+@router.post(BATCH + "/suggestions", response_model=Suggestions)
 async def suggestions(batch: str, body: SuggestRequest, request: Request, name: str = Depends(labeler),
                       state: ServiceState = Depends(service)):
     """The production model slid over the photo (the windows of /v1/inspect): candidate defect
     centers above the threshold, strongest first, for the person to accept or reject, and the
     heatmap (gray PNG, 255 = probability 1, the photo's size divided by ``heatmap_scale``)."""
     model = state.serving()
-    img = await asyncio.to_thread(desk(state).image, batch, body.image)
+    img = await asyncio.to_thread(state.annotation.image, batch, body.image)
     with state.heavy.slot():  # 429 at once when the heavy routes are full
         return await _suggestions(request, state, model, img, body)
 
 
-async def _suggestions(request: Request, state: ServiceState, model, img, body: SuggestRequest):
+async def _suggestions(request: Request, state: ServiceState, model, img, body: SuggestRequest) -> dict:
     data = await asyncio.to_thread(state.settings.store.read_bytes, img.stored_key)
     pixels = await asyncio.to_thread(model.scorer.pixels, data, state.settings.max_pixels)
-    size = model.scorer.patch_size
-    grid, proba = await slide_windows(state, model, pixels, body.stride or max(1, size // 4), request)
-    thr = body.threshold if body.threshold is not None else (model.threshold if model.threshold is not None else 0.5)
-    found = locate_defects(model, proba, grid, thr, float(size))
-    h, w = pixels.shape[:2]
-    scale = max(1, math.ceil(math.sqrt(w * h / HEATMAP_MAX_PIXELS)))
-    gray = await asyncio.to_thread(inspection.heatmap, model.defect_score(proba), grid, scale)
+    slid = await slide_windows(state, model, pixels, body.stride, request)
+    thr = threshold_of(model, body.threshold)
+    found = locate_defects(model, slid, thr, float(slid.size))
+    gray, scale = await heatmap(slid)
     png = base64.b64encode(await asyncio.to_thread(encode_png, gray)).decode()
-    return JSONResponse({"model_version": model.version, "threshold": float(thr), "window": size,
-                         "suggestions": [{"x": d["x"], "y": d["y"], "score": round(d["score"], 5), "label": d["kind"]}
-                                         for d in found],
-                         "heatmap_png": png, "heatmap_scale": scale})
+    return {"model_version": model.version, "threshold": float(thr), "window": slid.size,
+            "suggestions": [{"x": d["x"], "y": d["y"], "score": round(d["score"], 5), "label": d["kind"]}
+                            for d in found],
+            "heatmap_png": png, "heatmap_scale": scale}
 
 
-@router.get(BATCH + "/decisions")
-async def decisions(batch: str, name: str = Depends(labeler), state: ServiceState = Depends(service)):
+@router.get(BATCH + "/decisions", response_model=Decisions)
+async def decisions(batch: str, name: str = Depends(labeler), desk: AnnotationDesk = Depends(annotation_desk)):
     """Every accepted and rejected suggestion of the batch's latest annotations, and the share accepted."""
-    table = await asyncio.to_thread(desk(state).decisions, batch)
+    table = await asyncio.to_thread(desk.decisions, batch)
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
     accepted = sum(r["decision"] == "accepted" for r in rows)
-    return JSONResponse({"decisions": rows, "accepted": accepted, "rejected": len(rows) - accepted,
-                         "accepted_share": accepted / len(rows) if rows else None})
+    return {"decisions": rows, "accepted": accepted, "rejected": len(rows) - accepted,
+            "accepted_share": accepted / len(rows) if rows else None}
 
 
-@router.get(BATCH + "/points.csv", response_class=Response)
-async def export_points(batch: str, name: str = Depends(labeler), state: ServiceState = Depends(service)):
+@router.get(BATCH + "/points.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+async def export_points(batch: str, name: str = Depends(labeler), desk: AnnotationDesk = Depends(annotation_desk)):
     """The batch's point marks as points.csv (image,x,y,label): upload it with the batch to get the same rows."""
-    text = await asyncio.to_thread(desk(state).points_csv, batch)
+    text = await asyncio.to_thread(desk.points_csv, batch)
     return Response(text, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{batch}-points.csv"'})
 
 
-@router.get(BATCH + "/voc", response_class=Response)
+@router.get(BATCH + "/voc", response_class=Response, responses={200: {"content": {"application/xml": {}}}})
 async def export_voc(batch: str, image: str = Query(max_length=1000), name: str = Depends(labeler),
-                     state: ServiceState = Depends(service)):
+                     desk: AnnotationDesk = Depends(annotation_desk)):
     """One image's boxes as a LabelImg Pascal VOC XML file."""
-    xml = await asyncio.to_thread(desk(state).voc_xml, batch, image)
+    xml = await asyncio.to_thread(desk.voc_xml, batch, image)
     return Response(xml, media_type="application/xml")
 
 
-@router.get(BATCH + "/voc.zip", response_class=Response)
-async def export_voc_zip(batch: str, name: str = Depends(labeler), state: ServiceState = Depends(service)):
+@router.get(BATCH + "/voc.zip", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
+async def export_voc_zip(batch: str, name: str = Depends(labeler), desk: AnnotationDesk = Depends(annotation_desk)):
     """Every image's boxes as LabelImg XML files (one per image, beside the image's path), zipped."""
-    data = await asyncio.to_thread(desk(state).voc_zip, batch)
+    data = await asyncio.to_thread(desk.voc_zip, batch)
     return Response(data, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{batch}-voc.zip"'})

@@ -1,4 +1,5 @@
-"""The analysts' dashboard: GET /dashboard (the page), /dashboard/api/summary (its data, JSON),
+"""The analysts' dashboard's data and files (its page, GET /dashboard, is ``routes.pages``):
+/dashboard/api/summary (its data, JSON),
 /dashboard/static/* (the page's script and style, and plotly.js from the installed ``plotly``
 package: nothing comes from a CDN), /dashboard/files/* (the tables behind the charts) and
 /dashboard/examples/* (the champion's mistakes as pictures).
@@ -11,26 +12,23 @@ browser prompts for and then sends with every request of the page.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import gzip
 import importlib.util
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
 from defect_assets.serving import dashboard
-from defect_assets.serving.errors import ApiError, error_response
-from defect_assets.serving.settings import API_KEY_HEADER
-from defect_assets.serving.state import ServiceState, key_header, service
-from defect_assets.storage.base import StoreKeyError
+from defect_assets.serving.dependencies import artifact_store, dashboard_key
+from defect_assets.serving.errors import ApiError
+from defect_assets.serving.schemas import DashboardSummary
+from defect_assets.storage.base import ObjectStore, StoreKeyError
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 PAGE_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 NO_STORE = {"Cache-Control": "no-store"}
-CHALLENGE = 'Basic realm="defect_assets dashboard", charset="UTF-8"'
 
 router = APIRouter(tags=["dashboard"])
 
@@ -48,36 +46,7 @@ def _gzipped(path: str) -> bytes:
     return gzip.compress(Path(path).read_bytes(), compresslevel=6)
 
 
-def _basic_password(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if not auth.lower().startswith("basic "):
-        return None
-    try:
-        decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return decoded.split(":", 1)[1] if ":" in decoded else None
-
-
-async def dashboard_key(request: Request, key: str | None = Security(key_header),
-                        state: ServiceState = Depends(service)) -> None:
-    if not state.settings.protects("dashboard"):
-        return
-    if state.key_matches(key) or state.key_matches(_basic_password(request)):
-        return
-    raise ApiError(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header (or Basic password)")
-
-
 guarded = [Depends(dashboard_key)]
-
-
-@router.get("/dashboard", include_in_schema=False)
-async def page(request: Request, state: ServiceState = Depends(service)):
-    try:
-        await dashboard_key(request, request.headers.get(API_KEY_HEADER), state)
-    except ApiError as e:  # a browser shows its password prompt on this answer
-        return error_response(e.status, e.error, e.detail, {"WWW-Authenticate": CHALLENGE})
-    return FileResponse(STATIC / "dashboard.html", media_type="text/html", headers=NO_STORE)
 
 
 @router.get("/dashboard/static/{name}", include_in_schema=False, dependencies=guarded)
@@ -95,22 +64,24 @@ async def static(name: str, request: Request):
     return FileResponse(STATIC / name, media_type=PAGE_FILES[name], headers=NO_STORE)
 
 
-@router.get("/dashboard/api/summary", dependencies=guarded)
-async def summary(state: ServiceState = Depends(service)):
+@router.get("/dashboard/api/summary", dependencies=guarded, response_model=DashboardSummary)
+async def summary(store: ObjectStore = Depends(artifact_store)):
     """Everything the dashboard draws, from the artifact store: model quality per evaluation (with
     95% intervals and the majority baseline), the current and previous champions' ROC curves and
     confusion matrices, data per batch, monitoring per day, the champion's most confident
     mistakes, active-learning progress. A missing section is null, with a note in ``notes``."""
-    doc = await asyncio.to_thread(dashboard.summary, state.settings.store)
+    doc = await asyncio.to_thread(dashboard.summary, store)
+    # validated against the model, then sent as the dashboard module writes it (strict JSON, as is)
+    DashboardSummary.model_validate(doc)
     return Response(dashboard.dumps(doc), media_type="application/json", headers=NO_STORE)
 
 
-async def _store_file(state: ServiceState, found: tuple[str, str] | None, filename: str) -> Response:
+async def _store_file(store: ObjectStore, found: tuple[str, str] | None, filename: str) -> Response:
     if found is None:
         raise ApiError(404, "not_found", f"no table {filename!r}")
     key, media = found
     try:
-        data = await asyncio.to_thread(state.settings.store.read_bytes, key)
+        data = await asyncio.to_thread(store.read_bytes, key)
     except StoreKeyError:
         raise ApiError(404, "not_found", f"{filename} has not been written yet") from None
     return Response(data, media_type=media, headers={**NO_STORE,
@@ -118,22 +89,22 @@ async def _store_file(state: ServiceState, found: tuple[str, str] | None, filena
 
 
 @router.get("/dashboard/files/{name}", include_in_schema=False, dependencies=guarded)
-async def table_file(name: str, state: ServiceState = Depends(service)):
-    return await _store_file(state, dashboard.download_key(name), name)
+async def table_file(name: str, store: ObjectStore = Depends(artifact_store)):
+    return await _store_file(store, dashboard.download_key(name), name)
 
 
 @router.get("/dashboard/files/test_predictions/{version}.{ext}", include_in_schema=False, dependencies=guarded)
-async def test_predictions_file(version: str, ext: str, state: ServiceState = Depends(service)):
-    return await _store_file(state, dashboard.download_key(ext, version), f"test_predictions-{version}.{ext}")
+async def test_predictions_file(version: str, ext: str, store: ObjectStore = Depends(artifact_store)):
+    return await _store_file(store, dashboard.download_key(ext, version), f"test_predictions-{version}.{ext}")
 
 
 @router.get("/dashboard/examples/{version}/{name}", include_in_schema=False, dependencies=guarded)
-async def example(version: str, name: str, state: ServiceState = Depends(service)):
+async def example(version: str, name: str, store: ObjectStore = Depends(artifact_store)):
     key = dashboard.example_key(version, name)
     if key is None:
         raise ApiError(404, "not_found", "no such picture")
     try:
-        data = await asyncio.to_thread(state.settings.store.read_bytes, key)
+        data = await asyncio.to_thread(store.read_bytes, key)
     except StoreKeyError:
         raise ApiError(404, "not_found", "no such picture") from None
     return Response(data, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})

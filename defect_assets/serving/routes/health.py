@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from defect_assets.serving.dependencies import service
 from defect_assets.serving.errors import error_response
 from defect_assets.serving.schemas import ErrorResponse, Health, Ready
-from defect_assets.serving.state import ServiceState, service
+from defect_assets.serving.state import ServiceState
 
 router = APIRouter(tags=["service"])
 

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
 
+from defect_assets.serving.dependencies import require_key, served_model, service
 from defect_assets.serving.errors import jsonable
+from defect_assets.serving.models import ServedModel
 from defect_assets.serving.schemas import ERROR_RESPONSES, ModelInfo
-from defect_assets.serving.state import ServiceState, require_key, service
+from defect_assets.serving.state import ServiceState
 
 router = APIRouter(tags=["model"])
 
 
 @router.get("/v1/model", response_model=ModelInfo, dependencies=[require_key("model")], responses=ERROR_RESPONSES)
-async def model_info(state: ServiceState = Depends(service)):
+async def model_info(state: ServiceState = Depends(service), m: ServedModel = Depends(served_model)):
     """The served model: version, classes, threshold, validation (and test) metrics, and the
     data lineage (batches and label versions) from its card."""
-    m = state.serving()
     card = m.card
     decision = (f"{m.classes[1]} when p({m.classes[1]}) >= {m.threshold:.4f}" if m.binary
                 else "the most probable class (arg-max)")
-    return JSONResponse(jsonable({
+    return jsonable({
         "model_version": m.version, "family": card.get("family", ""), "task": card.get("task", ""),
         "classes": m.classes, "input": card.get("input", {}), "threshold": m.threshold, "decision": decision,
         "promoted": m.pointer.get("promoted"), "loaded_at": m.loaded_at, "created": card.get("created"),
@@ -28,4 +28,4 @@ async def model_info(state: ServiceState = Depends(service)):
         "data_version": card.get("data_version", {}), "config": card.get("config", {}),
         "last_reload_error": state.holder.last_error, "reloads": state.holder.reloads,
         "batching": state.batcher.stats(),
-        "prediction_log": state.predictions.status() if state.predictions is not None else None}))
+        "prediction_log": state.predictions.status() if state.predictions is not None else None})

@@ -7,7 +7,6 @@
 // pixels. Talks only to this service's /v1/annotations API; no library, no CDN.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 const CLICK_SLOP = 4; // screen pixels a press may wander and still be a click
 const A = {
@@ -18,25 +17,7 @@ const A = {
 };
 window.annotator = A;
 
-function setState(state) { document.body.dataset.state = state; }
-
-function say(text, ok) {
-  $("message").textContent = text || "";
-  $("message").className = ok ? "message ok" : "message";
-}
-
-async function api(method, path, body) {
-  const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
-  if (body !== undefined) {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
-  }
-  const response = await fetch(path, opts);
-  const doc = await response.json().catch(() => ({}));
-  if (response.status === 401) window.location.assign("/annotate");
-  if (!response.ok) throw new Error(doc.detail || `${response.status} ${response.statusText}`);
-  return doc;
-}
+const call = (method, path, body) => api(method, path, { body, signIn: "/annotate" });
 
 const batchPath = (rest) => `/v1/annotations/batches/${encodeURIComponent(A.batch)}${rest || ""}`;
 const imageQuery = () => `image=${encodeURIComponent(A.images[A.index].image)}`;
@@ -221,20 +202,7 @@ function describe(m) {
 }
 
 function renderClasses() {
-  const box = $("classes");
-  box.replaceChildren();
-  A.classes.slice(0, 9).forEach((name, i) => {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = `class-button${i === A.current ? " current" : ""}`;
-    b.dataset.label = name;
-    b.append(name);
-    const k = document.createElement("kbd");
-    k.textContent = String(i + 1);
-    b.append(k);
-    b.addEventListener("click", () => chooseClass(i));
-    box.append(b);
-  });
+  classButtons($("classes"), A.classes, (name, i) => chooseClass(i), A.current);
 }
 
 function renderLists() {
@@ -367,7 +335,7 @@ function onUp(e) {
 
 async function loadBatch(batch, wanted) {
   A.batch = batch;
-  const listing = await api("GET", batchPath());
+  const listing = await call("GET", batchPath());
   A.images = listing.images;
   A.classes = listing.classes;
   $("export-csv").href = batchPath("/points.csv");
@@ -380,7 +348,7 @@ async function loadImage(index) {
   if (!A.images.length) { say("this batch has no images"); setState("ready"); return; }
   setState("busy");
   A.index = index;
-  const view = await api("GET", `${batchPath("/marks")}?${imageQuery()}`);
+  const view = await call("GET", `${batchPath("/marks")}?${imageQuery()}`);
   const ann = view.annotation;
   Object.assign(A, { view, classes: view.classes, marks: ann ? ann.marks : [], noDefect: ann ? ann.no_defect : false,
                      suggestions: ann ? ann.suggestions.map((s) => ({ ...s })) : [],
@@ -422,7 +390,7 @@ async function save() {
   A.busy = true;
   setState("busy");
   try {
-    const doc = await api("POST", batchPath("/marks"), {
+    const doc = await call("POST", batchPath("/marks"), {
       image: A.view.image, marks: A.marks, no_defect: A.noDefect,
       suggestions: decided.map(({ x, y, score, label, decision }) => ({ x, y, score, label, decision })),
       model_version: decided.length ? A.modelVersion : "",
@@ -452,24 +420,11 @@ async function go(step) {
   try { await loadImage(to); } catch (e) { say(e.message); setState("error"); }
 }
 
-async function drawHeatmap(png) {
-  // gray (255 = probability 1) -> red whose opacity is the model's defect probability
-  const gray = new Image();
-  await new Promise((resolve) => { gray.onload = resolve; gray.onerror = resolve; gray.src = `data:image/png;base64,${png}`; });
+async function showHeatmap(png) {
   const canvas = $("heatmap");
-  canvas.width = gray.naturalWidth;
-  canvas.height = gray.naturalHeight;
   canvas.style.width = `${A.view.width}px`;
   canvas.style.height = `${A.view.height}px`;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(gray, 0, 0);
-  const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  for (let i = 0; i < px.data.length; i += 4) {
-    const v = px.data[i];
-    px.data[i] = 230; px.data[i + 1] = 40; px.data[i + 2] = 30; px.data[i + 3] = Math.round(v * 0.6);
-  }
-  ctx.putImageData(px, 0, 0);
-  canvas.hidden = false;
+  await drawHeatmap(canvas, png, 0.6);
   $("toggle-heatmap").hidden = false;
 }
 
@@ -486,8 +441,8 @@ async function suggest() {
     const t = $("threshold").value;
     const body = { image: A.view.image };
     if (t !== "") body.threshold = Number(t);
-    const doc = await api("POST", batchPath("/suggestions"), body);
-    await drawHeatmap(doc.heatmap_png);
+    const doc = await call("POST", batchPath("/suggestions"), body);
+    await showHeatmap(doc.heatmap_png);
     remember();
     A.modelVersion = doc.model_version;
     const decided = A.suggestions.filter((s) => s.decision);
@@ -532,7 +487,7 @@ async function start() {
   setState("busy");
   try {
     const params = new URLSearchParams(window.location.search);
-    const { batches } = await api("GET", "/v1/annotations/batches");
+    const { batches } = await call("GET", "/v1/annotations/batches");
     const select = $("batch");
     select.replaceChildren(...batches.map((b) => {
       const o = document.createElement("option");

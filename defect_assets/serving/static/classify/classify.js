@@ -3,22 +3,14 @@
 // /v1/inspect (heatmap, located defects). Only this service is asked; no library, no CDN.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-
-function say(text, ok) {
-  $("message").textContent = text || "";
-  $("message").className = ok ? "message ok" : "message";
+function apiKey() {
+  return $("api-key").value ? { "X-API-Key": $("api-key").value } : {};
 }
 
 async function post(path, file, field) {
   const form = new FormData();
   form.append(field, file, file.name);
-  const headers = { Accept: "application/json" };
-  if ($("api-key").value) headers["X-API-Key"] = $("api-key").value;
-  const response = await fetch(path, { method: "POST", body: form, headers });
-  const doc = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(doc.detail || `${response.status} ${response.statusText}`);
-  return doc;
+  return api("POST", path, { form, headers: apiKey() });
 }
 
 function showPrediction(doc) {
@@ -28,47 +20,12 @@ function showPrediction(doc) {
   $("threshold").textContent = doc.threshold === null ? "(none)" : String(doc.threshold);
   $("model-version").textContent = r.model_version;
   $("sha256").textContent = r.sha256.slice(0, 16);
-  const rows = Object.entries(r.probabilities).map(([name, p]) => {
-    const tr = document.createElement("tr");
-    tr.className = "probability";
-    tr.dataset.label = name;
-    tr.dataset.p = String(p); // the exact number /v1/predict answered
-    const a = document.createElement("td");
-    a.textContent = name;
-    const b = document.createElement("td");
-    b.textContent = p.toFixed(4);
-    const c = document.createElement("td");
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    bar.style.width = `${(100 * p).toFixed(0)}%`;
-    c.append(bar);
-    tr.append(a, b, c);
-    return tr;
-  });
-  $("probabilities").replaceChildren(...rows);
+  showProbabilities($("probabilities"), r.probabilities, 4);
   $("result").hidden = false;
 }
 
-async function drawHeatmap(png) {
-  // /v1/inspect's heatmap is gray (255 = probability 1): shown as red whose opacity is the score
-  const gray = new Image();
-  await new Promise((resolve) => { gray.onload = resolve; gray.onerror = resolve; gray.src = `data:image/png;base64,${png}`; });
-  const canvas = $("heatmap");
-  canvas.width = gray.naturalWidth;
-  canvas.height = gray.naturalHeight;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(gray, 0, 0);
-  const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  for (let i = 0; i < px.data.length; i += 4) {
-    const v = px.data[i];
-    px.data[i] = 230; px.data[i + 1] = 40; px.data[i + 2] = 30; px.data[i + 3] = Math.round(v * 0.67);
-  }
-  ctx.putImageData(px, 0, 0);
-  canvas.hidden = false;
-}
-
 async function showInspection(doc) {
-  await drawHeatmap(doc.heatmap_png);
+  await drawHeatmap($("heatmap"), doc.heatmap_png, 0.67);
   const svg = $("found");
   svg.setAttribute("viewBox", `0 0 ${doc.width} ${doc.height}`);
   svg.replaceChildren(...doc.defects.map((d) => {
@@ -109,8 +66,7 @@ async function classify(event) {
     const size = await imageSize(file);
     const doc = await post("/v1/predict", file, "files");
     showPrediction(doc);
-    const model = await fetch("/v1/model", { headers: $("api-key").value ? { "X-API-Key": $("api-key").value } : {} })
-      .then((r) => (r.ok ? r.json() : null)).catch(() => null);
+    const model = await api("GET", "/v1/model", { headers: apiKey() }).catch(() => null);
     const input = model && model.input ? model.input.patch_size || model.input.size : null;
     const window = input || 64;
     if (size.width > 2 * window || size.height > 2 * window) await showInspection(await post("/v1/inspect", file, "file"));

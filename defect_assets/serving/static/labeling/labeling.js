@@ -3,34 +3,9 @@
 // heatmap on/off (H). Talks only to this service's /v1/labeling API; no library, no CDN.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const page = { view: null, item: null, busy: false, heatmap: true, photoShown: false };
 
-function setState(state) {
-  document.body.dataset.state = state;
-}
-
-function say(text, ok) {
-  $("message").textContent = text || "";
-  $("message").className = ok ? "message ok" : "message";
-}
-
-async function api(method, path, body) {
-  const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
-  if (body !== undefined) {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
-  }
-  const response = await fetch(path, opts);
-  const doc = await response.json().catch(() => ({}));
-  if (response.status === 401) {
-    window.location.assign("/label");
-  }
-  if (!response.ok) {
-    throw new Error(doc.detail || `${response.status} ${response.statusText}`);
-  }
-  return doc;
-}
+const call = (method, path, body) => api(method, path, { body, signIn: "/label" });
 
 function renderProgress(progress) {
   const done = progress.items ? (100 * progress.done) / progress.items : 100;
@@ -45,19 +20,7 @@ function renderClasses(classes) {
   const box = $("classes");
   if (box.dataset.classes === JSON.stringify(classes)) return;
   box.dataset.classes = JSON.stringify(classes);
-  box.replaceChildren();
-  classes.slice(0, 9).forEach((name, i) => {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "class-button";
-    b.dataset.label = name;
-    b.append(name);
-    const k = document.createElement("kbd");
-    k.textContent = String(i + 1);
-    b.append(k);
-    b.addEventListener("click", () => act("label", name));
-    box.append(b);
-  });
+  classButtons(box, classes, (name) => act("label", name));
 }
 
 // The next photo replaces the previous one only once it is decoded, and the page is "ready" (takes
@@ -96,21 +59,7 @@ async function renderItem(item) {
   $("guess-p").textContent = `(p = ${item.guess_probability.toFixed(3)})`;
   $("model-version").textContent = item.model_version;
   $("strategy").textContent = `${item.strategy} score ${item.score.toFixed(3)}`;
-  const rows = Object.entries(item.probabilities).map(([name, p]) => {
-    const tr = document.createElement("tr");
-    const a = document.createElement("td");
-    a.textContent = name;
-    const b = document.createElement("td");
-    b.textContent = p.toFixed(3);
-    const c = document.createElement("td");
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    bar.style.width = `${(100 * p).toFixed(0)}%`;
-    c.append(bar);
-    tr.append(a, b, c);
-    return tr;
-  });
-  $("probabilities").replaceChildren(...rows);
+  showProbabilities($("probabilities"), item.probabilities, 3);
   for (const b of document.querySelectorAll(".class-button")) {
     b.classList.toggle("guessed", b.dataset.label === item.guess);
   }
@@ -141,7 +90,7 @@ async function load() {
   page.busy = true;
   setState("busy");
   try {
-    const view = await api("GET", "/v1/labeling/queue");
+    const view = await call("GET", "/v1/labeling/queue");
     render(view);
     await renderItem(view.next);
   } catch (e) {
@@ -164,13 +113,13 @@ async function act(kind, label) {
   try {
     let doc;
     if (kind === "label") {
-      doc = await api("POST", "/v1/labeling/labels", { item_id: page.item.item_id, label });
+      doc = await call("POST", "/v1/labeling/labels", { item_id: page.item.item_id, label });
       say(`${page.item.image}: ${label}${doc.stored ? "" : " (already stored)"}`, true);
     } else if (kind === "skip") {
-      doc = await api("POST", "/v1/labeling/skips", { item_id: page.item.item_id });
+      doc = await call("POST", "/v1/labeling/skips", { item_id: page.item.item_id });
       say(`${page.item.image}: skipped`, true);
     } else {
-      doc = await api("POST", "/v1/labeling/undo");
+      doc = await call("POST", "/v1/labeling/undo");
       say(`undone: ${doc.restored.image} is back`, true);
     }
     page.view.progress = doc.progress;
