@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import typing
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -30,6 +31,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PREFIX = "DEFECT_ASSETS_"
+# the mapping ``EnvSettings.load(environ)`` reads instead of os.environ, while it builds one object
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("defect_assets_environ", default=None)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -111,6 +114,8 @@ class EnvironSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None):
         super().__init__(settings_cls)
+        if environ is None:
+            environ = _ENVIRON.get()
         self.environ = os.environ if environ is None else environ
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
@@ -163,9 +168,11 @@ class EnvSettings(BaseSettings):
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **values: Any) -> Self:
         """The settings from ``environ`` (default: ``os.environ``), ``values`` over them."""
-        if environ is None:
+        token = _ENVIRON.set(environ)
+        try:
             return cls(**values)
-        return cls._validated({**EnvironSource(cls, environ)(), **values})
+        finally:
+            _ENVIRON.reset(token)
 
     @classmethod
     def env(cls, field: str) -> str:
@@ -175,16 +182,9 @@ class EnvSettings(BaseSettings):
             raise KeyError(f"{cls.__name__}.{field} is not read from the environment")
         return name
 
-    @classmethod
-    def _validated(cls, values: dict[str, Any]) -> Self:
-        try:
-            return cls.model_validate(values)
-        except ValidationError as e:
-            raise InvalidSetting(describe(cls, e)) from None
-
     def with_(self, **changes: Any) -> Self:
         """A copy with ``changes``, validated like the original (the environment is not read again)."""
-        return self._validated({**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
+        return self.load({}, **{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
 
 
 def secret_value(secret: SecretStr | None) -> str:
