@@ -13,7 +13,7 @@ field that only code sets. What every variable shares:
 - numbers may carry ``_`` (``20_000``);
 - a wrong value raises ``InvalidSetting`` naming the variable (never a secret's value).
 
-A settings object is built when it is used (``StorageSettings.load()``: a few microseconds), so a
+A settings object is built when it is used (``StorageSettings.load()``: about a millisecond), so a
 test that sets a variable with ``monkeypatch.setenv`` sees it at once; nothing is cached.
 """
 
