@@ -110,7 +110,9 @@ def is_secret(field: FieldInfo) -> bool:
 
 class EnvironSource(PydanticBaseSettingsSource):
     """The fields' variables from ``os.environ`` (or another mapping): blank ones left out, the
-    others stripped of surrounding blanks (a secret's value as it is)."""
+    others stripped of surrounding blanks (a secret's value as it is). Not pydantic-settings' own
+    ``EnvSettingsSource``: that one would decode a list setting as JSON, match names in any case
+    (or need an alias per field), take a blank value as a value and read only ``os.environ``."""
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None):
         super().__init__(settings_cls)
