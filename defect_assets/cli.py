@@ -14,7 +14,9 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 
 def _setup_env(args) -> None:
     if getattr(args, "data_dir", None):
-        os.environ["DEFECT_ASSETS_DATA_DIR"] = str(Path(args.data_dir).resolve())
+        from defect_assets.storage.env import DATA_DIR_ENV
+
+        os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())  # for this process and the runs it starts
     os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home"))
 
 

@@ -27,33 +27,26 @@ import os
 import time
 
 from defect_assets.pipeline import family_registry
-from defect_assets.pipeline.pipes_transport import (
-    PIPES_ACCOUNT_URL_ENV,
-    PIPES_MESSAGE_INTERVAL_ENV,
-    PIPES_TRANSPORT_ENV,
-)
-from defect_assets.storage.env import StoreConfig, blob_service_client, env_number
+from defect_assets.pipeline.pipes_transport import PIPES_ACCOUNT_URL_ENV, PIPES_TRANSPORT_ENV
+from defect_assets.pipeline.settings import PipelineSettings
+from defect_assets.storage.env import StoreConfig, blob_service_client
 from defect_assets.storage.formats import read_value
 from defect_assets.storage.layout import asset_value_prefix
 
 
 def pipes_transport(environ=None) -> dict:
     """The ``open_dagster_pipes`` arguments for where this process runs (see the module text)."""
-    env = os.environ if environ is None else environ
-    kind = env.get(PIPES_TRANSPORT_ENV, "").strip().lower()
-    if kind in ("", "env", "subprocess"):
+    settings = PipelineSettings.load(environ)
+    if settings.pipes_transport != "azure_blob":
         return {}
-    if kind != "azure_blob":
-        raise ValueError(f"{PIPES_TRANSPORT_ENV}={kind!r}: use 'azure_blob' or leave it unset")
-    account_url = env.get(PIPES_ACCOUNT_URL_ENV, "").strip()
+    account_url = settings.pipes_account_url
     if not account_url:
         raise ValueError(f"{PIPES_TRANSPORT_ENV}=azure_blob needs {PIPES_ACCOUNT_URL_ENV}")
     from dagster_pipes import PipesAzureBlobStorageContextLoader, PipesAzureBlobStorageMessageWriter
 
-    service = blob_service_client(account_url, env)
-    interval = env_number(PIPES_MESSAGE_INTERVAL_ENV, 10, minimum=0.2, unit="seconds", environ=env)
+    service = blob_service_client(account_url, environ)
     return {"context_loader": PipesAzureBlobStorageContextLoader(service),
-            "message_writer": PipesAzureBlobStorageMessageWriter(service, interval=interval)}
+            "message_writer": PipesAzureBlobStorageMessageWriter(service, interval=settings.pipes_message_interval)}
 
 
 class PipesReporter:

@@ -128,7 +128,8 @@ def test_settings_from_environment_and_the_key_stays_out_of_repr(tmp_path):
     env = {"DEFECT_ASSETS_API_KEY": API_KEY, "DEFECT_ASSETS_PREDICT_REQUIRES_KEY": "0",
            "DEFECT_ASSETS_MAX_UPLOAD_BYTES": "1_000_000", "DEFECT_ASSETS_MAX_WAIT_MS": "7.5"}
     s = ServiceSettings.from_env(LocalObjectStore(tmp_path), env)
-    assert (s.api_key, s.predict_requires_key, s.max_upload_bytes, s.max_wait_ms) == (API_KEY, False, 1_000_000, 7.5)
+    assert (s.api_key.get_secret_value(), s.predict_requires_key, s.max_upload_bytes, s.max_wait_ms) == (
+        API_KEY, False, 1_000_000, 7.5)
     assert API_KEY not in repr(s) and not s.protects("predict") and s.protects("model")
     assert not ServiceSettings(LocalObjectStore(tmp_path)).protects("model")  # no key: open
     with pytest.raises(ValueError, match="DEFECT_ASSETS_MAX_BATCH"):

@@ -1,6 +1,6 @@
 """Storage resources: the stores that ``storage.env`` chooses from the environment, wrapped for
 Dagster. Assets ask for ``StorageResource`` and never learn which kind it is. The variables are
-documented in ``defect_assets.storage.env``; secrets reach Dagster only as ``dg.EnvVar``, so the
+the fields of ``defect_assets.storage.settings.StorageSettings``; secrets reach Dagster only as ``dg.EnvVar``, so the
 UI and run config show a variable's name, never its value, and a resource's repr leaves the
 credential out.
 """

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from defect_assets.ml.settings import MlSettings
 from defect_assets.ml.torch_weights import read_state_dict
 
 
@@ -215,7 +216,7 @@ def weights_digest(weights: dict[str, list[np.ndarray]]) -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DEFECT_ASSETS_CACHE_DIR") or Path.home() / ".cache" / "defect_assets")
+    return MlSettings.load().cache_dir or Path.home() / ".cache" / "defect_assets"
 
 
 @functools.lru_cache(maxsize=4)

@@ -16,11 +16,11 @@ channels of each requested stage (``ml.backbone``'s order), or the stage maps th
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 
 from defect_assets.ml.efficientnet_lite import BN_EPS, converted
+from defect_assets.ml.settings import MlSettings
 
 
 def _fold(weights: dict, conv: str, bn: str, depthwise: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +118,7 @@ def build_graph(variant: str, channels: int, stages: tuple[str, ...], maps: bool
 
 def threads() -> int:
     """ONNX Runtime threads per session: DEFECT_ASSETS_ONNX_THREADS, else every core."""
-    return int(os.environ.get("DEFECT_ASSETS_ONNX_THREADS") or os.cpu_count() or 1)
+    return MlSettings.load().threads()
 
 
 class OnnxExtractor:

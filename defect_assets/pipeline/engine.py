@@ -17,7 +17,6 @@ assembly refuses anything but exactly one result per shard with the shard's row 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -27,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-DASK_ADDRESS_ENV = "DEFECT_ASSETS_DASK_ADDRESS"
+from defect_assets.pipeline.settings import PipelineSettings
+
+DASK_ADDRESS_ENV = PipelineSettings.env("dask_address")
 DEFAULT_SHARD_SIZE = 256  # images per shard: a multiple of the backbone's batch of 64
 WORKER_CACHE_ENTRIES = 2  # loaded models kept per worker (a new version evicts the oldest)
 SUBMIT_RETRIES = 2
@@ -38,7 +39,7 @@ Progress = Callable[[int, int], None]
 
 def dask_address(environ: dict | None = None) -> str:
     """The scheduler's address from the environment ('' = run in this process)."""
-    return ((os.environ if environ is None else environ).get(DASK_ADDRESS_ENV) or "").strip()
+    return PipelineSettings.load(environ).dask_address
 
 
 @dataclass(frozen=True)

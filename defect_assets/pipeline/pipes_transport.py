@@ -4,7 +4,9 @@ to Dagster under Pipes; shared by it and by the Dagster side that sets them
 
 from __future__ import annotations
 
-PIPES_TRANSPORT_ENV = "DEFECT_ASSETS_PIPES_TRANSPORT"
-PIPES_ACCOUNT_URL_ENV = "DEFECT_ASSETS_PIPES_ACCOUNT_URL"
-PIPES_MESSAGE_INTERVAL_ENV = "DEFECT_ASSETS_PIPES_MESSAGE_INTERVAL"
+from defect_assets.pipeline.settings import PipelineSettings
+
+PIPES_TRANSPORT_ENV = PipelineSettings.env("pipes_transport")
+PIPES_ACCOUNT_URL_ENV = PipelineSettings.env("pipes_account_url")
+PIPES_MESSAGE_INTERVAL_ENV = PipelineSettings.env("pipes_message_interval")
 """Seconds between two uploads of message chunks (azure_blob transport); default 10."""

@@ -12,7 +12,6 @@ service that cannot be reached raises ServiceError with status 0.
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,7 +19,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from defect_assets.serving.settings import API_KEY_ENV, API_KEY_HEADER, DEFAULT_URL, SERVICE_URL_ENV
+from defect_assets.serving.settings import API_KEY_HEADER, DEFAULT_URL, ClientSettings
+from defect_assets.storage.settings import secret_value
 
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".bmp": "image/bmp",
                  ".tif": "image/tiff", ".tiff": "image/tiff"}
@@ -55,7 +55,7 @@ def as_file(image, index: int) -> tuple[str, bytes, str]:
 
 class DefectClient:
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0):
-        self.url = (url or os.environ.get(SERVICE_URL_ENV) or DEFAULT_URL).rstrip("/")
+        self.url = (url or ClientSettings.load().service_url or DEFAULT_URL).rstrip("/")
         self._api_key = api_key
         self.timeout = timeout
         host = urllib.parse.urlsplit(self.url).hostname or ""
@@ -68,7 +68,7 @@ class DefectClient:
 
     @classmethod
     def from_env(cls, url: str | None = None) -> DefectClient:
-        return cls(url, os.environ.get(API_KEY_ENV) or None)
+        return cls(url, secret_value(ClientSettings.load().api_key) or None)
 
     def _call(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None,
               query: dict | None = None) -> tuple[int, dict]:

@@ -5,7 +5,6 @@ per app, reached by routes through ``dependencies.service``."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -76,5 +75,4 @@ class ServiceState:
                                          latency_ms=latency_ms) for r in results])
 
     def key_matches(self, key: str | None) -> bool:
-        # compare_digest on bytes: constant time, and no TypeError on non-ASCII input
-        return key is not None and hmac.compare_digest(key.encode(), (self.settings.api_key or "").encode())
+        return self.settings.key_matches(key)

@@ -16,16 +16,16 @@ from defect_assets.defs.ingest.assets import LABEL_EVENTS_METADATA
 from defect_assets.defs.jobs import relabel_batch_job
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
-from defect_assets.storage.env import env_number
+from defect_assets.pipeline.settings import PipelineSettings
 from defect_assets.storage.labeling import LabelLog
 
-INTERVAL_ENV = "DEFECT_ASSETS_LABELS_SENSOR_INTERVAL_SECONDS"
+INTERVAL_ENV = PipelineSettings.env("labels_sensor_interval_seconds")
 LABEL_EVENTS_TAG = "defect_assets/label_events"
 
 
 def interval_seconds() -> int:
     """Seconds between ticks (default 30): each tick lists the label events once."""
-    return int(env_number(INTERVAL_ENV, 30, int, 1, "seconds"))
+    return PipelineSettings.load().labels_sensor_interval_seconds
 
 
 def built_from(instance: dg.DagsterInstance, batch: str) -> str | None:

@@ -1,23 +1,24 @@
 """Schedules: nightly retraining and re-evaluation, and daily prediction monitoring."""
 
 import datetime as dt
-import os
 
 import dagster as dg
 
 from defect_assets.defs.jobs import monitoring_job, retrain_job
+from defect_assets.pipeline.settings import PipelineSettings
 
-CRON_ENV = "DEFECT_ASSETS_NIGHTLY_CRON"
-MONITORING_CRON_ENV = "DEFECT_ASSETS_MONITORING_CRON"
+CRON_ENV = PipelineSettings.env("nightly_cron")
+MONITORING_CRON_ENV = PipelineSettings.env("monitoring_cron")
 
 
 def build_nightly_retrain_schedule(job=retrain_job) -> dg.ScheduleDefinition:
     """Off by default; the cron expression and time zone come from the environment."""
+    settings = PipelineSettings.load()
     return dg.ScheduleDefinition(
         name="nightly_retrain_schedule",
         job=job,
-        cron_schedule=os.environ.get(CRON_ENV, "0 2 * * *"),
-        execution_timezone=os.environ.get("DEFECT_ASSETS_TIMEZONE", "UTC"),
+        cron_schedule=settings.nightly_cron,
+        execution_timezone=settings.timezone,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description="Every night: retrain every family on every batch, re-evaluate, pick the champion.",
     )
@@ -28,7 +29,7 @@ def build_daily_monitoring_schedule(job=monitoring_job) -> dg.ScheduleDefinition
     a prediction log segment is written within a second of its records)."""
 
     @dg.schedule(name="daily_monitoring_schedule", job=job,
-                 cron_schedule=os.environ.get(MONITORING_CRON_ENV, "15 0 * * *"), execution_timezone="UTC",
+                 cron_schedule=PipelineSettings.load().monitoring_cron, execution_timezone="UTC",
                  default_status=dg.DefaultScheduleStatus.RUNNING,
                  description="Every day: summarize yesterday's (UTC) prediction log, with its drift check.")
     def daily_monitoring_schedule(context: dg.ScheduleEvaluationContext):

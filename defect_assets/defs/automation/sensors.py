@@ -11,21 +11,21 @@ import time
 import dagster as dg
 
 from defect_assets.defs.jobs import retrain_job
-from defect_assets.storage.env import env_number
+from defect_assets.pipeline.settings import PipelineSettings
 
-MIN_INTERVAL_ENV = "DEFECT_ASSETS_RETRAIN_MIN_INTERVAL_MINUTES"
-TICK_ENV = "DEFECT_ASSETS_RETRAIN_SENSOR_INTERVAL_SECONDS"
+MIN_INTERVAL_ENV = PipelineSettings.env("retrain_min_interval_minutes")
+TICK_ENV = PipelineSettings.env("retrain_sensor_interval_seconds")
 UPSTREAM_EVENT_TAG = "defect_assets/upstream_event"
 UPSTREAM = ("augmented_training_set", "backbone_features", "image_labels")
 
 
 def tick_seconds() -> int:
     """Seconds between ticks (default 60); each tick reads the newest upstream event only."""
-    return int(env_number(TICK_ENV, 60, int, 1, "seconds"))
+    return PipelineSettings.load().retrain_sensor_interval_seconds
 
 
 def min_interval_minutes() -> float:
-    return env_number(MIN_INTERVAL_ENV, 60, float, 0.0, "minutes")
+    return PipelineSettings.load().retrain_min_interval_minutes
 
 
 def newest_upstream(instance: dg.DagsterInstance) -> int:

@@ -6,12 +6,10 @@
 | ``DEFECT_ASSETS_API_KEY`` | the service's API key, read at run time through ``dg.EnvVar`` |
 """
 
-import os
-
 import dagster as dg
 
 from defect_assets.serving.client import DefectClient
-from defect_assets.serving.settings import API_KEY_ENV, SERVICE_URL_ENV
+from defect_assets.serving.settings import API_KEY_ENV, ClientSettings
 
 
 class ScoringService(dg.ConfigurableResource):
@@ -33,5 +31,5 @@ class ScoringService(dg.ConfigurableResource):
 def scoring_service_from_env() -> ScoringService:
     """The URL from DEFECT_ASSETS_SERVICE_URL; the key (when the variable is set) through dg.EnvVar,
     so the UI shows the variable's name and never its value."""
-    return ScoringService(url=os.environ.get(SERVICE_URL_ENV, "").strip(),
-                          api_key=dg.EnvVar(API_KEY_ENV) if os.environ.get(API_KEY_ENV) else None)
+    settings = ClientSettings.load()
+    return ScoringService(url=settings.service_url, api_key=dg.EnvVar(API_KEY_ENV) if settings.api_key else None)

@@ -14,16 +14,16 @@ import dagster as dg
 from defect_assets.defs.jobs import prepare_batch_job
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
+from defect_assets.pipeline.settings import PipelineSettings
 from defect_assets.storage.batches import list_batches
-from defect_assets.storage.env import env_number
 
-INTERVAL_ENV = "DEFECT_ASSETS_LANDING_SENSOR_INTERVAL_SECONDS"
+INTERVAL_ENV = PipelineSettings.env("landing_sensor_interval_seconds")
 ETAG_TAG = "defect_assets/manifest_etag"
 
 
 def interval_seconds() -> int:
     """Seconds between ticks (default 30): each tick lists the landing zone once."""
-    return int(env_number(INTERVAL_ENV, 30, int, 1, "seconds"))
+    return PipelineSettings.load().landing_sensor_interval_seconds
 
 
 def seen_batches(cursor: str | None) -> dict[str, str]:

@@ -19,7 +19,6 @@ Storage, and the job reaches the artifact store with its managed identity (no se
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,21 +30,17 @@ from defect_assets.pipeline.pipes_transport import (
     PIPES_MESSAGE_INTERVAL_ENV,
     PIPES_TRANSPORT_ENV,
 )
-from defect_assets.storage.env import StoreConfig, blob_service_client, env_number
+from defect_assets.pipeline.settings import AZUREML_WORKSPACE_FIELDS, PipelineSettings
+from defect_assets.storage.env import StoreConfig, blob_service_client
 
-TRAINING_BACKEND_ENV = "DEFECT_ASSETS_TRAINING_BACKEND"
-PIPES_CONTAINER_ENV = "DEFECT_ASSETS_PIPES_CONTAINER"
+TRAINING_BACKEND_ENV = PipelineSettings.env("training_backend")
+PIPES_CONTAINER_ENV = PipelineSettings.env("pipes_container")
 ENTRY_POINT = "python -m defect_assets.pipes_training"
-AZUREML_REQUIRED = ("AZUREML_SUBSCRIPTION_ID", "AZUREML_RESOURCE_GROUP", "AZUREML_WORKSPACE", "AZUREML_COMPUTE",
-                    "AZUREML_ENVIRONMENT")
+AZUREML_REQUIRED = tuple(PipelineSettings.env(f) for f in AZUREML_WORKSPACE_FIELDS)
 
 
 def training_backend(environ: Mapping[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    backend = env.get(TRAINING_BACKEND_ENV, "").strip().lower() or "subprocess"
-    if backend not in ("subprocess", "azureml"):
-        raise ValueError(f"{TRAINING_BACKEND_ENV}={backend!r}: use 'subprocess' or 'azureml'")
-    return backend
+    return PipelineSettings.load(environ).training_backend
 
 
 @dataclass(frozen=True)
@@ -64,20 +59,17 @@ class AzureMLSettings:
 
     @classmethod
     def from_env(cls, store: StoreConfig, environ: Mapping[str, str] | None = None) -> AzureMLSettings:
-        env = os.environ if environ is None else environ
-        missing = [name for name in AZUREML_REQUIRED if not env.get(name, "").strip()]
+        env = PipelineSettings.load(environ)
+        missing = [PipelineSettings.env(f) for f in AZUREML_WORKSPACE_FIELDS if not getattr(env, f)]
         if missing:
             raise ValueError(f"{TRAINING_BACKEND_ENV}=azureml needs {', '.join(missing)}")
         if store.kind != "azure":
             raise ValueError(f"{TRAINING_BACKEND_ENV}=azureml needs the artifact store in Blob Storage "
                              "(DEFECT_ASSETS_STORAGE=azure): an Azure ML job cannot open a local folder")
-        return cls(subscription_id=env["AZUREML_SUBSCRIPTION_ID"].strip(),
-                   resource_group=env["AZUREML_RESOURCE_GROUP"].strip(), workspace=env["AZUREML_WORKSPACE"].strip(),
-                   compute=env["AZUREML_COMPUTE"].strip(), environment=env["AZUREML_ENVIRONMENT"].strip(),
-                   pipes_account_url=env.get(PIPES_ACCOUNT_URL_ENV, "").strip() or store.account_url,
-                   pipes_container=env.get(PIPES_CONTAINER_ENV, "").strip() or "dagster-pipes",
-                   poll_seconds=env_number("AZUREML_POLL_SECONDS", 15, minimum=0.1, environ=env),
-                   message_interval=env_number(PIPES_MESSAGE_INTERVAL_ENV, 10, minimum=0.2, environ=env))
+        return cls(subscription_id=env.azureml_subscription_id, resource_group=env.azureml_resource_group,
+                   workspace=env.azureml_workspace, compute=env.azureml_compute, environment=env.azureml_environment,
+                   pipes_account_url=env.pipes_account_url or store.account_url, pipes_container=env.pipes_container,
+                   poll_seconds=env.azureml_poll_seconds, message_interval=env.pipes_message_interval)
 
 
 def azureml_command(settings: AzureMLSettings, family: str):
