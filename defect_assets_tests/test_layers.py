@@ -26,6 +26,9 @@ ALLOWED = {
     "defs": {"defs", "pipeline", "serving", "ml", "storage", "datasets"},
 }
 NO_DAGSTER = ("ml", "storage", "pipeline", "serving", "datasets")
+# single modules a layer may import from a layer it may not otherwise: the registry stores and
+# returns ModelCard records (pure pydantic, nothing else of ml/)
+ALSO_ALLOWED = {"storage": {"defect_assets.ml.records"}}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -47,7 +50,8 @@ def test_every_layer_imports_only_the_layers_below_it():
         for f in files:
             for mod in imports_of(f):
                 parts = mod.split(".")
-                if parts[0] == "defect_assets" and len(parts) > 1 and parts[1] not in allowed:
+                if parts[0] == "defect_assets" and len(parts) > 1 and parts[1] not in allowed \
+                        and mod not in ALSO_ALLOWED.get(layer, ()):
                     wrong.append(f"{f.relative_to(PACKAGE)} imports {mod}")
                 if layer in NO_DAGSTER and parts[0].startswith("dagster"):
                     wrong.append(f"{f.relative_to(PACKAGE)} imports {mod}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from defect_assets.ml.images import DEFAULT_MAX_PIXELS
 from defect_assets.ml.preprocess import prepare_patch, shrink_patches, to_pixels
+from defect_assets.ml.records import ModelCard
 
 KERAS_FILE = "model.keras"
 LINEAR_FILE = "linear.npz"
@@ -53,7 +54,7 @@ def keras_macs(model) -> int | None:
 class ModelSource(Protocol):
     """What the loader needs of a model registry (``storage.registry.ModelRegistry``)."""
 
-    def card(self, version: str) -> dict: ...
+    def card(self, version: str) -> ModelCard: ...
 
     def read_file(self, version: str, name: str) -> bytes: ...  # hash-checked against the card
 
@@ -76,9 +77,9 @@ class Scorer:
     test-time views (``inference.views``: the quarter turns and mirrors of each patch), the
     probabilities are their average: evaluation and serving get the very same numbers."""
 
-    def __init__(self, card: dict, predict: Callable[[np.ndarray], np.ndarray], compiled: bool = False,
+    def __init__(self, card: ModelCard | dict, predict: Callable[[np.ndarray], np.ndarray], compiled: bool = False,
                  macs: int | None = None):
-        self.card = card
+        self.card = ModelCard.from_dict(card)
         self._predict = predict
         self.compiled = compiled
         self._macs = macs
@@ -93,29 +94,29 @@ class Scorer:
 
     @property
     def views(self) -> int:
-        return int((self.card.get("inference") or {}).get("views", 1))
+        return int(self.card.inference.views)
 
     @property
     def version(self) -> str:
-        return self.card["version"]
+        return self.card.version
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card["classes"])
+        return list(self.card.classes)
 
     @property
     def input_size(self) -> int:
-        return int(self.card["input"]["size"])
+        return int(self.card.input.size)
 
     @property
     def channels(self) -> int:
-        return int(self.card["input"]["channels"])
+        return int(self.card.input.channels)
 
     @property
     def patch_size(self) -> int:
         """Side of the patches the model was trained from (its input may be smaller: they are then
         shrunk to ``input_size`` as in training). Equal to ``input_size`` for most models."""
-        return int(self.card["input"].get("patch_size") or self.input_size)
+        return int(self.card.input.patch_size or self.input_size)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -176,7 +177,8 @@ class LinearScorer(Scorer):
     on one backbone runs the backbone once per image (``shared_features``), and so its heatmap is
     the exact decomposition of the head's logit over the backbone's locations (``explain``)."""
 
-    def __init__(self, card: dict, features: Callable[[np.ndarray], np.ndarray], linear, compiled: bool = False,
+    def __init__(self, card: ModelCard | dict, features: Callable[[np.ndarray], np.ndarray], linear,
+                 compiled: bool = False,
                  macs: int | None = None):
         super().__init__(card, lambda x: linear.predict_proba(features(x)), compiled, macs)
         self.features, self.linear = features, linear
@@ -187,7 +189,7 @@ class LinearScorer(Scorer):
         """Equal for two heads whose features are the same numbers (same backbone, input, views)."""
         import json
 
-        return json.dumps([self.card["features"], self.card["input"], self.views], sort_keys=True)
+        return json.dumps([self.card.features.to_dict(), self.card.input.to_dict(), self.views], sort_keys=True)
 
     def view_features(self, patches: np.ndarray) -> list[np.ndarray]:
         """The features of each test-time view of (N, size, size, C) patches."""
@@ -207,7 +209,7 @@ class LinearScorer(Scorer):
         if self._maps is None:
             from defect_assets.ml.backbone import make_extractor
 
-            self._maps = make_extractor(self.card["features"], (self.input_size, self.input_size, self.channels),
+            self._maps = make_extractor(self.card.features.to_dict(), (self.input_size, self.input_size, self.channels),
                                         maps=True)
         x = np.asarray(patch)
         if x.ndim == 2:
@@ -239,10 +241,11 @@ def _graph(model, size: int, channels: int) -> Callable[[np.ndarray], np.ndarray
     return lambda x: np.asarray(forward(np.ascontiguousarray(x, dtype=np.uint8))).astype(np.float32)
 
 
-def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = False) -> Scorer:
+def load_scorer(card: ModelCard | dict, read_file: Callable[[str], bytes], compiled: bool = False) -> Scorer:
     """A scorer from a card and a reader of the version's (already verified) files."""
-    kind = card.get("kind")
-    size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
+    card = ModelCard.from_dict(card)
+    kind = card.kind
+    size, channels = int(card.input.size), int(card.input.channels)
     if kind == "keras":
         from defect_assets.ml.training import model_from_bytes, predict_proba
 
@@ -255,7 +258,7 @@ def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = 
         from defect_assets.ml.linear import LinearSoftmax
 
         linear = LinearSoftmax.from_bytes(read_file(LINEAR_FILE))
-        spec = card["features"]
+        spec = card.features.to_dict()
         fx = make_extractor(spec, (size, size, channels))
         from defect_assets.ml.backbone import is_onnx
 
@@ -264,7 +267,7 @@ def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = 
         else:
             features = _graph(fx, size, channels) if compiled else (lambda x: extract_features(fx, x))
         return LinearScorer(card, features, linear, compiled=compiled, macs=None if is_onnx(fx) else keras_macs(fx))
-    raise ValueError(f"unknown model kind {kind!r} in card of {card.get('version')}")
+    raise ValueError(f"unknown model kind {kind!r} in card of {card.version}")
 
 
 MEMBERS_FILE = "members.json"
@@ -274,7 +277,7 @@ def load_registered(registry: ModelSource, version: str, compiled: bool = False)
     """The registered model ``version``, every file checked against the hash in its card. An
     ensemble loads each of its members the same way and averages them with its weights."""
     card = registry.card(version)
-    if card.get("kind") == "ensemble":
+    if card.kind == "ensemble":
         import json
 
         doc = json.loads(registry.read_file(version, MEMBERS_FILE))
@@ -290,7 +293,7 @@ def load_registered(registry: ModelSource, version: str, compiled: bool = False)
 class EnsembleScorer(Scorer):
     """The weighted average of its members' probabilities (heads on one backbone share its pass)."""
 
-    def __init__(self, card: dict, members: list[Scorer], weights: np.ndarray, compiled: bool = False):
+    def __init__(self, card: ModelCard | dict, members: list[Scorer], weights: np.ndarray, compiled: bool = False):
         def predict(x: np.ndarray) -> np.ndarray:
             return ensemble_proba(members, weights, x)
 
@@ -322,7 +325,7 @@ def explainable(scorer: Scorer) -> bool:
     """Whether ``scorer.explain`` gives an exact map (a linear head on backbone features)."""
     if isinstance(scorer, EnsembleScorer):
         return scorer.explainable
-    return isinstance(scorer, LinearScorer) and scorer.card["features"].get("backbone", "vgg16") != "vgg16"
+    return isinstance(scorer, LinearScorer) and scorer.card.features.backbone != "vgg16"
 
 
 def weighted_average(weights: np.ndarray, probas: np.ndarray) -> np.ndarray:
