@@ -55,13 +55,13 @@ def test_the_paired_gate_passes_an_identical_retrain_every_time_and_blocks_a_shu
     patches = {"synthetic": read_value(store, "labeled_patches/synthetic")}
     registry.promote(versions["a"], threshold=0.5)
     retrain = register_tiny_model(registry, patches, epochs=3, seed=0)  # same data, config, seed as "a"
-    assert retrain["version"] != versions["a"]
-    verdicts = [not_worse_gate(champion_for(registry, retrain["version"]), registry, patches) for _ in range(3)]
+    assert retrain.version != versions["a"]
+    verdicts = [not_worse_gate(champion_for(registry, retrain.version), registry, patches) for _ in range(3)]
     assert all(v.passed for v in verdicts)
     assert {(v.metadata["difference_ci95_low"], v.metadata["difference_ci95_high"]) for v in verdicts} == {(0.0, 0.0)}
 
     shuffled = register_tiny_model(registry, patches, epochs=3, seed=0, shuffle_labels=True)
-    verdict = not_worse_gate(champion_for(registry, shuffled["version"]), registry, patches)
+    verdict = not_worse_gate(champion_for(registry, shuffled.version), registry, patches)
     assert verdict.passed is False and verdict.metadata["difference_ci95_low"] < -0.02, verdict.description
 
     untrained = not_worse_gate(champion_for(registry, versions["b"]), registry, patches)
