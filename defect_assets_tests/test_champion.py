@@ -83,8 +83,10 @@ def test_the_budget_judges_a_model_version_by_its_first_measured_latency(tmp_pat
     from defect_assets.storage.registry import ModelRegistry
 
     registry = ModelRegistry(LocalObjectStore(tmp_path / "artifacts"))  # picking reads only the cards
-    versions = {name: registry.register("elastic_net", {"model.npz": name.encode()},
-                                        {"validation": {"roc_auc": auc}})["version"]
+    card = {"kind": "features+linear", "task": "binary", "classes": ["ok", "defect"],
+            "input": {"size": 32, "channels": 1}}
+    versions = {name: registry.register("elastic_net", {"model.npz": name.encode()}, {**card, "validation": {
+                    "accuracy": 0.8, "balanced_accuracy": 0.8, "log_loss": 0.4, "roc_auc": auc}}).version
                 for name, auc in [("better", 0.93), ("worse", 0.81)]}
     better, worse = "better", "worse"
     now = pd.DataFrame([
