@@ -201,44 +201,46 @@ class EvaluationReport(Record):
     SCHEMA = REPORT_SCHEMA
     NAME = "evaluation report"
     schema_version: int = REPORT_SCHEMA
-    evaluation_id: str
-    evaluated_at: str
-    model_version: str
-    model_family: str
+    # in the order evaluation writes them (ml.evaluation.binary_report, then pipeline.evaluate)
     task: Literal["binary", "multiclass"]
-    classes: list[str]
+    threshold: float | None = None
+    """Binary: the defect threshold chosen on validation (absent for arg-max)."""
     n: int
     """Test patches."""
+    positives: int | None = None
     accuracy: float
     balanced_accuracy: float
     precision: float
     recall: float
     f1: float
     roc_auc: float
+    pr_auc: float | None = None
     confusion_matrix: list[list[int]]
+    # added with issue 10 (reports before have none)
+    majority_baseline: float | None = None
+    accuracy_ci: list[float] | None = None
+    roc_auc_ci: list[float] | None = None
+    roc_curve: Curve | None = None
+    pr_curve: Curve | None = None
+    per_class: list[PerClass] | None = None
+    """Multi-class: precision, recall, F1 and one-vs-rest ROC AUC of each class."""
+    ovr_roc_curves: dict[str, Curve] | None = None
+    evaluation_id: str
+    evaluated_at: str
+    model_version: str
+    model_family: str
+    classes: list[str]
     data_version: DataVersion
     """The data evaluated on."""
     trained_on: DataVersion
     threshold_method: str
     validation_at_training: Validation
-    report_json: str
-    report_html: str
-    threshold: float | None = None
-    """Binary: the defect threshold chosen on validation (absent for arg-max)."""
-    positives: int | None = None
-    pr_auc: float | None = None
-    roc_curve: Curve | None = None
-    pr_curve: Curve | None = None
-    per_class: list[PerClass] | None = None
-    ovr_roc_curves: dict[str, Curve] | None = None
-    # added with issue 10 (reports before have none)
-    majority_baseline: float | None = None
-    accuracy_ci: list[float] | None = None
-    roc_auc_ci: list[float] | None = None
     # added with issue 18
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_runs: int | None = None
+    report_json: str
+    report_html: str
 
     @property
     def binary(self) -> bool:
