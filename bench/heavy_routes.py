@@ -133,7 +133,7 @@ def main() -> None:
 
     registry = ModelRegistry(LocalObjectStore(data_dir / "artifacts"))
     card = registry.card(registry.production()["version"])
-    size, channels = card["input"]["size"], card["input"]["channels"]
+    size, channels = card.input.size, card.input.channels
     from defect_assets.ml.images import encode_png
 
     rng = np.random.default_rng(0)
@@ -183,7 +183,7 @@ def main() -> None:
             proc.kill()
 
     p_idle, p_loaded = np.percentile(idle, 99), np.percentile(loaded, 99)
-    print(f"model {card['version']} ({card.get('kind')}), {size}x{size}x{channels} input; suggestions on "
+    print(f"model {card.version} ({card.kind}), {size}x{size}x{channels} input; suggestions on "
           f"{batch}/{image} at stride 1, 4 clients; {os.cpu_count()} cores")
     print(f"/v1/predict, 1 client, idle:              p99 {p_idle:8.1f} ms over {len(idle):,} requests")
     print(f"/v1/predict, 1 client, 4 heavy in flight: p99 {p_loaded:8.1f} ms over {len(loaded):,} requests")

@@ -44,7 +44,7 @@ def stored(store, asset: str) -> dict:
     return {b: read_value(store, f"{asset}/{b}") for b in batches if store.exists(f"{asset}/{b}/current.json")}
 
 
-def four_level(family, card: dict, store, scratch, trained_4: dict) -> dict:
+def four_level(family, card, store, scratch, trained_4: dict) -> dict:
     """The family's recipe (the settings in its card) trained on the 4 levels, evaluated on test;
     an ensemble combines the 4-level models of its members (``trained_4``: asset -> card)."""
     from defect_assets.pipeline.evaluate import EvalSettings, evaluate
@@ -53,7 +53,7 @@ def four_level(family, card: dict, store, scratch, trained_4: dict) -> dict:
 
     registry = ModelRegistry(scratch)
     fields = set(family.settings.model_fields)
-    settings = {k: v for k, v in card["config"].items() if k in fields}
+    settings = {k: v for k, v in card.config.items() if k in fields}
     config = family.settings(**({**settings, "task": "multiclass"} if "task" in fields else settings))
     # per-batch values from the store; an ensemble's members are the 4-level models trained above
     inputs = {name: card_summary(trained_4[name]) if name in trained_4 else stored(store, name)
@@ -62,8 +62,8 @@ def four_level(family, card: dict, store, scratch, trained_4: dict) -> dict:
     trained = family.train(config, inputs, registry, lambda _: None)
     seconds = time.perf_counter() - t0
     trained_4[family.asset] = trained.card
-    report, _ = evaluate(registry, trained.card["version"], stored(store, "labeled_patches"), EvalSettings(), scratch)
-    return {"acc4": report["accuracy"], "acc4_ci": report["accuracy_ci"], "acc4_baseline": report["majority_baseline"],
+    report, _ = evaluate(registry, trained.card.version, stored(store, "labeled_patches"), EvalSettings(), scratch)
+    return {"acc4": report.accuracy, "acc4_ci": report.accuracy_ci, "acc4_baseline": report.majority_baseline,
             "acc4_train_s": seconds}
 
 
@@ -138,7 +138,7 @@ def main() -> None:
                    "accuracy": e["accuracy"], "acc_ci95": f"{e['accuracy_ci_low']:.3f}-{e['accuracy_ci_high']:.3f}",
                    "bal_acc": e["balanced_accuracy"], "roc_auc": e["roc_auc"],
                    "auc_ci95": f"{e['roc_auc_ci_low']:.3f}-{e['roc_auc_ci_high']:.3f}", "recall": e["recall"],
-                   "train_s": round(float(card["training_seconds"]))}
+                   "train_s": round(float(card.training_seconds))}
             wanted = args.four_level_families is None or family.name in args.four_level_families
             if not args.no_four_level and wanted:
                 print(f"{family.name}: training its recipe on the 4 levels ...", flush=True)

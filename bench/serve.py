@@ -165,8 +165,8 @@ def tiny_store(root: Path) -> str:
     registry = ModelRegistry(LocalObjectStore(root / "artifacts"))
     patches = synthetic_patch_set(n_scenes=14, size=64, width=256, height=192)
     card = register_tiny_model(registry, {"synthetic": patches}, train=False, filters=(8,))
-    registry.promote(card["version"], threshold=0.5)
-    return card["version"]
+    registry.promote(card.version, threshold=0.5)
+    return card.version
 
 
 def main() -> None:
@@ -218,7 +218,7 @@ def serve_other_version(data_dir: Path, version: str, tmp: Path) -> str:
 
     source = ModelRegistry(LocalObjectStore(data_dir / "artifacts"))
     family = ModelRegistry.family_of(version)
-    if version not in {v["version"] for v in source.versions(family)}:
+    if version not in {v.version for v in source.versions(family)}:
         sys.exit(f"no model version {version} in {data_dir}/artifacts")
     folder = data_dir / "artifacts" / "evaluations" / family
     reports = [json.loads(p.read_text()) for p in sorted(folder.glob("*/report.json"))]
@@ -241,7 +241,7 @@ def run_bench(args, data_dir: str, version: str) -> None:
     registry = ModelRegistry(LocalObjectStore(Path(data_dir) / "artifacts"))
     card = registry.card(version)
     test = (registry.production() or {}).get("test_metrics") or {}
-    size, channels = card["input"]["size"], card["input"]["channels"]
+    size, channels = card.input.size, card.input.channels
     rng = np.random.default_rng(0)
     shape = (size, size) if channels == 1 else (size, size, 3)
     if args.elpv:
@@ -278,8 +278,8 @@ def run_bench(args, data_dir: str, version: str) -> None:
             ("naive model.predict per request", "naive", [multipart_request("/predict", "file", png) for png in pngs],
              max(200, args.max_requests // 100)),
         ]
-        print(f"model {version} ({card.get('kind')}): {size}x{size}x{channels} input, {card.get('params', '?')} "
-              f"parameters, {card.get('inference', {}).get('views', 1)} test-time view(s); requests: {what}; "
+        print(f"model {version} ({card.kind}): {size}x{size}x{channels} input, {card.params or '?'} "
+              f"parameters, {card.inference.views} test-time view(s); requests: {what}; "
               f"{args.concurrency} concurrent clients, {args.seconds:.0f} s per server, {os.cpu_count()} cores")
         if test:
             print(f"its test-split quality at promotion: accuracy {test.get('accuracy', float('nan')):.3f}, "

@@ -117,6 +117,7 @@ def elastic_net_experiments(store, c_grid: list[float]) -> pd.DataFrame:
 
 
 def view_experiments(store, limit: int) -> pd.DataFrame:
+    from defect_assets.ml.records import ModelCard
     from defect_assets.ml.scorer import load_registered
     from defect_assets.storage.registry import ModelRegistry
 
@@ -134,15 +135,15 @@ def view_experiments(store, limit: int) -> pd.DataFrame:
         x, y = x[keep], y[keep]
     newest = {}
     for card in registry.versions():
-        if card.get("kind") != "features+linear" and card["family"] in ("scratch_cnn", "fine_tuned_vgg16"):
-            newest[card["family"]] = card["version"]  # versions come oldest first
+        if card.kind != "features+linear" and card.family in ("scratch_cnn", "fine_tuned_vgg16"):
+            newest[card.family] = card.version  # versions come oldest first
     print(f"test-time views: {len(y)} validation cells; models {newest}", flush=True)
     rows = []
     for family, version in newest.items():
         scorer = load_registered(registry, version)
-        base = dict(scorer.card)
+        base = scorer.card.to_dict()
         for views in (1, 2, 4, 8):
-            scorer.card = {**base, "inference": {**(base.get("inference") or {}), "views": views}}
+            scorer.card = ModelCard.from_dict({**base, "inference": {**base.get("inference", {}), "views": views}})
             t0 = time.perf_counter()
             proba = scorer.predict_proba(x)
             rows.append(row(f"{family} {views} view(s)", y, proba, time.perf_counter() - t0))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from defect_assets.ml.records import ModelCard
+
 
 def say(msg: str = "") -> None:
     print(msg, flush=True)
@@ -142,7 +144,7 @@ def recipe(dataset: str, patch_size: int, image_size: int | None, quick: bool) -
     return prepare, train
 
 
-def train_models(defs, instance, run_config) -> list[dict]:
+def train_models(defs, instance, run_config) -> list[ModelCard]:
     """Run train_models_job (every family on every built batch); returns their cards."""
     from defect_assets.defs.jobs import TRAIN_MODELS_JOB
     from defect_assets.pipeline.family_registry import families
@@ -156,10 +158,10 @@ def train_models(defs, instance, run_config) -> list[dict]:
     return [registry.card(v) for v in versions]
 
 
-def model_table(cards: list[dict]) -> str:
-    rows = [{"family": c["family"], "version": c["version"], "val_accuracy": c["validation"]["accuracy"],
-             "val_balanced_acc": c["validation"]["balanced_accuracy"], "val_roc_auc": c["validation"]["roc_auc"],
-             "train_s": round(c["training_seconds"])} for c in cards]
+def model_table(cards: list[ModelCard]) -> str:
+    rows = [{"family": c.family, "version": c.version, "val_accuracy": c.validation.accuracy,
+             "val_balanced_acc": c.validation.balanced_accuracy, "val_roc_auc": c.validation.roc_auc,
+             "train_s": round(c.training_seconds)} for c in cards]
     return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
@@ -393,7 +395,7 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("")
     say(f"Test split ({int(rows['test_patches'].iloc[0])} patches never used for training or choosing; majority-class "
         f"baseline accuracy {rows['majority_baseline'].iloc[0]:.3f}), side by side:")
-    say(evaluation_table(rows, {c["family"]: c["training_seconds"] for c in cards}))
+    say(evaluation_table(rows, {c.family: c.training_seconds for c in cards}))
     say("  (p99_ms: one full-size image at one client through the served scorer, measured now on this machine)")
     say("")
     say(f"Champion: {champion.model_version} ({champion.family}), why: {champion.reason}. Checks: "

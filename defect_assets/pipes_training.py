@@ -97,11 +97,11 @@ def main() -> None:
         trained = spec.train(settings, inputs, ModelRegistry(store), reporter)
         card = trained.card
         pipes.report_asset_materialization(metadata={
-            "version": card["version"], "family": card["family"],
-            "val_roc_auc": float(card["validation"]["roc_auc"]), "val_accuracy": float(card["validation"]["accuracy"]),
-            "training_seconds": round(float(card["training_seconds"]), 1), "epochs_reported": len(reporter.epochs),
-            "data_version": card["data_version"]["id"], "trained_in_process": os.getpid(),
-        }, data_version=card["version"])
+            "version": card.version, "family": card.family,
+            "val_roc_auc": float(card.validation.roc_auc), "val_accuracy": float(card.validation.accuracy),
+            "training_seconds": round(float(card.training_seconds), 1), "epochs_reported": len(reporter.epochs),
+            "data_version": card.data_version.id, "trained_in_process": os.getpid(),
+        }, data_version=card.version)
 
 
 if __name__ == "__main__":

@@ -55,13 +55,13 @@ def test_the_paired_gate_passes_an_identical_retrain_every_time_and_blocks_a_shu
     patches = {"synthetic": read_value(store, "labeled_patches/synthetic")}
     registry.promote(versions["a"], threshold=0.5)
     retrain = register_tiny_model(registry, patches, epochs=3, seed=0)  # same data, config, seed as "a"
-    assert retrain["version"] != versions["a"]
-    verdicts = [not_worse_gate(champion_for(registry, retrain["version"]), registry, patches) for _ in range(3)]
+    assert retrain.version != versions["a"]
+    verdicts = [not_worse_gate(champion_for(registry, retrain.version), registry, patches) for _ in range(3)]
     assert all(v.passed for v in verdicts)
     assert {(v.metadata["difference_ci95_low"], v.metadata["difference_ci95_high"]) for v in verdicts} == {(0.0, 0.0)}
 
     shuffled = register_tiny_model(registry, patches, epochs=3, seed=0, shuffle_labels=True)
-    verdict = not_worse_gate(champion_for(registry, shuffled["version"]), registry, patches)
+    verdict = not_worse_gate(champion_for(registry, shuffled.version), registry, patches)
     assert verdict.passed is False and verdict.metadata["difference_ci95_low"] < -0.02, verdict.description
 
     untrained = not_worse_gate(champion_for(registry, versions["b"]), registry, patches)
@@ -83,8 +83,10 @@ def test_the_budget_judges_a_model_version_by_its_first_measured_latency(tmp_pat
     from defect_assets.storage.registry import ModelRegistry
 
     registry = ModelRegistry(LocalObjectStore(tmp_path / "artifacts"))  # picking reads only the cards
-    versions = {name: registry.register("elastic_net", {"model.npz": name.encode()},
-                                        {"validation": {"roc_auc": auc}})["version"]
+    card = {"kind": "features+linear", "task": "binary", "classes": ["ok", "defect"],
+            "input": {"size": 32, "channels": 1}}
+    versions = {name: registry.register("elastic_net", {"model.npz": name.encode()}, {**card, "validation": {
+                    "accuracy": 0.8, "balanced_accuracy": 0.8, "log_loss": 0.4, "roc_auc": auc}}).version
                 for name, auc in [("better", 0.93), ("worse", 0.81)]}
     better, worse = "better", "worse"
     now = pd.DataFrame([

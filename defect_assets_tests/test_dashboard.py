@@ -80,8 +80,8 @@ def built(tmp_path_factory):
     store = LocalObjectStore(root / "data" / "artifacts")
     registry = ModelRegistry(store)
     patches = {b: read_value(store, asset_value_prefix("labeled_patches", b)) for b in BATCHES}
-    untrained = register_tiny_model(registry, patches, seed=1, train=False)["version"]
-    trained = register_tiny_model(registry, patches, epochs=4, seed=0)["version"]
+    untrained = register_tiny_model(registry, patches, seed=1, train=False).version
+    trained = register_tiny_model(registry, patches, epochs=4, seed=0).version
     evaluate_as_every_family(root, instance, untrained, min_recall=0.0)  # the previous champion
     evaluate_as_every_family(root, instance, trained, min_recall=0.0)  # the current one
     registry.promote(trained, threshold=0.5)

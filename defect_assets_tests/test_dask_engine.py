@@ -123,7 +123,7 @@ def test_pool_scores_on_dask_equal_in_process(cluster, tmp_path):
         store.write_bytes(key, encode_png(rng.integers(0, 256, (48 + i, 40), dtype=np.uint8)))
         keys.append(key)
     pool = pd.DataFrame({"stored_key": keys})
-    scorer = load_registered(registry, card["version"])
+    scorer = load_registered(registry, card.version)
     here = score_pool(scorer, pool, store, address="")
     config = StoreConfig(kind="local", root=str(tmp_path / "artifacts"))
     there = score_pool(scorer, pool, store, store_config=config, address=cluster.address)
@@ -154,13 +154,13 @@ def test_score_batch_on_the_cluster_gives_the_in_process_table(cluster, tmp_path
     rows.append({"path": "labels.csv", "role": "labels", "sha256": "0" * 64, "stored_key": "x", "width": 0,
                  "height": 0})
     write_value(store, asset_value_prefix(["raw_images"], "b1"), ArrayTable(pd.DataFrame(rows)))
-    here = score_batch(store, "b1", card["version"], address="")
+    here = score_batch(store, "b1", card.version, address="")
     assert len(here) == 12 and list(here.columns) == ["image", "image_id", "model_version", "p_ok", "p_defect"]
     for name in ("DEFECT_ASSETS_DATA_DIR", "DAGSTER_HOME", "DEFECT_ASSETS_STORAGE"):
         monkeypatch.setenv(name, "local" if name == "DEFECT_ASSETS_STORAGE" else str(tmp_path))
     monkeypatch.setenv(engine.DASK_ADDRESS_ENV, cluster.address)
     out = tmp_path / "scores.csv"
-    assert main(["--data-dir", str(tmp_path / "data"), "score-batch", "b1", "--version", card["version"],
+    assert main(["--data-dir", str(tmp_path / "data"), "score-batch", "b1", "--version", card.version,
                  "--out", str(out)]) == 0
     there = pd.read_csv(out)
     assert there["image"].tolist() == here["image"].tolist()

@@ -123,7 +123,7 @@ def test_deployment_waits_for_the_service_and_smoke_tests_it(evaluated):
         calls = svc.app.state.service.batcher.stats()
     meta = {k: v.value for k, v in result.asset_materializations_for_node("deployed_endpoint")[0].metadata.items()}
     assert meta["service_url"] == svc.url and meta["model_version"] == versions["a"]
-    assert meta["golden_patches"] == len(registry.card(versions["a"])["golden"]["patch_ids"]) > 10
+    assert meta["golden_patches"] == len(registry.card(versions["a"]).golden.patch_ids) > 10
     assert meta["max_abs_difference"] <= 1e-4 and meta["smoke_latency_ms"] > 0  # a value, not a budget: bench/
     assert calls["images"] >= meta["golden_patches"]
     out = result.output_for_node("deployed_endpoint")

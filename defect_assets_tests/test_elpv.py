@@ -142,7 +142,7 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     assert champion and champion.group(2) in {f.name for f in families()}, text
     # the champion is the best on validation among the candidates whose measured p99 fits 50 ms
     registry = ModelRegistry(LocalObjectStore(tmp_path / "data" / "artifacts"))
-    val_auc = {v: registry.card(v)["validation"]["roc_auc"] for v in history["model_version"]}
+    val_auc = {v: registry.card(v).validation.roc_auc for v in history["model_version"]}
     fits = history[history["latency_p99_ms"] <= 50.0]
     if len(fits):
         best = max(fits["model_version"], key=lambda v: val_auc[v])

@@ -52,8 +52,8 @@ def test_background_chunks_wait_for_light_work_in_the_model_thread():
             release.wait(WAIT)
         return np.tile([[0.5, 0.5]], (len(x), 1)).astype(np.float32)
 
-    model = ServedModel(Scorer({"version": "m", "classes": ["ok", "defect"], "input": {"size": 2, "channels": 1}},
-                               predict), {"version": "m"})
+    model = ServedModel(Scorer({"version": "m", "kind": "keras", "task": "binary", "classes": ["ok", "defect"],
+                                "input": {"size": 2, "channels": 1}}, predict), {"version": "m"})
 
     def patches(marker, n=1):
         return np.full((n, 2, 2), marker, np.uint8)

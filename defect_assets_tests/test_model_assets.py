@@ -37,26 +37,26 @@ def test_every_family_is_trained_registered_and_beats_chance(built):
     root, _, _, _, result = built
     assert result.success
     registry = ModelRegistry(LocalObjectStore(root / "data" / "artifacts"))
-    cards = {c["family"]: c for c in registry.versions()}
+    cards = {c.family: c for c in registry.versions()}
     registered = {f.name for f in families()}
     assert set(cards) == registered == {"scratch_cnn", "fine_tuned_vgg16", "elastic_net", "ensemble"}
     for family, card in cards.items():
-        assert card["data_version"]["batches"] == ["s1", "s2"], family
-        assert set(card["data_version"]["label_versions"]) == {"s1", "s2"}
-        assert card["classes"] == ["ok", "defect"] and card["training_seconds"] > 0
-        assert card["validation"]["roc_auc"] > 0.75, (family, card["validation"])  # chance is 0.5
-    assert len(cards["elastic_net"]["trials"]) == 2
+        assert card.data_version.batches == ["s1", "s2"], family
+        assert set(card.data_version.label_versions) == {"s1", "s2"}
+        assert card.classes == ["ok", "defect"] and card.training_seconds > 0
+        assert card.validation.roc_auc > 0.75, (family, card.validation)  # chance is 0.5
+    assert len(cards["elastic_net"].trials) == 2
     ensemble = cards["ensemble"]
     members = ("elastic_net", "fine_tuned_vgg16", "scratch_cnn")
     # members: the families whose weight is above 0 (a zero-weight member is not run when served)
-    assert set(ensemble["members"]) <= {cards[f]["version"] for f in members} and ensemble["members"]
-    assert sum(ensemble["weights"]) == pytest.approx(1.0) and min(ensemble["weights"]) > 0
-    assert len(ensemble["trials"]) > 1 and sum(t["chosen"] for t in ensemble["trials"]) == 1
-    best_member = max(cards[f]["validation"]["roc_auc"] for f in members)
+    assert set(ensemble.members) <= {cards[f].version for f in members} and ensemble.members
+    assert sum(ensemble.weights) == pytest.approx(1.0) and min(ensemble.weights) > 0
+    assert len(ensemble.trials) > 1 and sum(t["chosen"] for t in ensemble.trials) == 1
+    best_member = max(cards[f].validation.roc_auc for f in members)
     # a single member is on the weight grid; ties (within tie_tolerance) go to the lower log loss
-    assert ensemble["validation"]["roc_auc"] >= best_member - ensemble["config"]["tie_tolerance"] - 1e-9
+    assert ensemble.validation.roc_auc >= best_member - ensemble.config["tie_tolerance"] - 1e-9
     summary = result.output_for_node("scratch_cnn_model")
-    assert summary["version"].iloc[0] == cards["scratch_cnn"]["version"]
+    assert summary["version"].iloc[0] == cards["scratch_cnn"].version
 
 
 @pytest.mark.slow
@@ -71,10 +71,10 @@ def test_registered_models_score_their_golden_set_as_at_training(built):
     n_val = sum(int((ps.table["split"] == "validation").sum()) for ps in patch_sets.values())
     for card in registry.versions():
         golden = golden_set(card, patch_sets, store)
-        assert len(golden) == len(card["golden"]["patch_ids"]) == min(32, n_val), card["family"]
+        assert len(golden) == len(card.golden.patch_ids) == min(32, n_val), card.family
         assert set(golden.kinds) <= {"point", "negative"} and "point" in golden.kinds
         for compiled in (False, True):
-            scorer = load_registered(registry, card["version"], compiled=compiled)
+            scorer = load_registered(registry, card.version, compiled=compiled)
             np.testing.assert_allclose(scorer.predict_proba(golden.patches), golden.expected, atol=1e-4)
             np.testing.assert_allclose(golden.score(scorer), golden.expected, atol=1e-4)
         assert not np.allclose(golden.expected[:, 1], golden.expected[0, 1])  # a real model, not a constant
@@ -102,7 +102,7 @@ def test_features_of_an_unchanged_batch_are_not_recomputed(built):
         per_partition[r.partition_key] = per_partition.get(r.partition_key, 0) + 1
     assert per_partition == {"s1": 1, "s2": 1, "s3": 1}
     cards = ModelRegistry(store).versions("elastic_net")
-    assert cards[-1]["data_version"]["batches"] == ["s1", "s2", "s3"]
+    assert cards[-1].data_version.batches == ["s1", "s2", "s3"]
 
 
 @pytest.mark.slow
@@ -118,7 +118,7 @@ def test_multiclass_task_keeps_every_label_and_evaluates_per_class(built):
                                                                                  "search_C": []}}}})
     assert result.success
     card = ModelRegistry(LocalObjectStore(root / "data" / "artifacts")).latest("elastic_net")
-    assert card["task"] == "multiclass" and card["classes"] == ["background", "dent", "scratch"]
-    assert card["validation"]["roc_auc"] > 0.6
+    assert card.task == "multiclass" and card.classes == ["background", "dent", "scratch"]
+    assert card.validation.roc_auc > 0.6
     row = result.output_for_node("elastic_net_evaluation").iloc[0]
     assert row["task"] == "multiclass" and row["threshold_method"] == "argmax"

@@ -51,13 +51,13 @@ def test_scratch_cnn_trains_in_a_pipes_subprocess_and_reports_epochs_and_version
     (mat,) = result.asset_materializations_for_node("scratch_cnn_model")
     meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     cards = ModelRegistry(store).versions()
-    assert [c["version"] for c in cards] == [meta["version"]]  # the one model the subprocess registered
+    assert [c.version for c in cards] == [meta["version"]]  # the one model the subprocess registered
     card = cards[0]
-    assert card["family"] == "scratch_cnn" and card["data_version"]["batches"] == ["p1"]
-    assert "through_pipes" not in card["config"] and card["config"]["epochs"] == EPOCHS
+    assert card.family == "scratch_cnn" and card.data_version.batches == ["p1"]
+    assert "through_pipes" not in card.config and card.config["epochs"] == EPOCHS
     assert meta["trained_in_process"] != os.getpid()
     assert meta["epochs"] == meta["epochs_reported"] == EPOCHS  # one custom message per epoch
-    assert meta["val_roc_auc"] == pytest.approx(card["validation"]["roc_auc"])
+    assert meta["val_roc_auc"] == pytest.approx(card.validation.roc_auc)
     value = read_value(store, asset_value_prefix(["scratch_cnn_model"], None))
     assert value["version"].tolist() == [meta["version"]]
     logged = [e.message for e in instance.all_logs(result.run_id) if e.message]
@@ -155,7 +155,7 @@ def test_with_the_azureml_backend_training_runs_as_a_command_job_talking_through
     assert meta["trained_through"] == "dagster pipes (Azure ML, compute gpu-cluster)"
     assert meta["AzureML Job Name"] == "job-1"
     cards = ModelRegistry(store).versions()  # registered in the Blob artifact store by the job
-    assert [c["version"] for c in cards] == [meta["version"]]
+    assert [c.version for c in cards] == [meta["version"]]
     assert meta["trained_in_process"] != os.getpid()
     assert meta["epochs"] == meta["epochs_reported"] == EPOCHS  # the epoch messages came back through Blob
     logged = [e.message for e in instance.all_logs(result.run_id) if e.message]

@@ -70,12 +70,12 @@ def test_an_ensemble_is_the_weighted_average_of_its_members(tmp_path, keras_byte
     base = {k: v for k, v in card().items() if k != "version"}
     a = registry.register("a", {"model.keras": keras_bytes}, base)
     b = registry.register("b", {"model.keras": keras_bytes}, {**base, "inference": {"views": 2}})
-    members = {"members": [a["version"], b["version"]], "weights": [0.25, 0.75]}
+    members = {"members": [a.version, b.version], "weights": [0.25, 0.75]}
     ens = registry.register("ensemble", {"members.json": json.dumps(members).encode()},
                             {**base, "kind": "ensemble"})
     x = np.stack([smooth_image(32, 32, seed=s) for s in range(4)])
-    pa = load_registered(registry, a["version"]).predict_proba(x)
-    pb = load_registered(registry, b["version"]).predict_proba(x)
-    np.testing.assert_allclose(load_registered(registry, ens["version"]).predict_proba(x), 0.25 * pa + 0.75 * pb,
+    pa = load_registered(registry, a.version).predict_proba(x)
+    pb = load_registered(registry, b.version).predict_proba(x)
+    np.testing.assert_allclose(load_registered(registry, ens.version).predict_proba(x), 0.25 * pa + 0.75 * pb,
                                atol=1e-6)
-    assert isinstance(load_registered(registry, ens["version"], compiled=True), Scorer)
+    assert isinstance(load_registered(registry, ens.version, compiled=True), Scorer)

@@ -109,7 +109,8 @@ def test_binary_decisions_use_the_threshold_and_multiclass_the_arg_max():
     from defect_assets.serving.models import ServedModel
 
     def served(classes, pointer):
-        return ServedModel(Scorer({"version": "m-1", "classes": classes, "input": {"size": 8, "channels": 1}},
+        return ServedModel(Scorer({"version": "m-1", "kind": "keras", "task": "binary" if len(classes) == 2
+                                   else "multiclass", "classes": classes, "input": {"size": 8, "channels": 1}},
                                   lambda x: x), pointer)
 
     p = np.array([[0.7, 0.3], [0.55, 0.45], [0.1, 0.9]])
@@ -166,8 +167,8 @@ def test_predictions_over_http_equal_the_in_process_scorer(service):
     ModelInfo.model_validate(info)
     card = registry.card(versions["a"])
     assert info["model_version"] == versions["a"] and info["threshold"] == 0.4
-    assert (info["data_version"] == card["data_version"]
-            and info["validation"]["roc_auc"] == card["validation"]["roc_auc"])
+    assert (info["data_version"] == card.data_version.to_dict()
+            and info["validation"]["roc_auc"] == card.validation.roc_auc)
     assert raw_request(svc.port, "GET", "/healthz") == (200, {"status": "alive"})
     status, doc = raw_request(svc.port, "GET", "/openapi.json")
     assert status == 200 and {"/v1/predict", "/v1/inspect", "/v1/model", "/healthz", "/readyz"} <= set(doc["paths"])
@@ -259,7 +260,7 @@ def test_a_broken_new_model_leaves_the_old_one_serving(service, caplog):
     card = registry.card(versions["b"])
     path = Path(store.local_path(f"models/tiny_cnn/{versions['b']}/model.keras"))
     path.write_bytes(path.read_bytes()[:-64] + b"\0" * 64)
-    store.write_bytes("models/production.json", json.dumps({"version": versions["b"], "family": card["family"],
+    store.write_bytes("models/production.json", json.dumps({"version": versions["b"], "family": card.family,
                                                             "promoted": "now", "threshold": 0.5}).encode())
     while (client.model()["last_reload_error"] or {}).get("version") != versions["b"]:
         assert time.monotonic() < deadline + 20, "the corrupt copy was not reported"

@@ -33,10 +33,11 @@ def big_patch_model(registry, version: str) -> str:
     """The tiny model registered again with a card saying its patches were cut at 48 px (and shrunk
     to its 32 px input, as training does for such models)."""
     card = registry.card(version)
-    files = {name: registry.read_file(version, name) for name in card["files"]}
-    base = {k: v for k, v in card.items() if k not in ("version", "family", "created", "files")}
-    base["input"] = {**card["input"], "patch_size": PATCH}
-    return registry.register(card["family"], files, base)["version"]
+    files = {name: registry.read_file(version, name) for name in card.files}
+    base = {k: v for k, v in card.to_dict().items()
+            if k not in ("version", "family", "created", "files", "schema_version")}
+    base["input"] = {**card.input.to_dict(), "patch_size": PATCH}
+    return registry.register(card.family, files, base).version
 
 
 @pytest.fixture(scope="module")

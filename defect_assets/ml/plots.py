@@ -6,6 +6,8 @@ import io
 
 import pandas as pd
 
+from defect_assets.ml.records import EvaluationReport
+
 
 def _figure(w: float = 9, h: float = 3.2):
     import matplotlib
@@ -51,26 +53,26 @@ def _single(w: float = 4.2, h: float = 3.6):
     return plt, fig, ax
 
 
-def roc_png(report: dict, title: str) -> bytes:
+def roc_png(report: EvaluationReport, title: str) -> bytes:
     plt, fig, ax = _single()
-    if report["task"] == "binary" and "roc_curve" in report:
-        c = report["roc_curve"]
-        ax.plot(c["x"], c["y"], label=f"AUC {report['roc_auc']:.3f}")
-    for name, c in report.get("ovr_roc_curves", {}).items():
-        auc = next(p["roc_auc_ovr"] for p in report["per_class"] if p["class"] == name)
-        ax.plot(c["x"], c["y"], label=f"{name} vs rest, AUC {auc:.3f}")
+    if report.task == "binary" and report.roc_curve is not None:
+        c = report.roc_curve
+        ax.plot(c.x, c.y, label=f"AUC {report.roc_auc:.3f}")
+    for name, c in (report.ovr_roc_curves or {}).items():
+        auc = next(p.roc_auc_ovr for p in report.per_class if p.class_name == name)
+        ax.plot(c.x, c.y, label=f"{name} vs rest, AUC {auc:.3f}")
     ax.plot([0, 1], [0, 1], "--", color="gray", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right", fontsize=8)
     return _png(plt, fig)
 
 
-def pr_png(report: dict, title: str) -> bytes:
+def pr_png(report: EvaluationReport, title: str) -> bytes:
     plt, fig, ax = _single()
-    if "pr_curve" in report:
-        c = report["pr_curve"]
-        ax.plot(c["x"], c["y"], label=f"PR AUC {report['pr_auc']:.3f}")
-        ax.axhline(report["positives"] / max(report["n"], 1), ls="--", color="gray", lw=0.8, label="chance")
+    if report.pr_curve is not None:
+        c = report.pr_curve
+        ax.plot(c.x, c.y, label=f"PR AUC {report.pr_auc:.3f}")
+        ax.axhline(report.positives / max(report.n, 1), ls="--", color="gray", lw=0.8, label="chance")
         ax.legend(loc="lower left", fontsize=8)
     ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.02))
     return _png(plt, fig)

@@ -18,6 +18,7 @@ import numpy as np
 
 from defect_assets.ml.images import DEFAULT_MAX_PIXELS
 from defect_assets.ml.preprocess import prepare_patch, shrink_patches, to_pixels
+from defect_assets.ml.records import ModelCard
 
 KERAS_FILE = "model.keras"
 LINEAR_FILE = "linear.npz"
@@ -53,7 +54,7 @@ def keras_macs(model) -> int | None:
 class ModelSource(Protocol):
     """What the loader needs of a model registry (``storage.registry.ModelRegistry``)."""
 
-    def card(self, version: str) -> dict: ...
+    def card(self, version: str) -> ModelCard: ...
 
     def read_file(self, version: str, name: str) -> bytes: ...  # hash-checked against the card
 
@@ -76,9 +77,9 @@ class Scorer:
     test-time views (``inference.views``: the quarter turns and mirrors of each patch), the
     probabilities are their average: evaluation and serving get the very same numbers."""
 
-    def __init__(self, card: dict, predict: Callable[[np.ndarray], np.ndarray], compiled: bool = False,
+    def __init__(self, card: ModelCard | dict, predict: Callable[[np.ndarray], np.ndarray], compiled: bool = False,
                  macs: int | None = None):
-        self.card = card
+        self.card = ModelCard.from_dict(card)
         self._predict = predict
         self.compiled = compiled
         self._macs = macs
@@ -93,29 +94,29 @@ class Scorer:
 
     @property
     def views(self) -> int:
-        return int((self.card.get("inference") or {}).get("views", 1))
+        return int(self.card.inference.views)
 
     @property
     def version(self) -> str:
-        return self.card["version"]
+        return self.card.version
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card["classes"])
+        return list(self.card.classes)
 
     @property
     def input_size(self) -> int:
-        return int(self.card["input"]["size"])
+        return int(self.card.input.size)
 
     @property
     def channels(self) -> int:
-        return int(self.card["input"]["channels"])
+        return int(self.card.input.channels)
 
     @property
     def patch_size(self) -> int:
         """Side of the patches the model was trained from (its input may be smaller: they are then
         shrunk to ``input_size`` as in training). Equal to ``input_size`` for most models."""
-        return int(self.card["input"].get("patch_size") or self.input_size)
+        return int(self.card.input.patch_size or self.input_size)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -176,7 +177,8 @@ class LinearScorer(Scorer):
     on one backbone runs the backbone once per image (``shared_features``), and so its heatmap is
     the exact decomposition of the head's logit over the backbone's locations (``explain``)."""
 
-    def __init__(self, card: dict, features: Callable[[np.ndarray], np.ndarray], linear, compiled: bool = False,
+    def __init__(self, card: ModelCard | dict, features: Callable[[np.ndarray], np.ndarray], linear,
+                 compiled: bool = False,
                  macs: int | None = None):
         super().__init__(card, lambda x: linear.predict_proba(features(x)), compiled, macs)
         self.features, self.linear = features, linear
@@ -187,7 +189,7 @@ class LinearScorer(Scorer):
         """Equal for two heads whose features are the same numbers (same backbone, input, views)."""
         import json
 
-        return json.dumps([self.card["features"], self.card["input"], self.views], sort_keys=True)
+        return json.dumps([self.card.features.to_dict(), self.card.input.to_dict(), self.views], sort_keys=True)
 
     def view_features(self, patches: np.ndarray) -> list[np.ndarray]:
         """The features of each test-time view of (N, size, size, C) patches."""
@@ -207,7 +209,7 @@ class LinearScorer(Scorer):
         if self._maps is None:
             from defect_assets.ml.backbone import make_extractor
 
-            self._maps = make_extractor(self.card["features"], (self.input_size, self.input_size, self.channels),
+            self._maps = make_extractor(self.card.features.to_dict(), (self.input_size, self.input_size, self.channels),
                                         maps=True)
         x = np.asarray(patch)
         if x.ndim == 2:
@@ -239,29 +241,29 @@ def _graph(model, size: int, channels: int) -> Callable[[np.ndarray], np.ndarray
     return lambda x: np.asarray(forward(np.ascontiguousarray(x, dtype=np.uint8))).astype(np.float32)
 
 
-ScorerLoader = Callable[[dict, Callable[[str], bytes], bool, Callable[[str], Scorer] | None], Scorer]
+ScorerLoader = Callable[[ModelCard, Callable[[str], bytes], bool, Callable[[str], Scorer] | None], Scorer]
 """(card, read_file, compiled, load_version) -> Scorer: builds the scorer of one kind of card from a
 reader of the version's (already verified) files; ``load_version`` loads another registered version
 the same way (an ensemble's members)."""
 
 
-def _load_keras(card: dict, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
+def _load_keras(card: ModelCard, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
     from defect_assets.ml.training import model_from_bytes, predict_proba
 
-    size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
+    size, channels = int(card.input.size), int(card.input.channels)
     model = model_from_bytes(read_file(KERAS_FILE))
     if compiled:
         return Scorer(card, _graph(model, size, channels), compiled=True, macs=keras_macs(model))
     return Scorer(card, lambda x: predict_proba(model, x), macs=keras_macs(model))
 
 
-def _load_linear(card: dict, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
+def _load_linear(card: ModelCard, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
     from defect_assets.ml.backbone import extract_features, is_onnx, make_extractor
     from defect_assets.ml.linear import LinearSoftmax
 
-    size, channels = int(card["input"]["size"]), int(card["input"]["channels"])
+    size, channels = int(card.input.size), int(card.input.channels)
     linear = LinearSoftmax.from_bytes(read_file(LINEAR_FILE))
-    fx = make_extractor(card["features"], (size, size, channels))
+    fx = make_extractor(card.features.to_dict(), (size, size, channels))
     if is_onnx(fx):  # ONNX Runtime: one compiled graph already, the same call in every process
         features = lambda x: extract_features(fx, x, batch_size=16)  # noqa: E731
     else:
@@ -272,16 +274,16 @@ def _load_linear(card: dict, read_file: Callable[[str], bytes], compiled: bool, 
 MEMBERS_FILE = "members.json"
 
 
-def _load_ensemble(card: dict, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
+def _load_ensemble(card: ModelCard, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
     import json
 
     if load_version is None:
-        raise ValueError(f"ensemble {card.get('version')}: its members are loaded from a registry (load_registered)")
+        raise ValueError(f"ensemble {card.version}: its members are loaded from a registry (load_registered)")
     doc = json.loads(read_file(MEMBERS_FILE))
     members = [load_version(v) for v in doc["members"]]
     weights = np.asarray(doc["weights"], np.float64)
     if len(weights) != len(members):
-        raise ValueError(f"ensemble {card.get('version')}: {len(members)} members but {len(weights)} weights")
+        raise ValueError(f"ensemble {card.version}: {len(members)} members but {len(weights)} weights")
     return EnsembleScorer(card, members, weights, compiled=compiled)
 
 
@@ -302,13 +304,14 @@ def scorer_kinds() -> tuple[str, ...]:
     return tuple(_SCORER_KINDS)
 
 
-def load_scorer(card: dict, read_file: Callable[[str], bytes], compiled: bool = False,
+def load_scorer(card: ModelCard | dict, read_file: Callable[[str], bytes], compiled: bool = False,
                 load_version: Callable[[str], Scorer] | None = None) -> Scorer:
     """A scorer from a card and a reader of the version's (already verified) files."""
-    kind = card.get("kind")
+    card = ModelCard.from_dict(card)
+    kind = card.kind
     loader = _SCORER_KINDS.get(kind)
     if loader is None:
-        raise ValueError(f"unknown model kind {kind!r} in card of {card.get('version')}")
+        raise ValueError(f"unknown model kind {kind!r} in card of {card.version}")
     return loader(card, read_file, compiled, load_version)
 
 
@@ -331,7 +334,7 @@ def load_keras_registered(registry: ModelSource, version: str):
 class EnsembleScorer(Scorer):
     """The weighted average of its members' probabilities (heads on one backbone share its pass)."""
 
-    def __init__(self, card: dict, members: list[Scorer], weights: np.ndarray, compiled: bool = False):
+    def __init__(self, card: ModelCard | dict, members: list[Scorer], weights: np.ndarray, compiled: bool = False):
         def predict(x: np.ndarray) -> np.ndarray:
             return ensemble_proba(members, weights, x)
 
@@ -363,7 +366,7 @@ def explainable(scorer: Scorer) -> bool:
     """Whether ``scorer.explain`` gives an exact map (a linear head on backbone features)."""
     if isinstance(scorer, EnsembleScorer):
         return scorer.explainable
-    return isinstance(scorer, LinearScorer) and scorer.card["features"].get("backbone", "vgg16") != "vgg16"
+    return isinstance(scorer, LinearScorer) and scorer.card.features.backbone != "vgg16"
 
 
 def weighted_average(weights: np.ndarray, probas: np.ndarray) -> np.ndarray:

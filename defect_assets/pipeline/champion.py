@@ -147,7 +147,7 @@ def pick_champion(evaluations: pd.DataFrame, registry: ModelRegistry, metric: st
         raise ValueError("no evaluated candidate to choose a champion from")
     table = evaluations.reset_index(drop=True).copy()
     cards = {v: registry.card(v) for v in table["model_version"]}
-    table["val_metric"] = [cards[v]["validation"].get(metric, np.nan) for v in table["model_version"]]
+    table["val_metric"] = [cards[v].validation.get(metric, np.nan) for v in table["model_version"]]
     if "latency_p99_ms" not in table:
         table["latency_p99_ms"] = np.nan
     table["budget_p99_ms"] = budget_latency(table, history)
@@ -218,7 +218,7 @@ def not_worse_gate(champion: Champion, registry: ModelRegistry, patch_sets: dict
     identical retrain (difference 0 on every resample) always passes."""
     candidate = load_registered(registry, champion.model_version)
     card = candidate.card
-    test = split_data(patch_sets, "test", card["task"], card["classes"])
+    test = split_data(patch_sets, "test", card.task, card.classes)
     cand_p = candidate.predict_proba(test.x)
     cand_auc = summary_metrics(test.y, cand_p)["roc_auc"]
     prod = registry.production()

@@ -13,6 +13,7 @@ import pandas as pd
 
 from defect_assets.ml import plots
 from defect_assets.ml.evaluation import binary_report, choose_threshold, multiclass_report
+from defect_assets.ml.records import EvaluationReport
 from defect_assets.ml.report_html import render_report
 from defect_assets.ml.scorer import Scorer, load_registered
 from defect_assets.pipeline.training import data_version, split_data
@@ -74,12 +75,13 @@ def candidate_latency(registry: ModelRegistry, version: str, patch_sets: dict[st
 
 def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayTable], settings: EvalSettings,
              store: ObjectStore, scorer: Scorer | None = None, latency_runs: int = LATENCY_RUNS
-             ) -> tuple[dict, dict[str, bytes]]:
-    """Returns (report, {plot name: PNG}); writes report.json and report.html to the store. The
-    report holds the model's latency on one full-size image (``candidate_latency``; 0 runs skips)."""
+             ) -> tuple[EvaluationReport, dict[str, bytes]]:
+    """Returns (report, {plot name: PNG}); writes report.json (its ``to_dict``) and report.html to
+    the store. The report holds the model's latency on one full-size image (``candidate_latency``;
+    0 runs skips)."""
     scorer = scorer or load_registered(registry, version)
     card = scorer.card
-    classes, task = card["classes"], card["task"]
+    classes, task = card.classes, card.task
     val = split_data(patch_sets, "validation", task, classes)
     test = split_data(patch_sets, "test", task, classes)
     if len(test.y) == 0:
@@ -88,27 +90,30 @@ def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayT
     if task == "binary":
         threshold = choose_threshold(val.y, p_val[:, 1], settings.threshold_method,
                                      settings.cost_missed_defect, settings.cost_false_alarm)
-        report = binary_report(test.y, p_test[:, 1], threshold)
+        doc = binary_report(test.y, p_test[:, 1], threshold)
         score, hist_classes = p_test[:, 1], classes
     else:
         threshold = None
-        report = multiclass_report(test.y, p_test, classes)
+        doc = multiclass_report(test.y, p_test, classes)
         score, hist_classes = 1 - p_test[:, 0], classes
     dv = data_version(patch_sets)
     stamp = dt.datetime.now(dt.UTC)
     eid = "eval-" + stamp.strftime("%Y%m%dT%H%M%S%f")[:-3] + "-" + hashlib.sha256(
         f"{version}:{dv['id']}:{settings}".encode()).hexdigest()[:8]
-    report.update({"evaluation_id": eid, "evaluated_at": stamp.isoformat(timespec="seconds"),
-                   "model_version": version, "model_family": card["family"], "classes": classes,
-                   "data_version": dv, "trained_on": card["data_version"], "threshold_method":
-                   settings.threshold_method if task == "binary" else "argmax",
-                   "validation_at_training": card["validation"]})
-    report.update(candidate_latency(registry, version, patch_sets, store, latency_runs) if latency_runs
-                  else {"latency_p50_ms": float("nan"), "latency_p99_ms": float("nan"), "latency_runs": 0})
-    title = f"{card['family']} {version}"
+    doc.update({"evaluation_id": eid, "evaluated_at": stamp.isoformat(timespec="seconds"),
+                "model_version": version, "model_family": card.family, "classes": classes,
+                "data_version": dv, "trained_on": card.data_version.to_dict(), "threshold_method":
+                settings.threshold_method if task == "binary" else "argmax",
+                "validation_at_training": card.validation.to_dict()})
+    doc.update(candidate_latency(registry, version, patch_sets, store, latency_runs) if latency_runs
+               else {"latency_p50_ms": float("nan"), "latency_p99_ms": float("nan"), "latency_runs": 0})
+    prefix = f"evaluations/{card.family}/{eid}"
+    doc["report_json"], doc["report_html"] = f"{prefix}/report.json", f"{prefix}/report.html"
+    report = EvaluationReport.create(doc)
+    title = f"{card.family} {version}"
     pngs = {
-        "roc": plots.roc_png(report, f"ROC, test split ({report['n']} patches)"),
-        "confusion_matrix": plots.confusion_png(report["confusion_matrix"], classes, "confusion matrix, test"),
+        "roc": plots.roc_png(report, f"ROC, test split ({report.n} patches)"),
+        "confusion_matrix": plots.confusion_png(report.confusion_matrix, classes, "confusion matrix, test"),
         "score_histogram": plots.score_histogram_png(test.y if task == "binary" else (test.y > 0).astype(int),
                                                      score,
                                                      hist_classes if task == "binary" else ["first class", "others"],
@@ -116,73 +121,75 @@ def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayT
     }
     if task == "binary":
         pngs["pr"] = plots.pr_png(report, "precision-recall, test")
-    prefix = f"evaluations/{card['family']}/{eid}"
-    report["report_json"], report["report_html"] = f"{prefix}/report.json", f"{prefix}/report.html"
-    store.write_bytes(report["report_json"], json.dumps(report, indent=2, default=str).encode())
-    store.write_bytes(report["report_html"], render_report(f"Evaluation of {title}", facts(report),
-                                                           sections(report, pngs)).encode())
+    store.write_bytes(report.report_json, json.dumps(report.to_dict(), indent=2, default=str).encode())
+    store.write_bytes(report.report_html, render_report(f"Evaluation of {title}", facts(report),
+                                                        sections(report, pngs)).encode())
     return report, pngs
 
 
-def facts(report: dict) -> dict:
-    return {"model": report["model_version"], "evaluated at": report["evaluated_at"],
-            "test split": f"{report['n']} patches from batches {', '.join(report['data_version']['batches'])}",
-            "trained on": ", ".join(report["trained_on"]["batches"]),
-            "majority-class baseline": f"accuracy {report['majority_baseline']:.4f} (always the most frequent class)",
-            "decision": (f"defect when probability >= {report['threshold']:.4f} (threshold chosen on the validation "
-                         f"split by {report['threshold_method']})") if report["task"] == "binary" else "arg-max class",
-            "latency": (f"p50 {report['latency_p50_ms']:.1f} ms, p99 {report['latency_p99_ms']:.1f} ms for one "
-                        f"full-size image at one client ({report['latency_runs']} calls through the served scorer)")
-            if report.get("latency_runs") else "not measured"}
+def facts(report: EvaluationReport) -> dict:
+    return {"model": report.model_version, "evaluated at": report.evaluated_at,
+            "test split": f"{report.n} patches from batches {', '.join(report.data_version.batches)}",
+            "trained on": ", ".join(report.trained_on.batches),
+            "majority-class baseline": f"accuracy {report.majority_baseline:.4f} (always the most frequent class)",
+            "decision": (f"defect when probability >= {report.threshold:.4f} (threshold chosen on the validation "
+                         f"split by {report.threshold_method})") if report.binary else "arg-max class",
+            "latency": (f"p50 {report.latency_p50_ms:.1f} ms, p99 {report.latency_p99_ms:.1f} ms for one "
+                        f"full-size image at one client ({report.latency_runs} calls through the served scorer)")
+            if report.latency_runs else "not measured"}
 
 
-def metric_table(report: dict) -> pd.DataFrame:
+def metric_table(report: EvaluationReport) -> pd.DataFrame:
     keys = ["accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc"] + (
-        ["pr_auc"] if report["task"] == "binary" else [])
-    return pd.DataFrame([{k: report[k] for k in keys}])
+        ["pr_auc"] if report.binary else [])
+    return pd.DataFrame([{k: getattr(report, k) for k in keys}])
 
 
-def interval_table(report: dict) -> pd.DataFrame:
+def interval_table(report: EvaluationReport) -> pd.DataFrame:
     """Accuracy and ROC AUC with their 95% bootstrap intervals, beside the majority baseline."""
     return pd.DataFrame([
-        {"figure": "accuracy", "value": report["accuracy"], "ci95_low": report["accuracy_ci"][0],
-         "ci95_high": report["accuracy_ci"][1], "majority_baseline": report["majority_baseline"]},
-        {"figure": "roc_auc", "value": report["roc_auc"], "ci95_low": report["roc_auc_ci"][0],
-         "ci95_high": report["roc_auc_ci"][1], "majority_baseline": 0.5}])
+        {"figure": "accuracy", "value": report.accuracy, "ci95_low": report.accuracy_ci[0],
+         "ci95_high": report.accuracy_ci[1], "majority_baseline": report.majority_baseline},
+        {"figure": "roc_auc", "value": report.roc_auc, "ci95_low": report.roc_auc_ci[0],
+         "ci95_high": report.roc_auc_ci[1], "majority_baseline": 0.5}])
 
 
-def sections(report: dict, pngs: dict[str, bytes]) -> list:
+def sections(report: EvaluationReport, pngs: dict[str, bytes]) -> list:
     out = [("Metrics on the test split", metric_table(report), []),
            ("Intervals (95% bootstrap over test items) and the majority-class baseline", interval_table(report), [])]
-    if report["task"] == "multiclass":
-        out.append(("Per class", pd.DataFrame(report["per_class"]), []))
-    cm = pd.DataFrame(report["confusion_matrix"], columns=[f"pred {c}" for c in report["classes"]])
-    cm.insert(0, "true", report["classes"])
+    if report.task == "multiclass":
+        out.append(("Per class", pd.DataFrame([c.to_dict() for c in report.per_class]), []))
+    cm = pd.DataFrame(report.confusion_matrix, columns=[f"pred {c}" for c in report.classes])
+    cm.insert(0, "true", report.classes)
     out.append(("Confusion matrix", cm, [pngs["confusion_matrix"]]))
     out.append(("Curves", None, [pngs[k] for k in ("roc", "pr") if k in pngs]))
     out.append(("Scores", None, [pngs["score_histogram"]]))
     return out
 
 
-def history_row(report: dict) -> dict:
-    cm = report["confusion_matrix"]
-    binary = report["task"] == "binary"
+def _or_nan(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+def history_row(report: EvaluationReport) -> dict:
+    cm = report.confusion_matrix
+    binary = report.binary
     return {
-        "evaluation_id": report["evaluation_id"], "evaluated_at": report["evaluated_at"],
-        "model_family": report["model_family"], "model_version": report["model_version"], "task": report["task"],
-        "data_version": report["data_version"]["id"], "batches": ",".join(report["data_version"]["batches"]),
-        "trained_on_data_version": report["trained_on"]["id"], "threshold_method": report["threshold_method"],
-        "threshold": report["threshold"] if binary else np.nan, "test_patches": report["n"],
-        "test_defects": report.get("positives", np.nan),
-        **{k: report[k] for k in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")},
-        "pr_auc": report.get("pr_auc", np.nan),
+        "evaluation_id": report.evaluation_id, "evaluated_at": report.evaluated_at,
+        "model_family": report.model_family, "model_version": report.model_version, "task": report.task,
+        "data_version": report.data_version.id, "batches": ",".join(report.data_version.batches),
+        "trained_on_data_version": report.trained_on.id, "threshold_method": report.threshold_method,
+        "threshold": report.threshold if binary else np.nan, "test_patches": report.n,
+        "test_defects": _or_nan(report.positives),
+        **{k: getattr(report, k) for k in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")},
+        "pr_auc": _or_nan(report.pr_auc),
         "tn": cm[0][0] if binary else np.nan, "fp": cm[0][1] if binary else np.nan,
         "fn": cm[1][0] if binary else np.nan, "tp": cm[1][1] if binary else np.nan,
-        "report_json": report["report_json"], "report_html": report["report_html"],
-        "majority_baseline": report["majority_baseline"],
-        "accuracy_ci_low": report["accuracy_ci"][0], "accuracy_ci_high": report["accuracy_ci"][1],
-        "roc_auc_ci_low": report["roc_auc_ci"][0], "roc_auc_ci_high": report["roc_auc_ci"][1],
-        "latency_p50_ms": report.get("latency_p50_ms", np.nan), "latency_p99_ms": report.get("latency_p99_ms", np.nan),
+        "report_json": report.report_json, "report_html": report.report_html,
+        "majority_baseline": report.majority_baseline,
+        "accuracy_ci_low": report.accuracy_ci[0], "accuracy_ci_high": report.accuracy_ci[1],
+        "roc_auc_ci_low": report.roc_auc_ci[0], "roc_auc_ci_high": report.roc_auc_ci[1],
+        "latency_p50_ms": _or_nan(report.latency_p50_ms), "latency_p99_ms": _or_nan(report.latency_p99_ms),
     }
 
 

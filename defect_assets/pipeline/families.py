@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from defect_assets.ml.records import ModelCard
 from defect_assets.pipeline.family_settings import (
     ElasticNetConfig,
     EnsembleConfig,
@@ -46,7 +47,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class TrainedModel:
-    card: dict
+    card: ModelCard
     trials: pd.DataFrame
     history: pd.DataFrame | None = None
     """Per-epoch curves (Keras families)."""
@@ -135,7 +136,7 @@ def train_elastic_net(config: ElasticNetConfig, inputs: Inputs, registry: ModelR
         "validation": metrics, "training_seconds": seconds, "trials": trials.to_dict("records"),
         "golden": golden_record(SplitData(x_val[0], ys["validation"], tables["validation"]), proba),
         "nonzero_features": model.nonzero_features})
-    log(f"elastic_net_model {card['version']}: validation AUC {metrics['roc_auc']:.3f}, "
+    log(f"elastic_net_model {card.version}: validation AUC {metrics['roc_auc']:.3f}, "
         f"{model.nonzero_features}/{fit_x.shape[1]} features used")
     return TrainedModel(card, trials, notes={"nonzero_features": model.nonzero_features})
 
@@ -179,7 +180,7 @@ def _keras_family(family: str, config: KerasTrainConfig, inputs: Inputs, registr
             family, build, phases_for(s, train, val, len(classes)),
             train, val, classes, config.task, settings_used, data_version(patches), registry, log,
             patch_size=patch_size, views=config.test_time_views, warm_start_from=warm)
-        return (card, hist), card["validation"]
+        return (card, hist), card.validation.to_dict()
 
     (card, hist), _, trials = run_trials(settings, one, log=log)
     return TrainedModel(card, trials, history=hist)
@@ -195,15 +196,14 @@ def warm_start_version(registry: ModelRegistry, family: str, settings: dict, cla
     architecture settings, classes and input as this training (a retrain after new images or
     labels); None otherwise (the first training, or a changed recipe: start from scratch)."""
     card = registry.latest(family)
-    if not card or card.get("kind") != "keras" or card.get("classes") != classes:
+    if not card or card.kind != "keras" or card.classes != classes:
         return None
-    before = card.get("config", {})
+    before = card.config
     if any(before.get(k) != settings.get(k) for k in WARM_START_KEYS):
         return None
-    if card["input"].get("size") != int(train.x.shape[1]) or card["input"].get("channels") != input_spec(
-            train.x)["channels"]:
+    if card.input.size != int(train.x.shape[1]) or card.input.channels != input_spec(train.x)["channels"]:
         return None
-    return str(card["version"])
+    return str(card.version)
 
 
 def _fit_settings(config: KerasTrainConfig, s: dict, epochs: int, lr: float, budget_share: float = 1.0):
@@ -283,12 +283,12 @@ def train_ensemble(config: EnsembleConfig, inputs: Inputs, registry: ModelRegist
     patches = inputs["labeled_patches"]
     members = [str(df["version"].iloc[0]) for name, df in sorted(inputs.items()) if name != "labeled_patches"]
     scorers = [load_registered(registry, v) for v in members]
-    sizes = {(s.patch_size, s.channels, tuple(s.classes), s.card["task"]) for s in scorers}
+    sizes = {(s.patch_size, s.channels, tuple(s.classes), s.card.task) for s in scorers}
     if len(sizes) != 1:
         raise ValueError(f"ensemble members disagree on patch size, channels, classes or task: {sorted(sizes)}")
     first = scorers[0].card
     patch_input = {"size": scorers[0].patch_size, "channels": scorers[0].channels}  # members shrink their own
-    val = split_data(patches, "validation", first["task"], first["classes"])
+    val = split_data(patches, "validation", first.task, first.classes)
     t0 = time.perf_counter()
     probas = np.stack(shared_predictions(scorers, val.x))  # (members, N, K)
     # weights on a simplex grid (steps of 1/steps), equal weights first: ties keep equal weights
@@ -313,9 +313,9 @@ def train_ensemble(config: EnsembleConfig, inputs: Inputs, registry: ModelRegist
     dropped = [m for m, k in zip(members, keep) if not k]
     members, scorers = [m for m, k in zip(members, keep) if k], [s for s, k in zip(scorers, keep) if k]
     weights = grid_w[best][keep]
-    card_stub = {"kind": "ensemble", "task": first["task"], "classes": first["classes"], "input": patch_input,
+    card_stub = {"kind": "ensemble", "task": first.task, "classes": first.classes, "input": patch_input,
                  "members": members, "weights": weights.tolist(), "version": "ensemble (unregistered)"}
-    ensemble = EnsembleScorer(card_stub, scorers, weights)
+    ensemble = EnsembleScorer(ModelCard.create(card_stub), scorers, weights)
     proba = ensemble.predict_proba(val.x)
     metrics = summary_metrics(val.y, proba)
     seconds = time.perf_counter() - t0

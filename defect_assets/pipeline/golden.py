@@ -13,6 +13,7 @@ import numpy as np
 
 from defect_assets.ml.images import decode_image, encode_png
 from defect_assets.ml.patches import crop_centered
+from defect_assets.ml.records import Golden, ModelCard
 from defect_assets.ml.scorer import Scorer
 from defect_assets.pipeline.ingest import stored_image_key
 from defect_assets.pipeline.patching import patches_of
@@ -56,12 +57,12 @@ class GoldenSet:
         return np.concatenate(rows) if rows else np.zeros((0, len(scorer.classes)), np.float32)
 
 
-def golden_set(card: dict, patch_sets: dict[str, ArrayTable], store: ObjectStore) -> GoldenSet:
+def golden_set(card: ModelCard, patch_sets: dict[str, ArrayTable], store: ObjectStore) -> GoldenSet:
     """The card's golden patches found in the patch sets, with their source images from the
     artifact store (patches whose source image is gone are left out)."""
-    golden = card.get("golden") or {}
-    ids = [str(i) for i in golden.get("patch_ids", [])]
-    expected_all = np.asarray(golden.get("proba", []), np.float64).reshape(len(ids), -1) if ids else None
+    golden = card.golden or Golden()
+    ids = [str(i) for i in golden.patch_ids]
+    expected_all = np.asarray(golden.proba, np.float64).reshape(len(ids), -1) if ids else None
     wanted = {pid: i for i, pid in enumerate(ids)}
     found: dict[str, tuple] = {}
     color = "L"
@@ -79,7 +80,7 @@ def golden_set(card: dict, patch_sets: dict[str, ArrayTable], store: ObjectStore
                 found[str(rec["patch_id"])] = (str(rec["kind"]), store.read_bytes(key),
                                                (float(rec["x"]), float(rec["y"])), patch)
     keep = [pid for pid in ids if pid in found]
-    k = expected_all.shape[1] if expected_all is not None else len(card.get("classes", []))
+    k = expected_all.shape[1] if expected_all is not None else len(card.classes)
     if not keep:
         return GoldenSet([], [], [], [], np.zeros((0,), np.uint8), np.zeros((0, k)), color)
     return GoldenSet(keep, [found[p][0] for p in keep], [found[p][1] for p in keep], [found[p][2] for p in keep],

@@ -67,7 +67,7 @@ class ChampionPredictions:
 def predict_test_split(scorer: Scorer, patch_sets: dict[str, ArrayTable], threshold: float | None):
     """(table, test patches): the scorer's decision and defect score for every test patch."""
     card = scorer.card
-    classes, task = scorer.classes, card["task"]
+    classes, task = scorer.classes, card.task
     test = split_data(patch_sets, "test", task, classes)
     if not len(test.y):
         raise ValueError("the test split is empty: nothing to score")
@@ -143,7 +143,7 @@ def champion_test_predictions(champion: Champion, registry: ModelRegistry, patch
         return defect_scores(scorer.predict_proba(x), scorer.classes)
 
     doc = {"model_version": version, "family": champion.family, "threshold": champion.threshold,
-           "task": scorer.card["task"], "classes": scorer.classes, "test_patches": len(table),
+           "task": scorer.card.task, "classes": scorer.classes, "test_patches": len(table),
            "counts": {"misses": int((table["is_defect"] & ~table["predicted_defect"]).sum()),
                       "false_alarms": int((~table["is_defect"] & table["predicted_defect"]).sum())},
            "heatmap": ("feature map: each location's share of the linear head's defect logit, red pushing towards "

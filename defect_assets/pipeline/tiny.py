@@ -18,6 +18,7 @@ import pandas as pd
 from defect_assets.ml.images import encode_png, sha256_bytes
 from defect_assets.ml.labels import is_defect_label
 from defect_assets.ml.patches import PatchSpec, context_size, cut_image_patches
+from defect_assets.ml.records import ModelCard
 from defect_assets.ml.synthetic import make_surface_scene
 from defect_assets.pipeline.ingest import image_key
 from defect_assets.pipeline.patching import PATCH_COLUMNS
@@ -61,7 +62,7 @@ def synthetic_patch_set(n_scenes: int = 28, size: int = 32, seed: int = 0, width
 
 def register_tiny_model(registry: ModelRegistry, patch_sets: dict[str, ArrayTable] | None = None, size: int = 32,
                         epochs: int = 4, filters: tuple[int, ...] = (8, 16), seed: int = 0, train: bool = True,
-                        shuffle_labels: bool = False, log: Callable[[str], None] = lambda _: None) -> dict:
+                        shuffle_labels: bool = False, log: Callable[[str], None] = lambda _: None) -> ModelCard:
     """Train (or, with train=False, only initialize) a tiny CNN on the patch sets and register it
     like any family: returns its card. Different seeds give different models. ``shuffle_labels``
     permutes the training labels (seeded): a model that can only have learned noise."""

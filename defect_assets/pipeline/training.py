@@ -15,6 +15,7 @@ import pandas as pd
 
 from defect_assets.ml.labels import class_order
 from defect_assets.ml.metrics import summary_metrics
+from defect_assets.ml.records import ModelCard
 from defect_assets.pipeline.patching import patches_of
 from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.registry import ModelRegistry
@@ -103,7 +104,7 @@ def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str,
                        train: SplitData, val: SplitData, classes: list[str], task: str, config: dict, dversion: dict,
                        registry: ModelRegistry, log: Callable[[str], None],
                        patch_size: int | None = None, views: int = 1,
-                       warm_start_from: str | None = None) -> tuple[dict, pd.DataFrame]:
+                       warm_start_from: str | None = None) -> tuple[ModelCard, pd.DataFrame]:
     """Build, run the fit phases (each a callable(model, phase_index) -> FitResult), score the
     validation split through a Scorer with the card's test-time ``views`` (as evaluation and
     serving will), register. Returns (card, per-epoch history)."""
@@ -125,7 +126,8 @@ def train_keras_family(family: str, build: Callable, fit_phases: list[tuple[str,
                                                   patch_size != train.x.shape[1] else {})},
             **({"inference": {"views": views}} if views != 1 else {}),
             **({"warm_start_from": warm_start_from} if warm_start_from else {})}
-    proba = Scorer({**card, "version": f"{family} (in memory)"}, lambda x: predict_proba(model, x)).predict_proba(val.x)
+    draft = ModelCard.create({**card, "version": f"{family} (in memory)"})
+    proba = Scorer(draft, lambda x: predict_proba(model, x)).predict_proba(val.x)
     metrics = summary_metrics(val.y, proba)
     log(f"{family}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + f" ({seconds:.0f}s)")
     card.update({
@@ -170,10 +172,10 @@ def epoch_logger(family: str, total: int, log: Callable[[str], None], offset: in
     return on_epoch
 
 
-def card_summary(card: dict) -> pd.DataFrame:
+def card_summary(card: ModelCard) -> pd.DataFrame:
     """One row a person (and downstream assets) can read: version, family, data, metrics."""
-    row = {"version": card["version"], "family": card["family"], "created": card["created"],
-           "task": card["task"], "classes": json.dumps(card["classes"]), "data_version": card["data_version"]["id"],
-           "batches": ",".join(card["data_version"]["batches"]), "training_seconds": card["training_seconds"]}
-    row.update({f"val_{k}": v for k, v in card["validation"].items()})
+    row = {"version": card.version, "family": card.family, "created": card.created,
+           "task": card.task, "classes": json.dumps(card.classes), "data_version": card.data_version.id,
+           "batches": ",".join(card.data_version.batches), "training_seconds": card.training_seconds}
+    row.update({f"val_{k}": v for k, v in card.validation.to_dict().items()})
     return pd.DataFrame([row])

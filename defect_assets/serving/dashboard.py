@@ -20,6 +20,7 @@ import re
 import pandas as pd
 
 from defect_assets.ml.intervals import majority_baseline, wilson_interval
+from defect_assets.ml.records import EvaluationReport
 from defect_assets.serving.errors import jsonable
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.formats import current_version, read_json, read_table
@@ -85,18 +86,18 @@ def _report(store: ObjectStore, history: pd.DataFrame | None, entry: dict) -> di
     if row is None or not store.exists(str(row["report_json"])):
         out["note"] = "its evaluation report is not in the store"
         return out
-    report = read_json(store, str(row["report_json"]))
-    n, positives = report.get("n", 0), report.get("positives")
-    curves = ({"defect vs ok": report["roc_curve"]} if "roc_curve" in report
-              else {f"{c} vs rest": v for c, v in report.get("ovr_roc_curves", {}).items()})
-    low, high = wilson_interval(report["accuracy"] * n, n)
-    out.update({"task": report.get("task"), "classes": report.get("classes"), "test_patches": n,
-                "positives": positives, "accuracy": report.get("accuracy"), "accuracy_low": low,
+    report = EvaluationReport.from_dict(read_json(store, str(row["report_json"])))
+    n, positives = report.n, report.positives
+    curves = ({"defect vs ok": report.roc_curve.to_dict()} if report.roc_curve is not None
+              else {f"{c} vs rest": v.to_dict() for c, v in (report.ovr_roc_curves or {}).items()})
+    low, high = wilson_interval(report.accuracy * n, n)
+    out.update({"task": report.task, "classes": report.classes, "test_patches": n,
+                "positives": positives, "accuracy": report.accuracy, "accuracy_low": low,
                 "accuracy_high": high, "majority_baseline": majority_baseline(positives, n)
-                if positives is not None else None, "roc_auc": report.get("roc_auc"),
-                "recall": report.get("recall"), "precision": report.get("precision"),
-                "confusion_matrix": report.get("confusion_matrix"), "roc_curves": curves,
-                "evaluated_at": report.get("evaluated_at")})
+                if positives is not None else None, "roc_auc": report.roc_auc,
+                "recall": report.recall, "precision": report.precision,
+                "confusion_matrix": report.confusion_matrix, "roc_curves": curves,
+                "evaluated_at": report.evaluated_at})
     return out
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from defect_assets.ml.labels import is_defect_label
+from defect_assets.ml.records import ModelCard
 from defect_assets.ml.scorer import Scorer, load_registered
 from defect_assets.storage.registry import ModelRegistry
 
@@ -49,7 +50,7 @@ class ServedModel:
         return self.scorer.version
 
     @property
-    def card(self) -> dict:
+    def card(self) -> ModelCard:
         return self.scorer.card
 
     @property

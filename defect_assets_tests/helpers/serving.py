@@ -35,10 +35,10 @@ def _template() -> tuple[Path, dict]:
     patches = synthetic_patch_set(size=32, seed=0, store=store)
     a = register_tiny_model(registry, {"synthetic": patches}, epochs=3, seed=0)
     b = register_tiny_model(registry, {"synthetic": patches}, seed=1, train=False)
-    base = {k: v for k, v in a.items() if k not in ("version", "family", "created", "files")}
+    base = {k: v for k, v in a.to_dict().items() if k not in ("version", "family", "created", "files")}
     garbage = registry.register("tiny_cnn", {"model.keras": b"PK\x03\x04 not really a keras archive"}, base)
     write_value(store, "labeled_patches/synthetic", patches)
-    return root, {"a": a["version"], "b": b["version"], "garbage": garbage["version"]}
+    return root, {"a": a.version, "b": b.version, "garbage": garbage.version}
 
 
 def model_registry(dest: Path) -> tuple[LocalObjectStore, ModelRegistry, dict]:

@@ -72,7 +72,7 @@ def train_mean_intensity(config: MeanIntensityConfig, inputs: dict, registry: Mo
     return TrainedModel(card, pd.DataFrame([{**config.model_dump(), **{f"val_{k}": v for k, v in metrics.items()}}]))
 
 
-def load_mean_intensity(card: dict, read_file, compiled: bool, load_version) -> Scorer:
+def load_mean_intensity(card, read_file, compiled: bool, load_version) -> Scorer:
     params = json.loads(read_file(TOY_FILE))
     return Scorer(card, lambda x: _proba(params, x))
 

@@ -82,7 +82,7 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
         raise dg.Failure("no production model to score the pool with: run deploy_job (or retrain_job) first")
     scorer = load_registered(registry, production["version"])
     pool = pd.concat([unlabeled_pool[b] for b in sorted(unlabeled_pool)], ignore_index=True)
-    trained_on = set(scorer.card.get("data_version", {}).get("batches", []))
+    trained_on = set(scorer.card.data_version.batches if scorer.card.data_version else [])
     windowed = active_learning.windowed_model([t for b, t in stored_patch_tables(store).items() if b in trained_on])
     queue = active_learning.publish_next_queue(store, scorer, pool, settings, windowed, {"run_id": context.run.run_id},
                                                progress=lambda i, n: context.log.info(

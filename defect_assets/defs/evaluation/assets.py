@@ -49,21 +49,21 @@ def build_evaluation_asset(family: Family) -> dg.AssetsDefinition:
         metrics = metric_table(report)
         context.log.info(f"{family.name} {version} on the test split: "
                          + ", ".join(f"{k} {v:.3f}" for k, v in metrics.iloc[0].items()))
-        cm = pd.DataFrame(report["confusion_matrix"], columns=[f"pred {c}" for c in report["classes"]])
-        cm.insert(0, "true", report["classes"])
-        meta = {"model_version": version, "threshold": report.get("threshold") or 0.0,
+        cm = pd.DataFrame(report.confusion_matrix, columns=[f"pred {c}" for c in report.classes])
+        cm.insert(0, "true", report.classes)
+        meta = {"model_version": version, "threshold": report.threshold or 0.0,
                 **{k: float(v) for k, v in metrics.iloc[0].items()},
-                "majority_baseline": float(report["majority_baseline"]),
-                "accuracy_ci95": f"{report['accuracy_ci'][0]:.4f} - {report['accuracy_ci'][1]:.4f}",
-                "roc_auc_ci95": f"{report['roc_auc_ci'][0]:.4f} - {report['roc_auc_ci'][1]:.4f}",
+                "majority_baseline": float(report.majority_baseline),
+                "accuracy_ci95": f"{report.accuracy_ci[0]:.4f} - {report.accuracy_ci[1]:.4f}",
+                "roc_auc_ci95": f"{report.roc_auc_ci[0]:.4f} - {report.roc_auc_ci[1]:.4f}",
                 "metrics": md_table(metrics.round(4)), "intervals": md_table(interval_table(report).round(4)),
                 "confusion_matrix": md_table(cm),
-                "report_html": dg.MetadataValue.path(f"{store.url}/{report['report_html']}"),
-                "test_patches": report["n"], "data_version": report["data_version"]["id"]}
+                "report_html": dg.MetadataValue.path(f"{store.url}/{report.report_html}"),
+                "test_patches": report.n, "data_version": report.data_version.id}
         for name, png in pngs.items():
             meta[f"plot_{name}"] = md_png(png, name.replace("_", " "))
-        if report["task"] == "multiclass":
-            meta["per_class"] = md_table(pd.DataFrame(report["per_class"]).round(4))
+        if report.task == "multiclass":
+            meta["per_class"] = md_table(pd.DataFrame([c.to_dict() for c in report.per_class]).round(4))
         return dg.Output(pd.DataFrame([history_row(report)]), metadata=meta)
 
     return _evaluation
@@ -137,8 +137,8 @@ def pick(context: dg.AssetExecutionContext, config: ChampionConfig, artifact_sto
         "model_version": champion.model_version, "family": champion.family,
         "validation_metric": f"{config.metric} {champion.validation_value:.4f}",
         "threshold": champion.threshold if champion.threshold is not None else 0.0,
-        "trained_on_batches": ", ".join(card["data_version"]["batches"]),
-        "label_versions": str(card["data_version"]["label_versions"]), "config": str(card["config"]),
+        "trained_on_batches": ", ".join(card.data_version.batches),
+        "label_versions": str(card.data_version.label_versions), "config": str(card.config),
         "test_metrics": md_table(pd.DataFrame([champion.test_metrics]).round(4)),
         "why": champion.reason, "candidates": md_table(candidates),
         "quality_vs_latency": md_png(tradeoff_png(champion.candidates, champion.latency_budget_ms,

@@ -82,15 +82,15 @@ def backbone_features(context: dg.AssetExecutionContext, config: FeatureConfig,
 def model_metadata(trained) -> dict:
     """What a person reads in the UI for a trained model: version, metrics, data, curves, trials."""
     card = trained.card
-    meta = {"version": card["version"], "val_roc_auc": card["validation"]["roc_auc"],
-            "val_accuracy": card["validation"]["accuracy"], "training_seconds": round(card["training_seconds"], 1),
-            "data_version": card["data_version"]["id"], "batches": ", ".join(card["data_version"]["batches"]),
+    meta = {"version": card.version, "val_roc_auc": card.validation.roc_auc,
+            "val_accuracy": card.validation.accuracy, "training_seconds": round(card.training_seconds, 1),
+            "data_version": card.data_version.id, "batches": ", ".join(card.data_version.batches),
             "trials": md_table(trained.trials)}
     if trained.history is not None:
         from defect_assets.ml.plots import training_curves_png
 
-        meta.update({"images_per_second": round(card["images_per_second"], 1), "params": card["params"],
-                     "curves": md_png(training_curves_png(trained.history, f"{card['family']} {card['version']}"),
+        meta.update({"images_per_second": round(card.images_per_second, 1), "params": card.params,
+                     "curves": md_png(training_curves_png(trained.history, f"{card.family} {card.version}"),
                                       "training curves"),
                      "history": md_table(trained.history.round(4), max_rows=50)})
     meta.update(trained.notes or {})
@@ -133,7 +133,7 @@ def train_through_pipes(context: dg.AssetExecutionContext, family: Family, setti
     epochs = pd.DataFrame([m for m in invocation.get_custom_messages() if isinstance(m, dict)
                            and m.get("kind") == "epoch"])
     meta = {**reported, "trained_through": trained_through, "epochs": len(epochs),
-            "val_roc_auc": card["validation"]["roc_auc"], "val_accuracy": card["validation"]["accuracy"]}
+            "val_roc_auc": card.validation.roc_auc, "val_accuracy": card.validation.accuracy}
     if len(epochs):
         meta["history"] = md_table(epochs.drop(columns=["kind"]).round(4), max_rows=50)
     return dg.Output(card_summary(card), metadata=meta)

@@ -21,11 +21,11 @@ async def model_info(state: ServiceState = Depends(service), m: ServedModel = De
     decision = (f"{m.classes[1]} when p({m.classes[1]}) >= {m.threshold:.4f}" if m.binary
                 else "the most probable class (arg-max)")
     return jsonable({
-        "model_version": m.version, "family": card.get("family", ""), "task": card.get("task", ""),
-        "classes": m.classes, "input": card.get("input", {}), "threshold": m.threshold, "decision": decision,
-        "promoted": m.pointer.get("promoted"), "loaded_at": m.loaded_at, "created": card.get("created"),
-        "validation": card.get("validation", {}), "test": m.pointer.get("test_metrics"),
-        "data_version": card.get("data_version", {}), "config": card.get("config", {}),
+        "model_version": m.version, "family": card.family, "task": card.task,
+        "classes": m.classes, "input": card.input.to_dict(), "threshold": m.threshold, "decision": decision,
+        "promoted": m.pointer.get("promoted"), "loaded_at": m.loaded_at, "created": card.created,
+        "validation": card.validation.to_dict() if card.validation else {}, "test": m.pointer.get("test_metrics"),
+        "data_version": card.data_version.to_dict() if card.data_version else {}, "config": card.config,
         "last_reload_error": state.holder.last_error, "reloads": state.holder.reloads,
         "batching": state.batcher.stats(),
         "prediction_log": state.predictions.status() if state.predictions is not None else None})
