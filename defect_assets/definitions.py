@@ -1,30 +1,26 @@
-"""The defect_assets code location: one Definitions object, built from the stage folders."""
+"""The defect_assets code location, loaded lazily: every asset, check, job, sensor and schedule
+defined at module level under ``defect_assets/defs`` (``dg.load_from_defs_folder``, configured
+by ``[tool.dg.project]`` in pyproject.toml), the automation conditions of what follows training
+(``defs/automation/conditions.py``) and the resources chosen from the environment
+(``defs/resources.py``).
+
+``dagster dev``, ``dagster asset materialize -m defect_assets.definitions`` and workspace.yaml load
+``defs``; Python callers (the main job, tests) call ``build_defs()`` once the environment is set."""
+
+from pathlib import Path
 
 import dagster as dg
 
-from defect_assets.defs.active_learning.assets import labeling_queue, unlabeled_pool
-from defect_assets.defs.active_learning.sensors import new_labels_sensor
-from defect_assets.defs.automation.schedules import daily_monitoring_schedule, nightly_retrain_schedule
-from defect_assets.defs.automation.sensors import retrain_sensor
-from defect_assets.defs.deploy.assets import deployed_endpoint
-from defect_assets.defs.evaluation.assets import champion_model, evaluation_assets, evaluation_history
-from defect_assets.defs.evaluation.checks import champion_checks
-from defect_assets.defs.evaluation.mistakes import champion_test_predictions
-from defect_assets.defs.ingest.assets import image_labels, raw_images
-from defect_assets.defs.jobs import all_jobs
-from defect_assets.defs.landing.sensors import landing_zone_sensor
-from defect_assets.defs.models.assets import backbone_features, model_assets
-from defect_assets.defs.monitoring.assets import prediction_monitoring
-from defect_assets.defs.patches.assets import augmented_training_set, labeled_patches
+from defect_assets.defs.automation.conditions import with_automation_conditions
 from defect_assets.defs.resources import default_resources
 
-defs = dg.Definitions(
-    assets=[raw_images, image_labels, labeled_patches, augmented_training_set, backbone_features, *model_assets,
-            *evaluation_assets, evaluation_history, champion_model, champion_test_predictions, deployed_endpoint,
-            prediction_monitoring, unlabeled_pool, labeling_queue],
-    asset_checks=champion_checks,
-    jobs=all_jobs,
-    sensors=[landing_zone_sensor, retrain_sensor, new_labels_sensor],
-    schedules=[nightly_retrain_schedule, daily_monitoring_schedule],
-    resources=default_resources(),
-)
+
+def build_defs() -> dg.Definitions:
+    """The code location's Definitions, with resources read from the environment now."""
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    return dg.Definitions.merge(with_automation_conditions(loaded), dg.Definitions(resources=default_resources()))
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_defs()
