@@ -103,6 +103,8 @@ def test_a_champion_whose_blocking_check_failed_is_not_deployed(defs, everything
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
     assert requested(result) == {"champion_test_predictions"}  # no deployment, so no new queue
     materialized(instance, "champion_test_predictions")  # what that request's run does
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0  # a failed gate is not retried on its own
 
     materialized(instance, "champion_model")  # the next champion passes every gate
     gates(instance)
