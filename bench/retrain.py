@@ -27,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
     import dagster as dg
 
-    from defect_assets.definitions import defs  # noqa: I001 - after the environment is read
+    from defect_assets.definitions import build_defs  # noqa: I001 - after the environment is read
     from defect_assets.defs.deploy.assets import DeployConfig
     from defect_assets.defs.jobs import prepare_batch_job, retrain_job
     from defect_assets.defs.landing.sensors import ETAG_TAG
@@ -35,6 +35,7 @@ def main() -> None:
     from defect_assets.storage.batches import list_batches
 
     instance = dg.DagsterInstance.get()
+    defs = build_defs()
     etags = list_batches(defs.resources["landing_zone"].open())
     if args.batch not in etags:
         raise SystemExit(f"batch {args.batch} is not in the landing zone ({sorted(etags)})")

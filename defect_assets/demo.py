@@ -345,7 +345,9 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
         limit, batches = QUICK_LIMIT, min(batches, 2)
     say(f"defect_assets main job: dataset={dataset}, data in {data_dir}, "
         f"Dagster instance in {os.environ.get('DAGSTER_HOME')}")
-    from defect_assets.definitions import defs  # after the environment is settled
+    from defect_assets.definitions import build_defs
+
+    defs = build_defs()  # after the environment is settled
 
     res = defs.resources
     landing, artifacts = res["landing_zone"].open(), res["artifact_store"].open()

@@ -155,7 +155,9 @@ def test_pool_queue_labels_and_the_next_queue(project):
 
 
 def test_the_queue_is_rebuilt_by_retraining_after_deployment():
-    from defect_assets.definitions import defs
+    from defect_assets.definitions import build_defs
+
+    defs = build_defs()
 
     job = defs.resolve_job_def(retrain_job.name)
     assert "labeling_queue" in job.graph.node_dict

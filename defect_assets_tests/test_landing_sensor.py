@@ -178,7 +178,9 @@ def test_a_reupload_with_changes_asks_for_exactly_one_new_run(landing):
 
 
 def test_the_sensor_targets_prepare_batch_job_of_the_code_location():
-    from defect_assets.definitions import defs
+    from defect_assets.definitions import build_defs
+
+    defs = build_defs()
 
     merged = dg.Definitions.merge(defs, dg.Definitions(sensors=[landing_zone_sensor]))
     dg.Definitions.validate_loadable(merged)

@@ -118,8 +118,10 @@ def test_a_run_tagged_with_a_day_outside_the_partitions_fails_clearly(tmp_path):
 
 
 def test_daily_schedule_asks_for_the_day_that_just_ended():
-    from defect_assets.definitions import defs
+    from defect_assets.definitions import build_defs
     from defect_assets.defs.automation.schedules import daily_monitoring_schedule
+
+    defs = build_defs()
 
     ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 20, 0, 15, tzinfo=dt.UTC))
     request = daily_monitoring_schedule(ctx)

@@ -106,7 +106,9 @@ def test_class_folders_batch(env, tmp_path):
 
 
 def test_definitions_load():
-    from defect_assets.definitions import defs
+    from defect_assets.definitions import build_defs
+
+    defs = build_defs()
 
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
@@ -174,7 +176,9 @@ def test_a_group_column_keeps_every_image_of_a_part_in_one_split(env, tmp_path):
     ("evaluate_job", "elastic_net_evaluation", "threshold_method", "max-f1", "cost"),
 ])
 def test_a_typo_in_a_choice_is_refused_at_launch_with_the_choices(job, op, field, typo, good):
-    from defect_assets.definitions import defs
+    from defect_assets.definitions import build_defs
+
+    defs = build_defs()
 
     job_def = defs.resolve_job_def(job)
     with pytest.raises(dg.DagsterInvalidConfigError, match=f"{field}.*not in enum type.*got {typo}"):

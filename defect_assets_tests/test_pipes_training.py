@@ -182,3 +182,22 @@ def test_the_azureml_backend_says_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("DEFECT_ASSETS_TRAINING_BACKEND", "kubernetes")
     with pytest.raises(ValueError, match="use 'subprocess' or 'azureml'"):
         training_backend()
+
+
+def test_the_pipes_client_resource_follows_the_training_backend(tmp_path, monkeypatch):
+    """``pipes_client`` is a resource of the code location: the subprocess client by default, the
+    Azure ML one with DEFECT_ASSETS_TRAINING_BACKEND=azureml (built without reaching Azure; a
+    missing setting fails the training asset with the reason when it runs)."""
+    from defect_assets.defs.models.pipes import AzureMLPipesClient, run_training_through_pipes
+    from defect_assets.storage.env import StoreConfig
+
+    monkeypatch.delenv("DEFECT_ASSETS_TRAINING_BACKEND", raising=False)
+    assert isinstance(default_resources(tmp_path / "data")["pipes_client"], dg.PipesSubprocessClient)
+    monkeypatch.setenv("DEFECT_ASSETS_TRAINING_BACKEND", "azureml")
+    for name in ("AZUREML_SUBSCRIPTION_ID", "AZUREML_COMPUTE"):
+        monkeypatch.delenv(name, raising=False)
+    client = default_resources(tmp_path / "data")["pipes_client"]
+    assert isinstance(client, AzureMLPipesClient)
+    blob = StoreConfig(kind="azure", account_url="https://acct.blob.core.windows.net", container="artifacts")
+    with pytest.raises(dg.Failure, match="needs AZUREML_SUBSCRIPTION_ID"):
+        run_training_through_pipes(None, "scratch_cnn", {}, blob, client)

@@ -70,7 +70,9 @@ def webserver(home: Path, data_dir: Path):
 @pytest.mark.services
 @pytest.mark.slow
 def test_ui_shows_every_asset_with_lineage(tmp_path):
-    from defect_assets.definitions import defs
+    from defect_assets.definitions import build_defs
+
+    defs = build_defs()
 
     with webserver(tmp_path / "home", tmp_path / "data") as (_, nodes):
         shown = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes}

@@ -120,9 +120,11 @@ def storage_resource(config: StoreConfig) -> StorageResource:
 def default_resources(data_dir: Path | None = None, storage: str | None = None) -> dict:
     """The embedded default: landing zone and artifact store as folders under data/; with
     DEFECT_ASSETS_STORAGE=azure, two Blob containers. An explicit ``data_dir`` means local
-    folders unless ``storage`` says otherwise."""
+    folders unless ``storage`` says otherwise. Also the IO manager, the scoring service and the
+    Pipes client that ``through_pipes`` training runs on."""
     from defect_assets.defs.deploy.resources import scoring_service_from_env
     from defect_assets.defs.io_manager import ArtifactIOManager
+    from defect_assets.defs.models.pipes import pipes_client_from_env
 
     landing = storage_resource(store_config("landing", data_dir, storage))
     artifacts = storage_resource(store_config("artifacts", data_dir, storage))
@@ -131,4 +133,7 @@ def default_resources(data_dir: Path | None = None, storage: str | None = None) 
         "artifact_store": artifacts,
         "io_manager": ArtifactIOManager(store=artifacts),
         "scoring_service": scoring_service_from_env(),
+        # where a model with through_pipes trains: dg.PipesSubprocessClient, or Azure ML
+        # (DEFECT_ASSETS_TRAINING_BACKEND=azureml; defs/models/pipes.py)
+        "pipes_client": pipes_client_from_env(),
     }

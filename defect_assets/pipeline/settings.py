@@ -29,6 +29,9 @@ class PipelineSettings(EnvSettings):
     """Seconds between two ticks of `retrain_sensor` (at least 1)."""
     retrain_min_interval_minutes: Annotated[float, number(float, 0, "minutes")] = 60.0
     """`retrain_sensor` asks for at most one run per this many minutes."""
+    automation_interval_seconds: Annotated[int, number(int, 1, "seconds")] = 30
+    """Seconds between two evaluations of the automation conditions (`after_training_automation`: evaluation,
+    champion, deployment and queue after a model trained outside `retrain_job`)."""
     nightly_cron: str = "0 2 * * *"
     """Cron expression of `nightly_retrain_schedule` (off until switched on)."""
     timezone: str = "UTC"

@@ -13,6 +13,7 @@ tools").
 | ``champion/champions.json`` | ``champion_test_predictions`` | every approved champion, oldest first |
 | ``champion/<version>/test_predictions.{csv,parquet}`` | ``champion_test_predictions`` | its score per test patch |
 | ``champion/<version>/examples.json`` (+ PNGs) | ``champion_test_predictions`` | its most confident mistakes |
+| ``champion/gates/<gate>.json`` | the champion's checks | each gate's latest result, read by ``deployed_endpoint`` |
 | ``active_learning/progress.csv`` | active learning (when it exists) | one row per labeling round |
 """
 
@@ -47,6 +48,11 @@ def champion_prefix(version: str) -> str:
 
 def champion_predictions_key(version: str, ext: str = "parquet") -> str:
     return f"{champion_prefix(version)}/test_predictions.{ext}"
+
+
+def champion_gate_key(gate: str) -> str:
+    """The latest result of one champion gate (a blocking check), for a later deployment to read."""
+    return f"champion/gates/{gate}.json"
 
 
 def examples_key(version: str) -> str:

@@ -6,7 +6,10 @@ its rate limit.
 The cursor is what was seen (batch -> digest of its event keys), never the clock; the run key
 is ``labels:<batch>:<digest>``, so a repeated tick asks for nothing new, and a batch whose latest
 ``image_labels`` was already built from these very events (its ``label_events`` metadata) is
-not rebuilt."""
+not rebuilt.
+
+A sensor, not an ``AutomationCondition``: the labels are events outside Dagster (objects in the
+artifact store), which automation conditions cannot see, like the landing zone's batches."""
 
 import json
 

@@ -3,7 +3,14 @@ train, evaluate, pick the champion (and deploy, where that asset exists) without
 clicking, at most once per minimum interval so a burst of uploads retrains once.
 
 The cursor holds the newest upstream materialization it acted on (an event-log storage id, not
-the clock) and when it last asked for a run; the interval is only a rate limit."""
+the clock) and when it last asked for a run; the interval is only a rate limit.
+
+Why a sensor and not an ``AutomationCondition`` (what follows training is declarative, see
+``conditions.py``): the throttle is rolling (at most once per interval since the last request, the
+first batch after a quiet period at once), where ``on_cron`` is clock-aligned and waits for every
+input to update; and a retraining is one ``retrain_job`` run with the training tag the production
+instance limits to one at a time, tagged with the event it answers, where asset conditions launch
+runs of whatever each tick selected and job conditions are ``@preview`` in Dagster 1.13."""
 
 import json
 import time

@@ -43,7 +43,7 @@ def deployed_endpoint(context: dg.AssetExecutionContext, config: DeployConfig, c
     registry = ModelRegistry(store)
     champion = champion_model
     version, threshold = champion.model_version, champion.threshold
-    decision = promotion_decision(context.instance, champion)
+    decision = promotion_decision(context.instance, store, champion)
     if not decision.approved:
         # Blocking checks stop this asset inside the champion's run; this guards a later run too.
         raise dg.Failure(description=f"not deploying {version}: {decision.reason()}",

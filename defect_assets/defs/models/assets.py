@@ -104,10 +104,10 @@ def build_model_asset(family: Family) -> dg.AssetsDefinition:
               ins={name: dg.AssetIn(name) for name in family.inputs},
               description=inspect.cleandoc(family.train.__doc__ or family.name))
     def _model(context: dg.AssetExecutionContext, config: config_type, artifact_store: StorageResource,
-               **inputs) -> dg.Output[pd.DataFrame]:
+               pipes_client: dg.ResourceParam[dg.PipesClient], **inputs) -> dg.Output[pd.DataFrame]:
         settings = settings_of(family, config)
         if config.through_pipes:
-            return train_through_pipes(context, family, settings, inputs, artifact_store)
+            return train_through_pipes(context, family, settings, inputs, artifact_store, pipes_client)
         trained = family.train(settings, inputs, ModelRegistry(artifact_store.open()), context.log.info)
         return dg.Output(card_summary(trained.card), metadata=model_metadata(trained))
 
@@ -115,7 +115,7 @@ def build_model_asset(family: Family) -> dg.AssetsDefinition:
 
 
 def train_through_pipes(context: dg.AssetExecutionContext, family: Family, settings: BaseModel, inputs: dict,
-                        artifact_store: StorageResource) -> dg.Output[pd.DataFrame]:
+                        artifact_store: StorageResource, pipes_client: dg.PipesClient) -> dg.Output[pd.DataFrame]:
     """Run ``defect_assets.pipes_training`` under Dagster Pipes (a subprocess here, an Azure ML job
     when ``DEFECT_ASSETS_TRAINING_BACKEND=azureml``; see ``defs/models/pipes.py``): its log lines and
     per-epoch metrics arrive in this run; the model it registered becomes this asset's value."""
@@ -125,7 +125,7 @@ def train_through_pipes(context: dg.AssetExecutionContext, family: Family, setti
     extras = {"family": family.name, "module": family.module, "config": settings.model_dump(),
               "store": dataclasses.asdict(store_config),
               "inputs": {name: sorted(v) if isinstance(v, dict) else None for name, v in inputs.items()}}
-    invocation, trained_through = run_training_through_pipes(context, family.name, extras, store_config)
+    invocation, trained_through = run_training_through_pipes(context, family.name, extras, store_config, pipes_client)
     reported = invocation.get_materialize_result().metadata or {}
     version = reported["version"]
     version = getattr(version, "value", version)

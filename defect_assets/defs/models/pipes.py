@@ -1,5 +1,6 @@
-"""Where a model asset with ``through_pipes: true`` trains: the Pipes client, chosen by the
-environment like the stores and the Dask engine are.
+"""Where a model asset with ``through_pipes: true`` trains: the ``pipes_client`` resource
+(``defs/resources.py`` registers ``pipes_client_from_env()``), chosen by the environment like the
+stores and the Dask engine are.
 
 - ``DEFECT_ASSETS_TRAINING_BACKEND``: ``subprocess`` (default: ``dg.PipesSubprocessClient`` on this
   machine) or ``azureml``;
@@ -110,19 +111,39 @@ def azureml_client(settings: AzureMLSettings, ml_client=None, blob_service=None)
                                                           interval=settings.message_interval))
 
 
-def run_training_through_pipes(context: dg.AssetExecutionContext, family: str, extras: dict,
-                               store: StoreConfig) -> tuple[dg.PipesClientCompletedInvocation, str]:
-    """Run the training entry point on the configured backend; returns the invocation and how it ran."""
-    try:  # a wrong setting fails the asset with the reason, not with a stack trace
-        backend = training_backend()
-        settings = AzureMLSettings.from_env(store) if backend == "azureml" else None
-    except ValueError as e:
-        raise dg.Failure(str(e)) from None
-    if settings is not None:
-        invocation = azureml_client(settings).run(context=context, extras=extras,
-                                                             command=azureml_command(settings, family))
+class AzureMLPipesClient(dg.PipesClient):
+    """The ``pipes_client`` resource when ``DEFECT_ASSETS_TRAINING_BACKEND=azureml``: dagster-azure's
+    ``PipesAzureMLClient``, built by the run that trains (the code location loads without reaching
+    Azure: building it opens the workspace and the Pipes container). A missing setting fails that
+    asset with the reason."""
+
+    def settings(self, store: StoreConfig) -> AzureMLSettings:
+        try:
+            return AzureMLSettings.from_env(store)
+        except ValueError as e:
+            raise dg.Failure(str(e)) from None
+
+    def run(self, *, context: dg.AssetExecutionContext, extras: dict | None = None, command,
+            store: StoreConfig) -> dg.PipesClientCompletedInvocation:
+        """Submit ``command`` (an ``azure.ai.ml`` command job) and wait for it, as ``PipesAzureMLClient`` does."""
+        return azureml_client(self.settings(store)).run(context=context, extras=extras, command=command)
+
+
+def pipes_client_from_env(environ: Mapping[str, str] | None = None) -> dg.PipesClient:
+    """The ``pipes_client`` resource chosen by ``DEFECT_ASSETS_TRAINING_BACKEND``: ``dg.PipesSubprocessClient``
+    (training on this machine) or ``AzureMLPipesClient``."""
+    return AzureMLPipesClient() if training_backend(environ) == "azureml" else dg.PipesSubprocessClient()
+
+
+def run_training_through_pipes(context: dg.AssetExecutionContext, family: str, extras: dict, store: StoreConfig,
+                               pipes_client: dg.PipesClient) -> tuple[dg.PipesClientCompletedInvocation, str]:
+    """Run the training entry point through the asset's ``pipes_client`` resource; returns the
+    invocation and how it ran."""
+    if isinstance(pipes_client, AzureMLPipesClient):
+        settings = pipes_client.settings(store)
+        invocation = pipes_client.run(context=context, extras=extras, command=azureml_command(settings, family),
+                                      store=store)
         return invocation, f"dagster pipes (Azure ML, compute {settings.compute})"
-    invocation = dg.PipesSubprocessClient().run(context=context, command=[sys.executable, "-m",
-                                                                          "defect_assets.pipes_training"],
-                                                extras=extras)
+    invocation = pipes_client.run(context=context, command=[sys.executable, "-m", "defect_assets.pipes_training"],
+                                  extras=extras)
     return invocation, "dagster pipes (subprocess)"
