@@ -38,7 +38,8 @@ BUILD_AFTER_REGISTERING = textwrap.dedent('''
     import dagster as dg
 
     import defect_assets_tests.helpers.toy_family  # registers "toy" BEFORE the definitions are built
-    from defect_assets.definitions import defs
+    from defect_assets.definitions import build_defs
+    defs = build_defs()
     from defect_assets.defs.partitions import BATCHES
     from defect_assets.ml.scorer import load_registered
     from defect_assets.pipeline.patching import patches_of

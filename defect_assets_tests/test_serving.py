@@ -35,6 +35,7 @@ from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.registry import ModelRegistry
 from defect_assets_tests.conftest import png_bytes, smooth_image
 from defect_assets_tests.helpers.serving import API_KEY, ServiceThread, _template, model_registry, raw_request
+from defect_assets_tests.waits import READY_SECONDS
 
 
 def expected_proba(registry: ModelRegistry, version: str, images: list[bytes]) -> np.ndarray:
@@ -175,26 +176,39 @@ def test_predictions_over_http_equal_the_in_process_scorer(service):
 
 
 @pytest.mark.slow
-def test_concurrent_requests_share_model_calls(service):
+def test_concurrent_requests_share_model_calls(service, monkeypatch):
+    """48 requests arrive while the model is busy with the first call: the 48 - k waiting ones are
+    then scored in full batches of max_batch (16), whatever the machine's load: 1 + ceil((48 - k) / 16)
+    model calls, and every answer is the model's own."""
     svc, registry, versions = service
     images = [png_bytes(smooth_image(32, 32, seed=s)) for s in range(48)]
     want = expected_proba(registry, versions["a"], images)
-    before = svc.app.state.service.batcher.model_calls
-    wave = threading.Barrier(16)  # 3 waves of 16 clients sending together (load staggers thread starts)
+    state = svc.app.state.service
+    batcher, scorer = state.batcher, state.serving().scorer
+    predict, first, release = scorer.predict_proba, [], threading.Event()
 
-    def send(im):
-        client = DefectClient(svc.url)
-        wave.wait(timeout=60)
-        return client.predict([im])[0]
+    def held(x):  # the first model call waits until every other request is queued behind it
+        if not first:
+            first.append(len(x))
+            assert release.wait(READY_SECONDS), "the test never released the model"
+        return predict(x)
 
-    with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(send, images))
-    calls = svc.app.state.service.batcher.model_calls - before
+    monkeypatch.setattr(scorer, "predict_proba", held)
+    before = batcher.model_calls
+    with ThreadPoolExecutor(len(images)) as pool:
+        futures = [pool.submit(lambda im: DefectClient(svc.url).predict([im])[0], im) for im in images]
+        deadline = time.monotonic() + READY_SECONDS
+        while not (first and batcher.queued() == len(images) - first[0]):
+            assert time.monotonic() < deadline, f"queued {batcher.queued()}, first call {first}"
+            time.sleep(0.05)
+        release.set()
+        results = [f.result(timeout=READY_SECONDS) for f in futures]
+    calls = batcher.model_calls - before
     got = np.array([r["probabilities"]["defect"] for r in results])
     np.testing.assert_allclose(got, want[:, 1], atol=1e-5)
-    # each wave of 16 shares calls; how many depends on how the machine staggers them (load 10 on 2
-    # cores: 24 calls for 48), so the check is that requests were batched at all, not by how much
-    assert calls <= len(images) - 16, f"{calls} model calls for {len(images)} concurrent requests: not batched"
+    waiting = len(images) - first[0]
+    assert calls == 1 + -(-waiting // batcher.max_batch), (calls, first, batcher.max_batch)
+    assert batcher.largest_batch == batcher.max_batch == 16
 
 
 @pytest.mark.slow

@@ -87,6 +87,11 @@ class MicroBatcher:
             self._cond.notify()
         return await future
 
+    def queued(self) -> int:
+        """Requests waiting for the model thread (light work only)."""
+        with self._cond:
+            return len(self._fg)
+
     def stats(self) -> dict:
         return {"model_calls": self.model_calls, "images": self.images, "largest_batch": self.largest_batch,
                 "mean_batch": round(self.images / self.model_calls, 2) if self.model_calls else 0.0,
