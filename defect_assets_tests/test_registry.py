@@ -80,8 +80,8 @@ BUILD_AFTER_REGISTERING = textwrap.dedent('''
                      "trained_through": getattr(mat.metadata.get("trained_through"), "value", None)})
     registry = ModelRegistry(store)
     cards = registry.versions("toy")
-    scorer = load_registered(registry, cards[-1]["version"])  # through the scorer kind the family registered
-    out.update(runs=runs, cards=[{"version": c["version"], "kind": c["kind"], "config": c["config"]} for c in cards],
+    scorer = load_registered(registry, cards[-1].version)  # through the scorer kind the family registered
+    out.update(runs=runs, cards=[{"version": c.version, "kind": c.kind, "config": c.config} for c in cards],
                scored=scorer.predict_proba(patches_of(patch_set)[:5]).tolist())
     print(json.dumps(out), flush=True)
 ''')

@@ -52,9 +52,15 @@ def main() -> int:
         time.sleep(2)
         n = small_png(page.screenshot(full_page=False), a.out / "dashboard.png", a.width)
         print(f"{a.out / 'dashboard.png'}: {n:,} bytes")
-        page.goto(f"{a.ui}/asset-groups", wait_until="networkidle", timeout=180_000)
-        page.get_by_text("raw_images").first.wait_for(timeout=180_000)
-        time.sleep(3)
+        # every asset downstream of raw_images, in its group: the whole graph, groups expanded
+        page.goto(f"{a.ui}/assets/raw_images?view=lineage&lineageScope=downstream&lineageDepth=12",
+                  wait_until="networkidle", timeout=180_000)
+        time.sleep(8)  # the graph's layout is computed in a web worker
+        try:  # the UI's first-visit prompt
+            page.get_by_role("button", name="Skip").click(timeout=10_000)
+        except Exception:  # noqa: BLE001 - no prompt this time
+            pass
+        time.sleep(2)
         n = small_png(page.screenshot(full_page=False), a.out / "asset-graph.png", a.width)
         print(f"{a.out / 'asset-graph.png'}: {n:,} bytes")
         browser.close()
