@@ -114,6 +114,16 @@ def cmd_score_batch(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from defect_assets.pipeline.export import export_registered
+    from defect_assets.storage.env import open_store
+
+    bundle = export_registered(open_store("artifacts"), args.version, args.format, args.out, args.threshold)
+    print(f"{bundle.folder} ({bundle.size_bytes:,} bytes; threshold {bundle.doc['threshold']} from "
+          f"{bundle.doc['threshold_source']})\n{bundle.zip_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="defect-assets", description=__doc__)
     p.add_argument("--data-dir", help="landing zone + artifact store root (default ./data or $DEFECT_ASSETS_DATA_DIR)")
@@ -167,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--version", help="registered model version (default: the production model)")
     b.add_argument("--out", help="write the table as CSV here (default: to standard output)")
     b.set_defaults(func=cmd_score_batch)
+
+    x = sub.add_parser("export", help="export a registered model as an ONNX or OpenVINO bundle (folder + zip)")
+    x.add_argument("version", help="registered model version")
+    x.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
+    x.add_argument("--out", required=True, help="folder the bundle and its zip are written into")
+    x.add_argument("--threshold", type=float, help="decision threshold (default: the production pointer's when it "
+                                                   "names this version, else 0.5)")
+    x.set_defaults(func=cmd_export)
 
     args = p.parse_args(argv)
     _setup_env(args)

@@ -76,7 +76,8 @@ async def poll_production(state: ServiceState) -> None:
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     state = ServiceState(settings=settings,
-                         holder=ModelHolder(ModelRegistry(settings.store), warm_batch=min(settings.max_batch, 64)),
+                         holder=ModelHolder(ModelRegistry(settings.store), warm_batch=min(settings.max_batch, 64),
+                                            runtime=settings.runtime),
                          batcher=MicroBatcher(settings.max_batch, settings.max_wait_ms),
                          loader=ThreadPoolExecutor(max_workers=1, thread_name_prefix="defect-loader"),
                          labeling=LabelingDesk(settings.store),

@@ -94,11 +94,22 @@ class ServedModel:
         return [(n, is_defect_label(n)) for n in names]
 
 
+def load_model(registry: ModelRegistry, version: str, runtime: str = "tensorflow") -> Scorer:
+    """The served scorer of ``version``: the registered artifact (``tensorflow``) or its export
+    bundle on ``onnxruntime`` / ``openvino``, behind the same ``Scorer`` interface."""
+    if runtime == "tensorflow":
+        return load_registered(registry, version, compiled=True)
+    from defect_assets.ml.export import exported_scorer
+
+    return exported_scorer(registry, version, runtime)
+
+
 class ModelHolder:
     """The current ServedModel (or None before the first successful load) and the reload logic."""
 
-    def __init__(self, registry: ModelRegistry, warm_batch: int = 8):
+    def __init__(self, registry: ModelRegistry, warm_batch: int = 8, runtime: str = "tensorflow"):
         self.registry = registry
+        self.runtime = runtime
         self.warm_batch = warm_batch
         self.current: ServedModel | None = None
         self.last_error: dict | None = None
@@ -126,7 +137,7 @@ class ModelHolder:
                 if old is not None and old.version == version:
                     scorer = old.scorer  # same artifact, new threshold or metadata
                 else:
-                    scorer = load_registered(self.registry, version, compiled=True)
+                    scorer = load_model(self.registry, version, self.runtime)
                     scorer.warm((1, self.warm_batch))
             except Exception as e:  # noqa: BLE001 - any failure keeps the old model serving
                 self._failed(version, key, f"{type(e).__name__}: {e}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
@@ -79,6 +79,9 @@ class ServiceSettings(EnvSettings):
     """Micro-batching: most patches in one model call."""
     max_wait_ms: Float = Field(5.0, ge=0)
     """Micro-batching: a batch goes to the model when full or when its oldest request waited this many ms."""
+    runtime: Literal["tensorflow", "onnxruntime", "openvino"] = "tensorflow"
+    """What runs the model: `tensorflow` (the registered artifact through the one scorer, Lite0 features on ONNX Runtime
+    as in training) or `onnxruntime` / `openvino` (the model exported as one graph, the parity-checked bundle)."""
     reload_seconds: Float = Field(5.0, gt=0)
     """How often (seconds) the production pointer is polled for a new model."""
     body_timeout_seconds: float = Field(30.0, json_schema_extra=env(None))

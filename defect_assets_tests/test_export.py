@@ -1,0 +1,232 @@
+"""The export bundle (issue 22): both formats score as the service does, from a process where
+TensorFlow, Dagster and defect_assets cannot be imported; a tampered bundle fails the blocking
+parity check and blocks what is downstream of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defect_assets.ml.export import export_bundle, load_bundle_runtime
+from defect_assets.ml.scorer import load_registered
+from defect_assets.pipeline.golden import golden_set
+from defect_assets.storage import LocalObjectStore
+from defect_assets_tests.helpers.export import register_lite_elastic_net
+
+BLOCKED = ("tensorflow", "dagster", "defect_assets", "keras")
+
+# runs predict.py with an import hook that refuses the training stack, after proving it refuses it
+WRAPPER = """
+import importlib.abc, runpy, sys
+BLOCKED = {blocked!r}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED:
+            raise ImportError('blocked in this test: ' + name)
+        return None
+sys.meta_path.insert(0, Block())
+for name in BLOCKED:
+    try:
+        __import__(name)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit('the blocker let ' + name + ' through')
+sys.argv = ['predict.py'] + sys.argv[1:]
+try:
+    runpy.run_path({predict!r}, run_name='__main__')
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+assert not any(m.split('.')[0] in BLOCKED for m in sys.modules), 'a blocked module was imported'
+sys.exit(code)
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    store = LocalObjectStore(root / "artifacts")
+    registry, patch_sets, card = register_lite_elastic_net(store)
+    return root, store, registry, patch_sets, card
+
+
+def midway(scores: np.ndarray) -> float:
+    """A threshold halfway between the two middle scores: both decisions occur, none sits on the edge."""
+    s = np.sort(np.asarray(scores, np.float64))
+    k = len(s) // 2
+    return float((s[k - 1] + s[k]) / 2)
+
+
+def run_predict(bundle_folder: Path, images: Path, runtime: str) -> list[dict]:
+    code = WRAPPER.format(blocked=BLOCKED, predict=str(bundle_folder / "predict.py"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(bundle_folder), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-I", "-c", code, str(images), "--runtime", runtime, "--json"],
+                          cwd=bundle_folder, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("fmt,runtime", [("onnx", "onnxruntime"), ("openvino", "openvino")])
+def test_bundle_predicts_the_services_decisions_without_tensorflow_dagster_or_the_project(trained, fmt, runtime):
+    from defect_assets.serving.client import DefectClient
+    from defect_assets.serving.settings import ServiceSettings
+    from defect_assets_tests.helpers.serving import ServiceThread
+
+    root, store, registry, patch_sets, card = trained
+    scorer = load_registered(registry, card.version)
+    golden = golden_set(card, patch_sets, store)
+    sources = list(dict.fromkeys(golden.sources))  # the golden inputs' full-size photos
+    assert len(sources) >= 2
+    images = root / f"images-{fmt}"
+    images.mkdir()
+    for i, src in enumerate(sources):
+        (images / f"photo-{i:02d}.png").write_bytes(src)
+    # a threshold between the photos' scores, so both decisions occur and a wrong one would show
+    p_ref = scorer.predict_images(sources)[:, 1]
+    threshold = midway(p_ref)
+    registry.promote(card.version, threshold=threshold)
+
+    bundle = export_bundle(registry, card.version, fmt, root / f"out-{fmt}", threshold)
+    assert bundle.zip_path.is_file() and zipfile.ZipFile(bundle.zip_path).testzip() is None
+    doc = json.loads((bundle.folder / "model.json").read_text())
+    assert doc["threshold"] == threshold and doc["preprocessing"]["views"] == 2
+    assert doc["preprocessing"]["input_size"] == 32 and doc["preprocessing"]["channels"] == 1
+    assert set(doc["files"]) >= {"predict.py", "README.md", "LICENSES.md"}
+    assert "Apache" in (bundle.folder / "LICENSES.md").read_text()
+    source = (bundle.folder / "predict.py").read_text()
+    assert "import tensorflow" not in source and "defect_assets." not in source
+
+    printed = run_predict(bundle.folder, images, runtime)
+    assert [r["file"] for r in printed] == sorted(p.name for p in images.iterdir())
+
+    for rt in ("tensorflow", runtime):  # the service on the registered artifact and on the bundle's runtime
+        settings = ServiceSettings(store=store, reload_seconds=0.1, max_wait_ms=5, runtime=rt)
+        with ServiceThread(settings) as svc:
+            svc.wait_ready(card.version)
+            served = DefectClient(svc.url).predict([images / r["file"] for r in printed])
+        assert [s["decision"] for s in served] == [r["decision"] for r in printed], rt
+        got = np.array([r["proba"] for r in printed])
+        want = np.array([[s["probabilities"][c] for c in card.classes] for s in served])
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    assert len({r["decision"] for r in printed}) == 2
+
+
+def _tamper(kind: str):
+    """A wrapper of export_champion that alters the stored ONNX bundle after it is written."""
+    import onnx
+    from onnx import numpy_helper
+
+    from defect_assets.pipeline import export as pexport
+
+    real = pexport.export_champion
+
+    def tampered(champion, registry, store, formats=pexport.FORMATS):
+        done = real(champion, registry, store, formats)
+        key = done["onnx"]["key"]
+        import io
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            zipfile.ZipFile(io.BytesIO(store.read_bytes(key))).extractall(tmp)
+            folder = next(Path(tmp).iterdir())
+            doc = json.loads((folder / "model.json").read_text())
+            if kind == "threshold":
+                doc["threshold"] = 0.999999
+            else:  # the head's bias shifted, the file's sha256 updated to match: only the scores betray it
+                m = onnx.load(str(folder / "model.onnx"))
+                for init in m.graph.initializer:
+                    if init.name == "head_b":
+                        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, "head_b"))
+                onnx.save(m, str(folder / "model.onnx"))
+                import hashlib
+
+                doc["files"]["model.onnx"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+            (folder / "model.json").write_text(json.dumps(doc))
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as z:
+                for f in sorted(folder.iterdir()):
+                    z.write(f, f"{folder.name}/{f.name}")
+            store.write_bytes(key, buf.getvalue())
+        return done
+
+    return tampered
+
+
+def _materialize(store_root: Path, champion, patch_sets):
+    import dagster as dg
+
+    from defect_assets.defs.export.assets import EXPORT_PARITY_CHECK, exported_model, exported_model_parity_check
+    from defect_assets.defs.resources import LocalStorage
+
+    @dg.asset(name="champion_model")
+    def champion_stub():
+        return champion
+
+    @dg.asset(name="labeled_patches")
+    def patches_stub():
+        return patch_sets
+
+    @dg.asset
+    def line_deployment(exported_model):
+        return exported_model.model_version
+
+    result = dg.materialize_to_memory(
+        [champion_stub, patches_stub, exported_model, exported_model_parity_check, line_deployment],
+        resources={"artifact_store": LocalStorage(root=str(store_root))}, raise_on_error=False)
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == EXPORT_PARITY_CHECK]
+    built = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    return check, built
+
+
+@pytest.mark.parametrize("tamper", [None, "threshold", "weights"])
+def test_tampered_bundle_fails_the_parity_check_and_blocks_downstream(trained, tamper, monkeypatch):
+    from defect_assets.pipeline.champion import Champion
+
+    root, store, registry, patch_sets, card = trained
+    scorer = load_registered(registry, card.version)
+    golden = golden_set(card, patch_sets, store)
+    threshold = midway(golden.score(scorer)[:, 1])
+    champion = Champion(model_version=card.version, family="elastic_net", metric="roc_auc", validation_value=1.0,
+                        threshold=threshold, evaluation_id="test", report_html="", test_metrics={},
+                        min_defect_recall=0.5, margin=0.02)
+    if tamper:
+        import defect_assets.defs.export.assets as assets_mod
+
+        monkeypatch.setattr(assets_mod, "export_champion", _tamper(tamper))
+    check, built = _materialize(store.root, champion, patch_sets)
+    meta = {k: v.value for k, v in check.metadata.items()}
+    assert meta["golden_inputs"] == len(golden) > 0
+    assert "exported_model" in built
+    if tamper is None:
+        assert check.passed, check.description
+        assert meta["onnx_max_abs_difference"] <= 1e-4 and meta["openvino_max_abs_difference"] <= 1e-4
+        assert meta["onnx_decisions_differing"] == meta["openvino_decisions_differing"] == 0
+        assert "line_deployment" in built
+    else:
+        assert not check.passed
+        assert "onnx" in check.description and "openvino" not in check.description, check.description
+        assert meta["openvino_max_abs_difference"] <= 1e-4  # the untouched bundle still agrees
+        if tamper == "weights":
+            assert meta["onnx_max_abs_difference"] > 1e-4
+        else:
+            assert "threshold" in check.description and meta["onnx_threshold"] == 0.999999
+        assert "line_deployment" not in built  # blocked by the failed check
+
+
+def test_bundle_refuses_a_file_that_does_not_match_its_sha256(trained):
+    root, store, registry, patch_sets, card = trained
+    bundle = export_bundle(registry, card.version, "onnx", root / "out-sha", 0.5)
+    load_bundle_runtime(bundle.folder)  # intact: loads
+    with open(bundle.folder / "model.onnx", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\x00" * 8)
+    with pytest.raises(ValueError, match="model.onnx does not match its sha256"):
+        load_bundle_runtime(bundle.folder)
