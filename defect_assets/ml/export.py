@@ -226,7 +226,11 @@ the image decoded as {'gray (Pillow L)' if pre['channels'] == 1 else 'RGB'}, res
 Large photos: `ExportedModel.windows` slides {pre['window_size']} px windows at stride {pre['window_stride']}.
 
 Every file's sha256 is in model.json and is checked before the model loads; a changed file is refused.
-In Python: `from predict import ExportedModel; m = ExportedModel('.'); m.decide(m.predict_images([open(p, 'rb').read()]))`.
+In Python:
+
+    from predict import ExportedModel
+    m = ExportedModel('.')
+    m.decide(m.predict_images([open(path, 'rb').read()]))
 
 See LICENSES.md for the weights' licences.
 """
@@ -274,7 +278,7 @@ def export_bundle(registry: ModelSource, version: str, fmt: str, out: Path | str
             "lineage": {"data_version": card.data_version.to_dict() if card.data_version else None,
                         "created": card.created, "validation": card.validation.to_dict() if card.validation else None,
                         "backbones": sorted(_backbones(graph, registry)), **(lineage or {})},
-            "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         doc["README"] = "README.md"
         (tmp / "README.md").write_text(_readme(doc))
