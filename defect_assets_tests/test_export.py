@@ -230,3 +230,38 @@ def test_bundle_refuses_a_file_that_does_not_match_its_sha256(trained):
         f.write(b"\x00" * 8)
     with pytest.raises(ValueError, match="model.onnx does not match its sha256"):
         load_bundle_runtime(bundle.folder)
+
+
+def test_cli_exports_with_the_production_threshold(trained, monkeypatch, capsys):
+    from defect_assets.cli import main
+
+    root, store, registry, patch_sets, card = trained
+    registry.promote(card.version, threshold=0.3125)
+    monkeypatch.setenv("DEFECT_ASSETS_DATA_DIR", str(root))
+    monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+    assert main(["export", card.version, "--format", "onnx", "--out", str(root / "cli-out")]) == 0
+    folder = root / "cli-out" / f"{card.version}-onnx"
+    doc = json.loads((folder / "model.json").read_text())
+    assert doc["threshold"] == 0.3125 and doc["threshold_source"].startswith("production pointer")
+    assert (root / "cli-out" / f"{card.version}-onnx.zip").is_file()
+    assert str(folder) in capsys.readouterr().out
+
+
+def test_an_ensemble_exports_as_its_members_averaged(trained):
+    root, store, registry, patch_sets, card = trained
+    other = register_lite_elastic_net(store, views=1, seed=0)[2]
+    members = [card.version, other.version]
+    weights = [0.7, 0.3]
+    ens = registry.register("ensemble", {"members.json": json.dumps({"members": members, "weights": weights}).encode()},
+                            {"kind": "ensemble", "task": "binary", "classes": card.classes,
+                             "input": {"size": 32, "channels": 1}, "members": members, "weights": weights})
+    scorer = load_registered(registry, ens.version)
+    golden = golden_set(card, patch_sets, store)
+    for fmt in ("onnx", "openvino"):
+        bundle = export_bundle(registry, ens.version, fmt, root / f"ens-{fmt}", 0.5)
+        assert len(bundle.doc["graph"]["members"]) == 2
+        model = load_bundle_runtime(bundle.folder)
+        np.testing.assert_allclose(model.predict_images(golden.sources), scorer.predict_images(golden.sources),
+                                   atol=1e-4)
+        np.testing.assert_allclose(model.predict_proba(golden.patches), scorer.predict_proba(golden.patches),
+                                   atol=1e-4)
