@@ -265,3 +265,22 @@ def test_an_ensemble_exports_as_its_members_averaged(trained):
                                    atol=1e-4)
         np.testing.assert_allclose(model.predict_proba(golden.patches), scorer.predict_proba(golden.patches),
                                    atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_keras_cnn_exports_through_tf2onnx(tmp_path):
+    from defect_assets.pipeline.tiny import register_tiny_model, synthetic_patch_set
+    from defect_assets.storage.registry import ModelRegistry
+
+    store = LocalObjectStore(tmp_path / "artifacts")
+    registry = ModelRegistry(store)
+    patches = synthetic_patch_set(size=32, seed=0, store=store)
+    card = register_tiny_model(registry, {"s": patches}, epochs=1)
+    scorer = load_registered(registry, card.version)
+    golden = golden_set(card, {"s": patches}, store)
+    for fmt in ("onnx", "openvino"):
+        model = load_bundle_runtime(export_bundle(registry, card.version, fmt, tmp_path / fmt, 0.5).folder)
+        np.testing.assert_allclose(model.predict_images(golden.sources), scorer.predict_images(golden.sources),
+                                   atol=1e-4)
+        np.testing.assert_allclose(model.predict_proba(golden.patches), scorer.predict_proba(golden.patches),
+                                   atol=1e-4)

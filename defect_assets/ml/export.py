@@ -151,7 +151,6 @@ def graph_of(card: ModelCard, read_file: Callable[[str], bytes]):
         from defect_assets.ml.training import model_from_bytes
 
         model = _rename_output(_keras_onnx(model_from_bytes(read_file(KERAS_FILE)), size, channels), "proba")
-        model.graph.input[0].name = "pixels" if model.graph.input[0].name == "pixels" else model.graph.input[0].name
     else:
         raise ExportError(f"no exporter for model kind {card.kind!r}")
     model.producer_name = "defect_assets"

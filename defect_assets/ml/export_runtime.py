@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -123,11 +124,13 @@ def open_session(path: Path, runtime: str):
         import openvino as ov
 
         compiled = ov.Core().compile_model(str(path), "CPU")
-        request = compiled.create_infer_request()
         out = compiled.outputs[0]
+        local = threading.local()  # an infer request is not thread-safe: one per calling thread
 
         def call(x):
-            # one infer request per session; results copied out before the next call
+            request = getattr(local, "request", None)
+            if request is None:
+                request = local.request = compiled.create_infer_request()
             return np.array(request.infer([np.ascontiguousarray(x, np.uint8)])[out], np.float32)
         return call
     raise BundleError(f"unknown runtime {runtime!r} (onnxruntime or openvino)")
