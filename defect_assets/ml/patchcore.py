@@ -36,6 +36,8 @@ from defect_assets.ml.scorer import Scorer
 MODEL_FILE = "patchcore.npz"
 KIND = "anomaly"
 DEFAULT_STAGES = ("3", "5")
+MIN_BANK = 1000
+"""A pool this small is kept whole (the coreset ratio would leave too few patches of a small set)."""
 
 
 def _pool3(m: np.ndarray) -> np.ndarray:
@@ -231,7 +233,7 @@ def fit_patchcore(good: np.ndarray, backbone: str = "lite0", stages: tuple[str, 
     (at least 1 when N > 1) is kept out of the bank; their image scores calibrate the probability.
     The bank: every ``patch_stride``-th location of the others' grids, a random pool of at most
     ``pool_size`` of them, then the greedy coreset of min(coreset_size, coreset_ratio x the
-    locations) of the pool. ``dims``: random projection of the features (None: keep them all)."""
+    pool) of the pool (a pool of at most ``MIN_BANK`` is kept whole, a larger one keeps at least that many). ``dims``: random projection of the features (None: keep them all)."""
     log = log or (lambda _m: None)
     x = np.asarray(good)
     if x.ndim == 3:
@@ -261,7 +263,7 @@ def fit_patchcore(good: np.ndarray, backbone: str = "lite0", stages: tuple[str, 
     t_feat = time.perf_counter() - t0
     if len(cand) > pool_size:
         cand = cand[np.sort(rng.choice(len(cand), pool_size, replace=False))]
-    k = int(min(coreset_size, max(1, math.ceil(coreset_ratio * len(cand)))))
+    k = int(min(coreset_size, max(math.ceil(coreset_ratio * len(cand)), min(len(cand), MIN_BANK))))
     t1 = time.perf_counter()
     bank = cand[greedy_coreset(cand, k, seed=seed)]
     t_core = time.perf_counter() - t1
