@@ -37,6 +37,8 @@ MODEL_FILE = "patchcore.npz"
 KIND = "anomaly"
 DEFAULT_STAGES = ("3", "5")
 MIN_BANK = 1000
+MAP_SIGMA = 4.0
+"""Gaussian smoothing of the anomaly map, in image pixels (PatchCore's sigma)."""
 """A pool this small is kept whole (the coreset ratio would leave too few patches of a small set)."""
 
 
@@ -68,6 +70,22 @@ def _resize_bilinear(m: np.ndarray, h: int, w: int) -> np.ndarray:
     top = m[:, y0][:, :, x0] * (1 - wx) + m[:, y0][:, :, x1] * wx
     bottom = m[:, y1][:, :, x0] * (1 - wx) + m[:, y1][:, :, x1] * wx
     return top * (1 - wy) + bottom * wy
+
+
+def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W) separable Gaussian blur (edges reflected), as PatchCore smooths its maps (sigma 4)."""
+    if sigma <= 0:
+        return a
+    r = max(1, int(math.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    out = np.asarray(a, np.float64)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (r, r)
+        p = np.pad(out, pad, mode="reflect" if out.shape[axis] > r else "edge")
+        out = sum(k[i] * np.take(p, np.arange(i, i + out.shape[axis]), axis=axis) for i in range(2 * r + 1))
+    return out
 
 
 def upsample_map(a: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -186,13 +204,14 @@ class PatchCore:
 
     def anomaly_map(self, pixel: np.ndarray) -> tuple[float, np.ndarray]:
         """(defect probability, (H, W) map) of one image at the model's input size. The map is the
-        patch distances upsampled to the image and scaled so that its maximum is the image's
-        probability (p x distance / largest distance): the logistic curve itself would flatten
-        every clearly anomalous patch to 1 and lose where the peak is."""
+        patch distances upsampled to the image, smoothed (Gaussian, ``MAP_SIGMA`` px) and scaled
+        so that its maximum is the image's probability (p x distance / largest distance): the
+        logistic curve itself would flatten every clearly anomalous patch to 1 and lose where
+        the peak is."""
         x = np.asarray(pixel)
         s = self.patch_scores(x[None])[0].astype(np.float64)
         p = float(self.probability(s.max()))
-        up = upsample_map(s, *x.shape[:2]).astype(np.float64)
+        up = gaussian_blur(upsample_map(s, *x.shape[:2]), MAP_SIGMA)
         return p, (p * up / max(float(up.max()), 1e-12)).astype(np.float32)
 
     def calibrate(self, good_scores: np.ndarray) -> None:
@@ -233,7 +252,8 @@ def fit_patchcore(good: np.ndarray, backbone: str = "lite0", stages: tuple[str, 
     (at least 1 when N > 1) is kept out of the bank; their image scores calibrate the probability.
     The bank: every ``patch_stride``-th location of the others' grids, a random pool of at most
     ``pool_size`` of them, then the greedy coreset of min(coreset_size, coreset_ratio x the
-    pool) of the pool (a pool of at most ``MIN_BANK`` is kept whole, a larger one keeps at least that many). ``dims``: random projection of the features (None: keep them all)."""
+    pool) of the pool (a pool of at most ``MIN_BANK`` is kept whole, a larger one keeps at least
+    that many). ``dims``: random projection of the features (None: keep them all)."""
     log = log or (lambda _m: None)
     x = np.asarray(good)
     if x.ndim == 3:
