@@ -167,3 +167,39 @@ def test_the_family_is_in_the_registry_built_graph_after_the_ensemble():
     assert "anomaly_evaluation" in champion_inputs
     ensemble_inputs = {k.to_user_string() for k in graph.get(dg.AssetKey("ensemble_model")).parent_keys}
     assert "anomaly_model" not in ensemble_inputs
+
+
+def test_the_service_predicts_with_it_and_inspect_draws_its_anomaly_map(trained):
+    import base64
+
+    from PIL import Image
+
+    from defect_assets.ml.images import encode_png
+    from defect_assets.serving.client import DefectClient
+    from defect_assets.serving.settings import ServiceSettings
+    from defect_assets_tests.helpers.serving import ServiceThread
+
+    store, registry, patch_set, result, _ = trained
+    version = result.card.version
+    registry.promote(version, threshold=0.5)
+    img, defects = make_surface_scene(np.random.default_rng(21), 256, 192, defects=2, min_separation=90)
+    good, _ = make_surface_scene(np.random.default_rng(22), 256, 192, defects=0)
+    with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1, max_wait_ms=5)) as svc:
+        svc.wait_ready(version)
+        client = DefectClient(svc.url)
+        scores = [r["defect_score"] for r in client.predict([encode_png(img), encode_png(good)])]
+        expected = load_registered(registry, version).predict_images([encode_png(img), encode_png(good)])[:, 1]
+        assert np.allclose(scores, expected, atol=1e-5)
+        r = client.inspect(encode_png(img), stride=16)
+    heat = np.asarray(Image.open(io.BytesIO(base64.b64decode(r["heatmap_png"])))).astype(float)
+    assert heat.shape == (192, 256)
+    scorer = load_registered(registry, version)
+    assert np.abs(heat - np.rint(scorer.photo_map(scorer.pixels(encode_png(img))) * 255)).max() <= 1
+    # the map of the whole photo: within 12 px of every planted defect it is higher than anywhere
+    # farther than 40 px from all of them
+    yy, xx = np.mgrid[:192, :256]
+    far = np.all([np.hypot(yy - d.y, xx - d.x) > 40 for d in defects], axis=0)
+    for d in defects:
+        near = heat[np.hypot(yy - d.y, xx - d.x) <= 12]
+        assert near.max() > heat[far].max() + 20, (d, near.max(), heat[far].max())
+    assert r["defects"], "nothing located"

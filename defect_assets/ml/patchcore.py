@@ -338,6 +338,29 @@ class AnomalyScorer(Scorer):
         p, m = self.model.anomaly_map(x)
         return p, (upsample_map(m, h, w) if m.shape != (h, w) else m)
 
+    def photo_map(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W) anomaly map of a whole photo (any size, as ``Scorer.pixels`` decodes it) in one
+        pass: the network is convolutional, so every patch of the photo is scored against the bank
+        at once (windows are not needed for the map). Scaled as ``PatchCore.anomaly_map``. A photo
+        is first shrunk by the factor the training patches were (patch size -> input size)."""
+        x = np.asarray(pixels)
+        if x.ndim == 2:
+            x = x[..., None]
+        h, w = x.shape[:2]
+        if self.patch_size != self.input_size:
+            from PIL import Image
+
+            f = self.input_size / self.patch_size
+            size = (max(8, round(w * f)), max(8, round(h * f)))
+            x = np.stack([np.asarray(Image.fromarray(x[..., c]).resize(size, Image.BOX)) for c in range(x.shape[2])],
+                         axis=-1)
+        sh, sw = x.shape[:2]
+        if min(sh, sw) < 32:  # too small for the backbone's grid: edge-padded, the map cropped back
+            x = np.pad(x, ((0, max(0, 32 - sh)), (0, max(0, 32 - sw)), (0, 0)), mode="edge")
+        _, m = self.model.anomaly_map(x)
+        m = m[:sh, :sw]
+        return upsample_map(m, h, w) if m.shape != (h, w) else m
+
     def anomaly_map(self, image) -> tuple[float, np.ndarray]:
         """One image as it comes (bytes, PIL, array): (probability, map at the model's input size)."""
         return self.explain(self.prepare(image))
