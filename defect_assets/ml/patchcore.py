@@ -148,7 +148,7 @@ def greedy_coreset(x: np.ndarray, k: int, project_dims: int = 64, seed: int = 0)
     return chosen
 
 
-def nearest_distance(x: np.ndarray, bank: np.ndarray, bank_sq: np.ndarray | None = None, chunk: int = 4096
+def nearest_distance(x: np.ndarray, bank: np.ndarray, bank_sq: np.ndarray | None = None, chunk: int = 1024
                      ) -> np.ndarray:
     """(P,) Euclidean distance of each row of ``x`` (P, D) to its nearest row of ``bank`` (M, D)."""
     bank_sq = np.einsum("ij,ij->i", bank, bank) if bank_sq is None else bank_sq
