@@ -28,7 +28,8 @@ def built(tmp_path_factory):
     result = dg.materialize(MODELS + BATCH_ASSETS, selection=MODELS, instance=instance, resources=resources,
                             run_config={"ops": {k: TINY["ops"][k] for k in ("scratch_cnn_model",
                                                                             "fine_tuned_vgg16_model",
-                                                                            "elastic_net_model")}})
+                                                                            "elastic_net_model",
+                                                                            "anomaly_model")}})
     return root, instance, resources, landing, result
 
 
@@ -39,7 +40,8 @@ def test_every_family_is_trained_registered_and_beats_chance(built):
     registry = ModelRegistry(LocalObjectStore(root / "data" / "artifacts"))
     cards = {c.family: c for c in registry.versions()}
     registered = {f.name for f in families()}
-    assert set(cards) == registered == {"scratch_cnn", "fine_tuned_vgg16", "elastic_net", "ensemble"}
+    assert set(cards) == registered == {"scratch_cnn", "fine_tuned_vgg16", "elastic_net", "ensemble",
+                                                  "anomaly"}
     for family, card in cards.items():
         assert card.data_version.batches == ["s1", "s2"], family
         assert set(card.data_version.label_versions) == {"s1", "s2"}

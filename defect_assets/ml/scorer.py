@@ -363,7 +363,10 @@ class EnsembleScorer(Scorer):
 
 
 def explainable(scorer: Scorer) -> bool:
-    """Whether ``scorer.explain`` gives an exact map (a linear head on backbone features)."""
+    """Whether ``scorer.explain`` gives an exact map (a linear head on backbone features, or a scorer
+    whose score is its map's maximum: ``exact_map``, the anomaly family's)."""
+    if getattr(scorer, "exact_map", False):
+        return True
     if isinstance(scorer, EnsembleScorer):
         return scorer.explainable
     return isinstance(scorer, LinearScorer) and scorer.card.features.backbone != "vgg16"

@@ -70,6 +70,9 @@ class Champion:
     """p99 milliseconds for one full-size image at one client that a candidate must fit (None: any)."""
     reason: str = ""
     """Why this candidate: the best on validation within the latency budget, or the fallback."""
+    threshold_method: str = ""
+    """The rule that chose ``threshold`` on validation (max_f1, cost; good_quantile(q) when the
+    validation split held no defect and the model trains on good images only)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -181,7 +184,8 @@ def pick_champion(evaluations: pd.DataFrame, registry: ModelRegistry, metric: st
         evaluation_id=str(best.get("evaluation_id", "")), report_html=str(best.get("report_html", "")),
         test_metrics={k: _number(best[k]) for k in TEST_METRICS if k in best.index},
         min_defect_recall=float(min_defect_recall), margin=float(margin), candidates=candidates,
-        latency_budget_ms=None if latency_budget_ms is None else float(latency_budget_ms), reason=reason)
+        latency_budget_ms=None if latency_budget_ms is None else float(latency_budget_ms), reason=reason,
+        threshold_method=str(best.get("threshold_method", "") or ""))
 
 
 def _p99_text(row) -> str:
@@ -207,8 +211,11 @@ def recall_gate(champion: Champion) -> GateResult:
     recall = champion.test_metrics.get("recall")
     ok = recall is not None and recall >= champion.min_defect_recall
     shown = "undefined" if recall is None else f"{recall:.3f}"
-    return GateResult(RECALL, ok, None if ok else f"defect recall {shown} < floor {champion.min_defect_recall}",
-                      {"recall": recall if recall is not None else float("nan"), "floor": champion.min_defect_recall})
+    rule = champion.threshold_method or "unrecorded"
+    why = None if ok else (f"defect recall {shown} < floor {champion.min_defect_recall} (threshold "
+                           f"chosen by {rule})")
+    return GateResult(RECALL, ok, why, {"recall": recall if recall is not None else float("nan"),
+                                        "floor": champion.min_defect_recall, "threshold_rule": rule})
 
 
 def not_worse_gate(champion: Champion, registry: ModelRegistry, patch_sets: dict[str, ArrayTable]) -> GateResult:

@@ -73,6 +73,20 @@ def candidate_latency(registry: ModelRegistry, version: str, patch_sets: dict[st
     return measure_latency(served, golden.upload_bytes()[0], runs)
 
 
+def binary_threshold(card, y_val: np.ndarray, p_val: np.ndarray, settings: EvalSettings) -> tuple[float, str]:
+    """(threshold, the rule that chose it). With defects in validation: ``settings.threshold_method``,
+    as for every family. With none, a model trained on good images only (its settings name a
+    ``threshold_quantile``, e.g. the anomaly family) takes that quantile of the good validation
+    probabilities (rule ``good_quantile(q)``); any other model refuses (``ThresholdError``)."""
+    y_val = np.asarray(y_val).astype(int)
+    quantile = card.config.get("threshold_quantile")
+    if len(y_val) and y_val.sum() == 0 and quantile is not None:
+        q = float(quantile)
+        return float(np.quantile(np.asarray(p_val, np.float64), q)), f"good_quantile({q:g})"
+    return choose_threshold(y_val, p_val, settings.threshold_method, settings.cost_missed_defect,
+                            settings.cost_false_alarm), settings.threshold_method
+
+
 def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayTable], settings: EvalSettings,
              store: ObjectStore, scorer: Scorer | None = None, latency_runs: int = LATENCY_RUNS
              ) -> tuple[EvaluationReport, dict[str, bytes]]:
@@ -87,9 +101,9 @@ def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayT
     if len(test.y) == 0:
         raise ValueError("the test split is empty: nothing to evaluate on")
     p_val, p_test = scorer.predict_proba(val.x), scorer.predict_proba(test.x)
+    method = settings.threshold_method if task == "binary" else "argmax"
     if task == "binary":
-        threshold = choose_threshold(val.y, p_val[:, 1], settings.threshold_method,
-                                     settings.cost_missed_defect, settings.cost_false_alarm)
+        threshold, method = binary_threshold(card, val.y, p_val[:, 1], settings)
         doc = binary_report(test.y, p_test[:, 1], threshold)
         score, hist_classes = p_test[:, 1], classes
     else:
@@ -102,8 +116,7 @@ def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayT
         f"{version}:{dv['id']}:{settings}".encode()).hexdigest()[:8]
     doc.update({"evaluation_id": eid, "evaluated_at": stamp.isoformat(timespec="seconds"),
                 "model_version": version, "model_family": card.family, "classes": classes,
-                "data_version": dv, "trained_on": card.data_version.to_dict(), "threshold_method":
-                settings.threshold_method if task == "binary" else "argmax",
+                "data_version": dv, "trained_on": card.data_version.to_dict(), "threshold_method": method,
                 "validation_at_training": card.validation.to_dict()})
     doc.update(candidate_latency(registry, version, patch_sets, store, latency_runs) if latency_runs
                else {"latency_p50_ms": float("nan"), "latency_p99_ms": float("nan"), "latency_runs": 0})

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from defect_assets.ml.patchcore import load_anomaly
 from defect_assets.ml.scorer import ScorerLoader, register_scorer_kind, scorer_kinds
+from defect_assets.pipeline.anomaly import train_anomaly
 from defect_assets.pipeline.families import (
     TrainedModel,
     train_elastic_net,
@@ -25,7 +27,13 @@ from defect_assets.pipeline.families import (
     train_fine_tuned_vgg16,
     train_scratch_cnn,
 )
-from defect_assets.pipeline.family_settings import ElasticNetConfig, EnsembleConfig, ScratchCNNConfig, VGG16Config
+from defect_assets.pipeline.family_settings import (
+    AnomalyConfig,
+    ElasticNetConfig,
+    EnsembleConfig,
+    ScratchCNNConfig,
+    VGG16Config,
+)
 
 
 @dataclass(frozen=True)
@@ -104,3 +112,6 @@ register_family("elastic_net", ElasticNetConfig, train_elastic_net, ("backbone_f
 # the ensemble of the families before it: a candidate of its own, picked only when better on validation
 register_family("ensemble", EnsembleConfig, train_ensemble,
                 lambda before: (*(f.asset for f in before), "labeled_patches"), "ensemble", ("python",))
+# trained on good images only (PatchCore-style): after the ensemble, which averages the supervised families
+register_family("anomaly", AnomalyConfig, train_anomaly, ("labeled_patches",), "anomaly", ("numpy",),
+                scorer=load_anomaly)

@@ -100,3 +100,33 @@ class EnsembleConfig(FamilySettings):
     """Weightings within this much of the best validation ``metric`` count as tied; among them the
     lowest validation log loss wins (a member that only adds a near-constant score loses the tie).
     Members left with weight 0 are not part of the ensemble (nor run when it is served)."""
+
+
+class AnomalyConfig(FamilySettings):
+    """PatchCore-style anomaly detection trained on good images only (``ml/patchcore.py``)."""
+
+    normal_only: bool = True
+    """Train on the images labeled good of the train split (defects left out); False: on every
+    training image, as when batches carry no defect labels (all assumed normal)."""
+    backbone: Literal["lite0", "lite2"] = "lite0"
+    stages: list[str] = ["3", "5"]
+    """Backbone stages whose maps, 3x3 averaged, are the patch features (the deeper upsampled to the
+    finer grid): Lite0's stage 3 (stride 8, 40 channels) and 5 (stride 16, 112)."""
+    coreset_size: int = 4000
+    """Largest memory bank (patches kept by greedy k-center coreset subsampling)."""
+    coreset_ratio: float = 0.1
+    """Bank size as a share of the candidate patches, capped by coreset_size."""
+    patch_stride: int = 2
+    """Every patch_stride-th grid location (each way) of a training image is a bank candidate."""
+    pool_size: int = 150_000
+    """Candidates the coreset search sees at most (a random subset beyond): bounds its cost."""
+    dims: int | None = None
+    """Random projection of the patch features to this many dimensions (None: all of them)."""
+    input_size: int | None = None
+    """Shrink patches to this side first (area averaging; None: the patch size)."""
+    calibration_fraction: float = 0.2
+    """Good training images kept out of the bank; their scores calibrate the probability."""
+    threshold_quantile: float = 0.99
+    """When the validation split holds no defect: the threshold is this quantile of the good
+    validation images' probabilities (with defects it is chosen as for every family)."""
+    seed: int = 0

@@ -29,6 +29,9 @@ class SlidWindows:
     score: np.ndarray
     """The defect probability of every window."""
     stride: int
+    pixels: np.ndarray | None = None
+    """The photo the windows were cut from (for a model with its own anomaly map)."""
+    scorer: object | None = None
 
     @property
     def size(self) -> int:
@@ -62,7 +65,7 @@ async def slide_windows(state, model, pixels: np.ndarray, stride: int | None = N
                                                 f"cap of {settings.max_windows:,}; use stride >= {need}")
     heavy.check_budget(grid, model.scorer.cost, settings.max_work_gmac, step)
     proba = await heavy.score_windows(state, model, pixels, grid, request)
-    return SlidWindows(grid, proba, model.defect_score(proba), step)
+    return SlidWindows(grid, proba, model.defect_score(proba), step, pixels, model.scorer)
 
 
 def heatmap_scale(width: int, height: int) -> int:
@@ -70,8 +73,17 @@ def heatmap_scale(width: int, height: int) -> int:
 
 
 async def heatmap(slid: SlidWindows) -> tuple[np.ndarray, int]:
-    """(the gray heatmap, uint8 with 255 = probability 1, of the photo's size / scale; scale)."""
+    """(the gray heatmap, uint8 with 255 = probability 1, of the photo's size / scale; scale). A
+    model with an anomaly map of its own (``photo_map``: the anomaly family) draws that map of the
+    whole photo instead of the windows' scores."""
     scale = heatmap_scale(slid.grid.width, slid.grid.height)
+    photo_map = getattr(slid.scorer, "photo_map", None)
+    if photo_map is not None and slid.pixels is not None:
+        def draw() -> np.ndarray:
+            m = photo_map(slid.pixels)[::scale, ::scale]
+            return np.clip(np.rint(m * 255), 0, 255).astype(np.uint8)
+
+        return await asyncio.to_thread(draw), scale
     return await asyncio.to_thread(inspection.heatmap, slid.score, slid.grid, scale), scale
 
 

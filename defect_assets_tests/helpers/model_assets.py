@@ -24,6 +24,7 @@ TINY = {"ops": {
                                           "images_per_epoch": 512, "batch_size": 32}},
     "elastic_net_model": {"config": {"search_C": [0.05, 0.5]}},
     "ensemble_model": {"config": {"weight_steps": 2}},
+    "anomaly_model": {"config": {"coreset_size": 500}},
 }}
 
 

@@ -137,6 +137,7 @@ def pick(context: dg.AssetExecutionContext, config: ChampionConfig, artifact_sto
         "model_version": champion.model_version, "family": champion.family,
         "validation_metric": f"{config.metric} {champion.validation_value:.4f}",
         "threshold": champion.threshold if champion.threshold is not None else 0.0,
+        "threshold_rule": champion.threshold_method or "unrecorded",
         "trained_on_batches": ", ".join(card.data_version.batches),
         "label_versions": str(card.data_version.label_versions), "config": str(card.config),
         "test_metrics": md_table(pd.DataFrame([champion.test_metrics]).round(4)),

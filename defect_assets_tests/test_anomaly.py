@@ -1,0 +1,205 @@
+"""The anomaly-detection family (PatchCore-style, ml/patchcore.py): trained on good images only,
+it ranks injected synthetic defects above good surfaces, its map points at them, it is stored
+without pickle and loaded through its own scorer kind, and with no defect in validation its
+threshold is a quantile of the good validation scores, a rule the champion records."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from defect_assets.ml.patchcore import KIND, MODEL_FILE, AnomalyScorer, fit_patchcore, greedy_coreset
+from defect_assets.ml.scorer import explainable, load_registered, scorer_kinds
+from defect_assets.ml.synthetic import make_surface_scene
+from defect_assets.pipeline.anomaly import train_anomaly
+from defect_assets.pipeline.champion import pick_champion, recall_gate
+from defect_assets.pipeline.evaluate import EvalSettings, evaluate, history_row
+from defect_assets.pipeline.family_registry import families, family
+from defect_assets.pipeline.family_settings import AnomalyConfig
+from defect_assets.pipeline.patching import patches_of
+from defect_assets.pipeline.tiny import synthetic_patch_set
+from defect_assets.pipeline.training import golden_indices, split_data
+from defect_assets.storage import LocalObjectStore
+from defect_assets.storage.formats import ArrayTable
+from defect_assets.storage.registry import ModelRegistry
+
+SIZE = 64
+
+
+def scenes(seed: int, n: int, defects: int, size: int = 128):
+    out, where = [], []
+    for i in range(n):
+        im, found = make_surface_scene(np.random.default_rng(seed + i), size, size, defects=defects, margin=4,
+                                       min_separation=40)
+        out.append(im)
+        where.append(found)
+    return np.stack(out), where
+
+
+@pytest.fixture(scope="module")
+def photo_model():
+    good, _ = scenes(0, 24, 0)
+    return fit_patchcore(good, coreset_size=600, seed=0)
+
+
+def test_trained_on_good_photos_only_it_finds_injected_defects_and_its_map_points_at_them(photo_model):
+    good, _ = scenes(1000, 16, 0)
+    bad, where = scenes(2000, 16, 1)
+    scores = photo_model.image_scores(np.concatenate([good, bad]))
+    auc = roc_auc_score([0] * len(good) + [1] * len(bad), scores)
+    assert auc > 0.9, auc
+    p = photo_model.probability(scores)
+    assert ((p >= 0) & (p <= 1)).all() and np.median(p[:len(good)]) < 0.5 < np.median(p[len(good):])
+    hits = 0
+    for im, (d,) in zip(bad, where):
+        prob, amap = photo_model.anomaly_map(im)
+        assert amap.shape == im.shape and amap.max() == pytest.approx(prob, rel=1e-5)
+        y, x = np.unravel_index(int(amap.argmax()), amap.shape)
+        hits += np.hypot(y - d.y, x - d.x) <= 12
+    assert hits >= 0.9 * len(bad), hits
+
+
+def test_the_greedy_coreset_covers_every_cluster_a_random_sample_would_miss():
+    rng = np.random.default_rng(0)
+    big = rng.normal(0, 0.1, (5000, 16))
+    small = rng.normal(0, 0.1, (5, 16)) + 10.0  # a rare kind of patch, 0.1% of the pool
+    x = np.concatenate([big, small]).astype(np.float32)
+    idx = greedy_coreset(x, 20, project_dims=8, seed=1)
+    assert len(set(idx.tolist())) == 20 and (idx >= 5000).any()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("anomaly")
+    store = LocalObjectStore(root / "artifacts")
+    registry = ModelRegistry(store)
+    patch_set = synthetic_patch_set(n_scenes=28, size=SIZE, seed=3, store=store)
+    logs: list[str] = []
+    config = AnomalyConfig(coreset_size=500)
+    trained = family("anomaly").train(config, {"labeled_patches": {"s1": patch_set}}, registry, logs.append)
+    return store, registry, patch_set, trained, logs
+
+
+def test_the_family_trains_on_good_patches_only_and_is_served_through_its_scorer_kind(trained):
+    store, registry, patch_set, result, logs = trained
+    card = result.card
+    assert card.kind == KIND == "anomaly" and KIND in scorer_kinds() and card.family == "anomaly"
+    train = split_data({"s1": patch_set}, "train", "binary", card.classes)
+    good = int((train.y == 0).sum())
+    meta = card.to_dict()["anomaly"]
+    assert meta["bank_images"] + meta["calibration_images"] == good < len(train.y)
+    assert 0 < meta["bank_size"] <= 500
+    # stored as plain arrays: an npz without pickled objects, and the card's JSON
+    raw = registry.read_file(card.version, MODEL_FILE)
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        assert sorted(z.namelist()) == ["bank.npy"]
+    np.load(io.BytesIO(raw), allow_pickle=False)["bank"]
+    scorer = load_registered(registry, card.version)
+    assert isinstance(scorer, AnomalyScorer) and explainable(scorer)
+    test = split_data({"s1": patch_set}, "test", "binary", card.classes)
+    proba = scorer.predict_proba(test.x)
+    assert proba.shape == (len(test.y), 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert roc_auc_score(test.y, proba[:, 1]) > 0.9
+    # the golden predictions recorded at training are what the stored model gives
+    val = split_data({"s1": patch_set}, "validation", "binary", card.classes)
+    golden = golden_indices(val)
+    assert np.allclose(scorer.predict_proba(val.x[golden]), np.asarray(card.golden.proba), atol=1e-5)
+    p, heat = scorer.explain(test.x[int(np.argmax(test.y))])
+    assert heat.shape == (SIZE, SIZE) and 0 <= heat.min() and heat.max() == pytest.approx(p, rel=1e-4)
+    assert any("training patches used as normal" in m for m in logs)
+
+
+def _without_validation_defects(ps: ArrayTable) -> ArrayTable:
+    keep = ~((ps.table["split"] == "validation") & ps.table["is_defect"]).to_numpy()
+    return ArrayTable(ps.table[keep].reset_index(drop=True), {k: np.asarray(v)[keep] for k, v in ps.arrays.items()},
+                      dict(ps.attrs))
+
+
+def test_with_no_defect_in_validation_the_threshold_is_a_good_quantile_and_the_champion_says_so(trained):
+    store, registry, patch_set, _, _ = trained
+    sets = {"s1": _without_validation_defects(patch_set)}
+    val = split_data(sets, "validation", "binary", ["ok", "defect"])
+    assert len(val.y) > 5 and val.y.sum() == 0 and split_data(sets, "test", "binary", ["ok", "defect"]).y.sum() > 0
+    config = AnomalyConfig(coreset_size=500, threshold_quantile=0.95)
+    card = train_anomaly(config, {"labeled_patches": sets}, registry, lambda _m: None).card
+    assert np.isnan(card.validation.roc_auc)  # nothing to rank on validation, and training did not fail
+    report, _ = evaluate(registry, card.version, sets, EvalSettings("max_f1"), store, latency_runs=0)
+    assert report.threshold_method == "good_quantile(0.95)"
+    p_val = load_registered(registry, card.version).predict_proba(patches_of(sets["s1"])[
+        (sets["s1"].table["split"] == "validation").to_numpy()])[:, 1]
+    assert report.threshold == pytest.approx(float(np.quantile(p_val, 0.95)))
+    assert report.recall > 0.5  # the injected defects of the test split are found at that threshold
+    import pandas as pd
+
+    champion = pick_champion(pd.DataFrame([history_row(report)]), registry, min_defect_recall=0.5)
+    assert champion.model_version == card.version and champion.threshold_method == "good_quantile(0.95)"
+    gate = recall_gate(champion)
+    assert gate.passed and gate.metadata["threshold_rule"] == "good_quantile(0.95)"
+
+
+def test_a_supervised_model_still_refuses_a_validation_split_without_defects(trained):
+    from defect_assets.ml.evaluation import ThresholdError
+    from defect_assets.pipeline.evaluate import binary_threshold
+
+    card = trained[3].card.model_copy(update={"config": {}})
+    with pytest.raises(ThresholdError):
+        binary_threshold(card, np.zeros(5), np.linspace(0, 1, 5), EvalSettings())
+    assert binary_threshold(card, np.array([0, 0, 1, 1]), np.array([.1, .2, .8, .9]), EvalSettings()) == (0.8, "max_f1")
+
+
+def test_the_family_is_in_the_registry_built_graph_after_the_ensemble():
+    import dagster as dg
+
+    from defect_assets.definitions import build_defs
+
+    names = [f.name for f in families()]
+    assert names[-1] == "anomaly" and names.index("ensemble") < names.index("anomaly")
+    assert family("anomaly").settings is AnomalyConfig
+    graph = build_defs().resolve_asset_graph()
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey("anomaly_model")).parent_keys}
+    assert parents == {"labeled_patches"}
+    assert "anomaly_model" in {k.to_user_string() for k in graph.get(dg.AssetKey("anomaly_evaluation")).parent_keys}
+    champion_inputs = {k.to_user_string() for k in graph.get(dg.AssetKey("champion_model")).parent_keys}
+    assert "anomaly_evaluation" in champion_inputs
+    ensemble_inputs = {k.to_user_string() for k in graph.get(dg.AssetKey("ensemble_model")).parent_keys}
+    assert "anomaly_model" not in ensemble_inputs
+
+
+def test_the_service_predicts_with_it_and_inspect_draws_its_anomaly_map(trained):
+    import base64
+
+    from PIL import Image
+
+    from defect_assets.ml.images import encode_png
+    from defect_assets.serving.client import DefectClient
+    from defect_assets.serving.settings import ServiceSettings
+    from defect_assets_tests.helpers.serving import ServiceThread
+
+    store, registry, patch_set, result, _ = trained
+    version = result.card.version
+    registry.promote(version, threshold=0.5)
+    img, defects = make_surface_scene(np.random.default_rng(21), 256, 192, defects=2, min_separation=90)
+    good, _ = make_surface_scene(np.random.default_rng(22), 256, 192, defects=0)
+    with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1, max_wait_ms=5)) as svc:
+        svc.wait_ready(version)
+        client = DefectClient(svc.url)
+        scores = [r["defect_score"] for r in client.predict([encode_png(img), encode_png(good)])]
+        expected = load_registered(registry, version).predict_images([encode_png(img), encode_png(good)])[:, 1]
+        assert np.allclose(scores, expected, atol=1e-5)
+        r = client.inspect(encode_png(img), stride=16)
+    heat = np.asarray(Image.open(io.BytesIO(base64.b64decode(r["heatmap_png"])))).astype(float)
+    assert heat.shape == (192, 256)
+    scorer = load_registered(registry, version)
+    assert np.abs(heat - np.rint(scorer.photo_map(scorer.pixels(encode_png(img))) * 255)).max() <= 1
+    # the map of the whole photo: within 12 px of every planted defect it is higher than anywhere
+    # farther than 40 px from all of them
+    yy, xx = np.mgrid[:192, :256]
+    far = np.all([np.hypot(yy - d.y, xx - d.x) > 40 for d in defects], axis=0)
+    for d in defects:
+        near = heat[np.hypot(yy - d.y, xx - d.x) <= 12]
+        assert near.max() > heat[far].max() + 20, (d, near.max(), heat[far].max())
+    assert r["defects"], "nothing located"
