@@ -334,9 +334,14 @@ def exported_scorer(registry: ModelSource, version: str, runtime: str, workdir: 
     fmt = {v: k for k, v in RUNTIMES.items()}.get(runtime)
     if fmt is None:
         raise ExportError(f"runtime must be one of {tuple(RUNTIMES.values())}, not {runtime!r}")
+    own = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="defect-export-"))
     bundle = export_bundle(registry, version, fmt, workdir)
     model = load_bundle_runtime(bundle.folder, runtime)
     scorer = Scorer(registry.card(version), model.root.raw, compiled=True)
     scorer.bundle = bundle
+    if own:  # the runtime holds the graph in memory: the temporary bundle goes with the scorer
+        import weakref
+
+        weakref.finalize(scorer, shutil.rmtree, workdir, True)
     return scorer
