@@ -1,0 +1,113 @@
+"""Label quality: confident learning finds flipped labels in a clean data set, the per-image table
+of the pipeline stage, labeler agreement with gold and Cohen's kappa on hand-made cases, and the
+active-learning batch strategies."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+
+from defect_assets.ml import active_learning as AL
+from defect_assets.ml.label_quality import (cohen_kappa, gold_agreement, label_issues, labeler_report,
+                                            out_of_fold_proba, self_confidence)
+from defect_assets.pipeline.label_quality import find_issues, issue_counts
+
+
+def flipped_digits(rate: float = 0.10, seed: int = 0, n: int = 600):
+    """sklearn's bundled 8x8 handwritten digits (a clean, real data set), ``n`` of them, with
+    ``rate`` of the labels moved to another class at random."""
+    d = load_digits()
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(d.target))[:n]
+    x, y = d.data[idx].astype(np.float32), d.target[idx].astype(np.int64)
+    flipped = rng.choice(n, int(round(rate * n)), replace=False)
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + rng.integers(1, 10, len(flipped))) % 10
+    return x, y, noisy, np.sort(flipped)
+
+
+def test_flipped_labels_are_found_in_the_top_of_the_ranking():
+    x, clean, noisy, flipped = flipped_digits()
+    classes = [str(c) for c in range(10)]
+    proba = out_of_fold_proba(x, noisy, classes, folds=5, C=0.05)
+    found = label_issues(noisy, proba)
+    top = found.ranking()[:len(flipped)]
+    recall = len(set(top) & set(flipped)) / len(flipped)
+    flagged = found.ranked
+    precision = len(set(flagged) & set(flipped)) / max(1, len(flagged))
+    print(f"flipped {len(flipped)}: top-{len(flipped)} recall {recall:.2f}; cleanlab flagged {len(flagged)}, "
+          f"precision {precision:.2f}")
+    assert recall >= 0.70
+    assert precision >= 0.50
+    assert len(set(top) & set(flipped)) / len(top) >= 0.50  # the top-N's own precision (N = number flipped)
+    # the suggested label of a found flip is mostly the true one
+    hits = np.intersect1d(top, flipped)
+    assert (found.suggested[hits] == clean[hits]).mean() >= 0.8
+    np.testing.assert_allclose(found.self_confidence, proba[np.arange(len(noisy)), noisy])
+
+
+def test_out_of_fold_rows_never_come_from_a_model_that_saw_them():
+    # a 1-nearest-duplicate design: every item has a twin with the same features and the OTHER label;
+    # a model that saw an item would be pulled to its given label, out of fold it cannot tell
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    p = out_of_fold_proba(x, y, ["a", "b"], folds=4)
+    assert p.shape == (40, 2)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert (self_confidence(y, p) > 0.5).mean() >= 0.85  # a separable problem is mostly confident out of fold
+
+
+def test_find_issues_table_and_counts():
+    x, _, noisy, flipped = flipped_digits(n=300, seed=2)
+    keep = np.isin(noisy, [0, 1, 7])  # three labels, as a small product line might have
+    rows = pd.DataFrame({"batch": np.where(np.arange(keep.sum()) % 2, "b1", "b2"),
+                         "image": [f"img{i}.png" for i in range(keep.sum())], "image_id": [f"id{i}" for i in
+                                                                                           range(keep.sum())],
+                         "given_label": [str(v) for v in noisy[keep]],
+                         "source": np.where(np.arange(keep.sum()) % 3, "labels.csv", "labeling-page"),
+                         "labeler": ""})
+    issues = find_issues(rows, x[keep], folds=3)
+    assert len(issues) == keep.sum()
+    assert list(issues["rank"]) == list(range(1, len(issues) + 1))
+    assert issues["is_issue"].iloc[: int(issues["is_issue"].sum())].all()  # suspects first
+    assert set(issues["suggested_label"]) <= {"0", "1", "7"}
+    counts = issue_counts(issues)
+    assert counts["images"].sum() == len(issues)
+    assert counts["issues"].sum() == int(issues["is_issue"].sum())
+    assert set(counts["source"]) == {"labels.csv", "labeling-page"}
+
+
+def test_gold_agreement_and_kappa_are_exact_on_a_hand_made_case():
+    assert gold_agreement(["ok", "ok", "defect", "ok"], ["ok", "defect", "defect", "ok"]) == 0.75
+    # a: ok ok ok defect defect ; b: ok ok defect defect ok  -> po = 3/5, pe = (3/5*3/5 + 2/5*2/5) = 13/25
+    a = ["ok", "ok", "ok", "defect", "defect"]
+    b = ["ok", "ok", "defect", "defect", "ok"]
+    assert cohen_kappa(a, b) == pytest.approx((3 / 5 - 13 / 25) / (1 - 13 / 25))
+    assert cohen_kappa(a, a) == 1.0
+    gold = {"g1": "ok", "g2": "defect"}
+    events = ([{"labeler": "ana", "key": k, "label": v} for k, v in zip(["i1", "i2", "i3", "i4", "i5"], a)]
+              + [{"labeler": "bo", "key": k, "label": v} for k, v in zip(["i1", "i2", "i3", "i4", "i5"], b)]
+              + [{"labeler": "ana", "key": "g1", "label": "ok"}, {"labeler": "ana", "key": "g2", "label": "defect"},
+                 {"labeler": "bo", "key": "g1", "label": "defect"}, {"labeler": "bo", "key": "g2", "label": "defect"}])
+    report = {r["labeler"]: r for r in labeler_report(events, gold)}
+    assert report["ana"]["gold_agreement"] == 1.0 and report["bo"]["gold_agreement"] == 0.5
+    assert report["ana"]["labeled"] == 5 and report["ana"]["gold_answered"] == 2
+    assert report["ana"]["kappa_vs_others"] == pytest.approx(1 / 6)
+    assert report["bo"]["kappa_vs_others"] == pytest.approx(1 / 6)
+
+
+def test_kcenter_covers_the_far_cluster_and_noise_aware_down_weights():
+    rng = np.random.default_rng(0)
+    near = rng.normal(0, 0.1, size=(30, 2))
+    far = rng.normal(10, 0.1, size=(5, 2))
+    pool = np.concatenate([near, far])
+    labeled = rng.normal(0, 0.1, size=(10, 2))
+    picks = AL.kcenter_greedy(pool, labeled, 2)
+    assert len(set(picks)) == 2 and picks[0] >= 30  # the first pick is in the cluster nobody labeled
+    proba = np.array([[0.5, 0.5], [0.5, 0.5], [0.9, 0.1]])
+    scores = AL.noise_aware_scores(proba, np.array([0.0, 0.9, 0.0]))
+    assert scores[0] > scores[1] > scores[2] - 1e-12
+    amb = AL.neighbour_ambiguity(np.array([[0.0, 0.0], [10.0, 10.0]]), np.array([[0.1, 0.0], [10.0, 9.9]]),
+                                 np.array([0.0, 1.0]), n_neighbors=1)
+    np.testing.assert_allclose(amb, [0.0, 1.0])
