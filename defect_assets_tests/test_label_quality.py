@@ -8,8 +8,14 @@ import pytest
 from sklearn.datasets import load_digits
 
 from defect_assets.ml import active_learning as AL
-from defect_assets.ml.label_quality import (cohen_kappa, gold_agreement, label_issues, labeler_report,
-                                            out_of_fold_proba, self_confidence)
+from defect_assets.ml.label_quality import (
+    cohen_kappa,
+    gold_agreement,
+    label_issues,
+    labeler_report,
+    out_of_fold_proba,
+    self_confidence,
+)
 from defect_assets.pipeline.label_quality import find_issues, issue_counts
 
 
@@ -111,3 +117,50 @@ def test_kcenter_covers_the_far_cluster_and_noise_aware_down_weights():
     amb = AL.neighbour_ambiguity(np.array([[0.0, 0.0], [10.0, 10.0]]), np.array([[0.1, 0.0], [10.0, 9.9]]),
                                  np.array([0.0, 1.0]), n_neighbors=1)
     np.testing.assert_allclose(amb, [0.0, 1.0])
+
+
+def test_gold_items_are_mixed_in_scored_and_never_stored_as_labels(tmp_path):
+    from defect_assets.ml.scorer import load_registered
+    from defect_assets.pipeline.active_learning import QueueSettings, publish_next_queue
+    from defect_assets.serving.labeling import LabelingDesk
+    from defect_assets.storage.labeling import GoldLog, LabelLog, write_gold
+    from defect_assets_tests.helpers.labeling import synthetic_pool
+    from defect_assets_tests.helpers.serving import model_registry
+
+    store, registry, versions = model_registry(tmp_path / "artifacts")
+    registry.promote(versions["a"], threshold=0.5)
+    scorer = load_registered(registry, versions["a"])
+    classes = scorer.classes
+    known = synthetic_pool(store, n=4, batch="line-1", seed=11)
+    write_gold(store, known.assign(label=[classes[i % 2] for i in range(4)]))
+    queue = publish_next_queue(store, scorer, synthetic_pool(store, n=6), QueueSettings(per_round=6, gold_rate=0.25),
+                               heatmaps=False)
+    gold_rows = queue.items[queue.items["gold_label"] != ""]
+    assert len(gold_rows) == 2 and len(queue.items) == 8  # 2 / 8 = the configured 25 %
+    assert set(gold_rows["image"]) <= set(known["image"]) and (gold_rows["strategy"] == "gold").all()
+    assert list(queue.items["rank"]) == list(range(1, 9))
+
+    desk = LabelingDesk(store)
+    g1, g2 = gold_rows.to_dict("records")
+    real = queue.items[queue.items["gold_label"] == ""].to_dict("records")
+    wrong = [c for c in classes if c != g2["gold_label"]][0]
+    desk.label("ana", g1["item_id"], g1["gold_label"])
+    desk.label("ana", g2["item_id"], g2["gold_label"])
+    desk.label("ben", g1["item_id"], g1["gold_label"])
+    desk.label("ben", g2["item_id"], wrong)
+    for r, (a, b) in zip(real[:4], [(classes[0], classes[0]), (classes[0], classes[1]), (classes[1], classes[1]),
+                                    (classes[1], classes[1])]):
+        desk.label("ana", r["item_id"], a)
+        desk.label("ben", r["item_id"], b)
+    labels = LabelLog(store).labels()
+    assert set(labels["image"]) == {r["image"] for r in real[:4]}  # no gold item among the labels
+    assert "line-1" not in set(labels["batch"]) and "line-1" not in LabelLog(store).digests()
+    assert len(GoldLog(store).events()) == 4
+    view = desk.view("ana")
+    assert {i["item_id"]: i["status"] for i in view["items"]}[g1["item_id"]] == "labeled"
+    assert desk.view("cy")["next"] is not None  # a new labeler still has the gold items to answer
+    report = {r["labeler"]: r for r in desk.labeler_quality()}
+    assert report["ana"]["gold_agreement"] == 1.0 and report["ben"]["gold_agreement"] == 0.5
+    assert report["ana"]["gold_answered"] == 2 and report["ana"]["labeled"] == 4
+    # ana a a b b vs ben a b b b: po = 3/4, pe = 2/4*1/4 + 2/4*3/4 = 1/2 -> kappa 1/2
+    assert report["ana"]["kappa_vs_others"] == pytest.approx(0.5)

@@ -5,11 +5,14 @@ overwritten (events are immutable objects, see ``storage.labeling``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from defect_assets.serving.errors import ApiError
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.labeling import (
+    GoldAnswer,
+    GoldLog,
     LabelEvent,
     LabelingQueue,
     LabelLog,
@@ -28,6 +31,7 @@ class LabelingDesk:
     def __init__(self, store: ObjectStore):
         self.store = store
         self.log = LabelLog(store)
+        self.gold_log = GoldLog(store)
         self._queue: LabelingQueue | None = None
         self._lock = threading.Lock()
 
@@ -50,16 +54,21 @@ class LabelingDesk:
         active = active_events(events)
         labeled = {(e.batch, e.image): e for e in active if e.kind == "label"}
         mine = {e.item: e for e in active if e.labeler == labeler and e.queue == queue.id}
+        answered = {e.item: e for e in active_events(self.gold_log.events())
+                    if e.kind == "label" and e.labeler == labeler and e.queue == queue.id}
         items, nxt = [], None
         for row in queue.items.sort_values("rank").to_dict("records"):
             key = (row["batch"], row["image"])
-            if key in labeled:
+            if row.get("gold_label"):  # a gold item: done once this labeler answered it (never a label)
+                status = "labeled" if row["item_id"] in answered else (
+                    "skipped" if row["item_id"] in mine and mine[row["item_id"]].kind == "skip" else "todo")
+                item = self.describe(queue, row, status, answered.get(row["item_id"]))
+            elif key in labeled:
                 status = "labeled"
-            elif row["item_id"] in mine and mine[row["item_id"]].kind == "skip":
-                status = "skipped"
+                item = self.describe(queue, row, status, labeled.get(key))
             else:
-                status = "todo"
-            item = self.describe(queue, row, status, labeled.get(key))
+                status = "skipped" if row["item_id"] in mine and mine[row["item_id"]].kind == "skip" else "todo"
+                item = self.describe(queue, row, status, labeled.get(key))
             items.append(item)
             if nxt is None and status == "todo":
                 nxt = item
@@ -99,6 +108,8 @@ class LabelingDesk:
         if label not in queue.classes:
             raise ApiError(422, "unknown_class", f"{label[:64]!r} is not a class of this queue; use one of "
                                                  f"{', '.join(queue.classes)}")
+        if row.get("gold_label"):
+            return self._answer_gold(labeler, queue, row, label)
         events = self.log.events(row["batch"])
         for e in active_events(events):
             if e.kind == "label" and e.labeler == labeler and e.item == item_id and e.queue == queue.id \
@@ -111,6 +122,36 @@ class LabelingDesk:
         if stored.id != event.id:
             raise ApiError(409, "already_labeled", f"you labeled {row['image']!r} {stored.label!r}; undo it first")
         return stored, created
+
+    def _answer_gold(self, labeler: str, queue: LabelingQueue, row: dict, label: str) -> tuple[LabelEvent, bool]:
+        """A gold item's answer goes to the gold log (``storage.labeling.GOLD_ANSWERS``), never to
+        the label events: it is no new label, ``image_labels`` never sees it."""
+        events = self.gold_log.events(row["batch"])
+        answer = GoldAnswer(**dataclasses.asdict(self._event("label", queue, row, labeler, events, label=label)))
+        stored, created = self.gold_log.append(answer)
+        if stored.id != answer.id:
+            raise ApiError(409, "already_labeled", f"you answered {row['image']!r} {stored.label!r} already")
+        return stored, created
+
+    def labeler_quality(self) -> list[dict]:
+        """Per labeler: agreement with the gold items they answered, and Cohen's kappa against each
+        other labeler on the images both labeled (``ml.label_quality.labeler_report``)."""
+        from defect_assets.ml.label_quality import labeler_report
+
+        gold: dict[str, str] = {}
+        events, queues = [], {}
+        for e in active_events(self.gold_log.events()):
+            if e.kind != "label":
+                continue
+            if e.queue not in queues:
+                queues[e.queue] = read_queue(self.store, e.queue)
+            row = queues[e.queue].item(e.item)
+            if row and row.get("gold_label"):
+                gold[f"gold:{e.batch}/{e.image}"] = str(row["gold_label"])
+                events.append({"labeler": e.labeler, "key": f"gold:{e.batch}/{e.image}", "label": e.label})
+        events += [{"labeler": e.labeler, "key": f"{e.batch}/{e.image}", "label": e.label}
+                   for e in active_events(self.log.events()) if e.kind == "label"]
+        return labeler_report(events, gold)
 
     def skip(self, labeler: str, item_id: str) -> tuple[LabelEvent, bool]:
         queue, row = self.item(item_id)

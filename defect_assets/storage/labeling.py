@@ -186,3 +186,36 @@ def current_queue(store: ObjectStore) -> LabelingQueue | None:
     """The queue the labeling page serves, or None before the first labeling_queue run."""
     queue_id = current_queue_id(store)
     return read_queue(store, queue_id) if queue_id else None
+
+
+GOLD_ITEMS = f"{ROOT}/gold/items.parquet"
+"""Items with known labels (gold) that labeling queues mix in: POOL columns + ``label``."""
+GOLD_ANSWERS = f"{ROOT}/gold_answers"
+"""Labelers' answers to gold items: never label events, so never in ``image_labels``."""
+GOLD_COLUMNS = ["batch", "image", "image_id", "stored_key", "width", "height", "label"]
+
+
+@dataclass(frozen=True)
+class GoldAnswer(LabelEvent):
+    """A labeler's answer to a gold item: a label event's fields, stored apart (``GOLD_ANSWERS``)."""
+
+    @property
+    def key(self) -> str:
+        return f"{GOLD_ANSWERS}/{self.batch}/{self.slot if self.kind == 'label' else self.id}.json"
+
+
+class GoldLog(EventLog[GoldAnswer]):
+    """The append-only answers to gold items (same rules as ``LabelLog``, another prefix)."""
+
+    def __init__(self, store: ObjectStore):
+        super().__init__(store, GOLD_ANSWERS, GoldAnswer)
+
+
+def write_gold(store: ObjectStore, table: pd.DataFrame) -> None:
+    """Replace the gold set (one atomic table write)."""
+    write_table(store, GOLD_ITEMS, table[GOLD_COLUMNS].reset_index(drop=True))
+
+
+def read_gold(store: ObjectStore) -> pd.DataFrame:
+    """The gold set, empty when none was written."""
+    return read_table(store, GOLD_ITEMS) if store.exists(GOLD_ITEMS) else pd.DataFrame(columns=GOLD_COLUMNS)

@@ -142,3 +142,11 @@ async def _heatmap(request: Request, state: ServiceState, model, row: dict) -> R
     rgba[..., 3] = (gray.astype(np.uint16) * HEATMAP_MAX_ALPHA // 255).astype(np.uint8)
     return Response(await asyncio.to_thread(encode_png, rgba), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=600"})
+
+
+@router.get("/v1/labeling/labelers")
+async def labeler_quality(name: str = Depends(labeler), desk: LabelingDesk = Depends(labeling_desk)) -> dict:
+    """Per labeler: images labeled, gold items answered, agreement with gold, and the mean Cohen's
+    kappa against the other labelers on the images both labeled (NaN shown as null)."""
+    rows = await asyncio.to_thread(desk.labeler_quality)
+    return {"labelers": [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]}
