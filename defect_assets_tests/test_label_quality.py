@@ -16,7 +16,7 @@ from defect_assets.ml.label_quality import (
     out_of_fold_proba,
     self_confidence,
 )
-from defect_assets.pipeline.label_quality import find_issues, issue_counts
+from defect_assets.pipeline.label_quality import find_issues, gold_candidates, issue_counts
 
 
 def flipped_digits(rate: float = 0.10, seed: int = 0, n: int = 600):
@@ -71,7 +71,8 @@ def test_find_issues_table_and_counts():
                          "image": [f"img{i}.png" for i in range(keep.sum())], "image_id": [f"id{i}" for i in
                                                                                            range(keep.sum())],
                          "given_label": [str(v) for v in noisy[keep]],
-                         "source": np.where(np.arange(keep.sum()) % 3, "labels.csv", "labeling-page"),
+                         "source": np.where(np.arange(keep.sum()) % 3, "labels.csv", "labeling page"),
+                         "stored_key": "k", "width": 8, "height": 8,
                          "labeler": ""})
     issues = find_issues(rows, x[keep], folds=3)
     assert len(issues) == keep.sum()
@@ -81,7 +82,11 @@ def test_find_issues_table_and_counts():
     counts = issue_counts(issues)
     assert counts["images"].sum() == len(issues)
     assert counts["issues"].sum() == int(issues["is_issue"].sum())
-    assert set(counts["source"]) == {"labels.csv", "labeling-page"}
+    assert set(counts["source"]) == {"labels.csv", "labeling page"}
+    gold = gold_candidates(issues, 6)
+    assert len(gold) == 6 and sorted(gold["label"].value_counts()) == [2, 2, 2]
+    chosen = issues.set_index("image").loc[gold["image"]]
+    assert (~chosen["is_issue"]).all() and (chosen["source"] == "labels.csv").all()
 
 
 def test_gold_agreement_and_kappa_are_exact_on_a_hand_made_case():

@@ -191,7 +191,8 @@ def publish_next_queue(store: ObjectStore, scorer: Scorer, pool: pd.DataFrame, s
         "strategy": settings.strategy, "per_round": settings.per_round, "diversity": settings.diversity,
         "model_version": scorer.version, "classes": scorer.classes, "input_size": scorer.input_size,
         "heatmaps": bool(heatmaps), "pool_images": len(pool), "gold_rate": settings.gold_rate,
-        "gold_items": int((items["gold_label"] != "").sum()) if len(items) else 0, "pool_batches": sorted(set(pool["batch"])),
+        "gold_items": int((items["gold_label"] != "").sum()) if len(items) else 0,
+        "pool_batches": sorted(set(pool["batch"])),
         **(extra or {})})
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 
 from defect_assets.defs.metadata import md_table
 from defect_assets.defs.resources import StorageResource
+from defect_assets.ml.labels import PAGE_SOURCE
 from defect_assets.pipeline import label_quality
 from defect_assets.storage.formats import ArrayTable
 from defect_assets.storage.labeling import LabelLog
@@ -24,6 +25,9 @@ class LabelIssuesConfig(dg.Config):
     seed: int = 0
     shown: int = 20
     """Suspects listed in the metadata preview."""
+    gold_items: int = 0
+    """Write this many gold items (label-file images the out-of-fold model confidently agrees with)
+    for the labeling queues to mix in (``LabelingQueueConfig.gold_rate``); 0 leaves the gold set alone."""
 
 
 @dg.asset(group_name="label_quality", kinds={"python", "parquet"})
@@ -54,6 +58,13 @@ def label_issues(context: dg.AssetExecutionContext, config: LabelIssuesConfig,
     counts = label_quality.issue_counts(issues)
     store.write_bytes(LABEL_ISSUES_CSV, issues.to_csv(index=False).encode())
     store.write_bytes(ISSUE_COUNTS_CSV, counts.to_csv(index=False).encode())
+    if config.gold_items > 0:
+        from defect_assets.pipeline.label_quality import gold_candidates
+        from defect_assets.storage.labeling import write_gold
+
+        gold = gold_candidates(issues, config.gold_items, PAGE_SOURCE)
+        write_gold(store, gold)
+        context.log.info(f"label_issues: {len(gold)} gold items written for the labeling queues")
     n = int(issues["is_issue"].sum())
     context.log.info(f"label_issues: {n} suspects among {len(issues)} labeled images")
     shown = issues[issues["is_issue"]].head(config.shown)[["rank", "batch", "image", "given_label", "suggested_label",
