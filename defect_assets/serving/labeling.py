@@ -11,6 +11,7 @@ import threading
 from defect_assets.serving.errors import ApiError
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.labeling import (
+    REVIEW_QUEUE,
     GoldAnswer,
     GoldLog,
     LabelEvent,
@@ -18,6 +19,7 @@ from defect_assets.storage.labeling import (
     LabelLog,
     active_events,
     current_queue_id,
+    read_label_issues,
     read_queue,
 )
 
@@ -152,6 +154,64 @@ class LabelingDesk:
         events += [{"labeler": e.labeler, "key": f"{e.batch}/{e.image}", "label": e.label}
                    for e in active_events(self.log.events()) if e.kind == "label"]
         return labeler_report(events, gold)
+
+    # --- the review of suspect labels (label_issues) ---
+
+    @staticmethod
+    def review_id(batch: str, image: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(f"review\n{batch}\n{image}".encode()).hexdigest()[:16]
+
+    def review_items(self, suggest: bool = False) -> dict:
+        """The suspects of the latest label_issues table, worst first, that nobody reviewed yet (a
+        confirmed or changed label is never asked again), each with its given label and, when
+        ``suggest``, the out-of-fold model's."""
+        issues = read_label_issues(self.store)
+        if issues is None:
+            raise ApiError(404, "no_label_issues", "no label-issue table yet: materialize label_issues")
+        decided = {(e.batch, e.image) for e in active_events(self.log.events())
+                   if e.kind == "label" and e.queue == REVIEW_QUEUE}
+        suspects = issues[issues["is_issue"].astype(str).str.lower() == "true"]
+        classes = sorted(set(issues["given_label"]) | set(issues["suggested_label"]))
+        items = []
+        for r in suspects.sort_values("rank", kind="stable").to_dict("records"):
+            if (r["batch"], r["image"]) in decided:
+                continue
+            rid = self.review_id(r["batch"], r["image"])
+            item = {"item_id": rid, "rank": int(r["rank"]), "batch": r["batch"], "image": r["image"],
+                    "given_label": r["given_label"], "source": r["source"], "labeler": r["labeler"],
+                    "image_url": f"/v1/labeling/review/{rid}/image"}
+            if suggest:
+                item.update(suggested_label=r["suggested_label"], self_confidence=float(r["self_confidence"]))
+            items.append(item)
+        return {"classes": classes, "reviewed": len(decided), "items": items}
+
+    def review_item(self, item_id: str) -> dict:
+        issues = read_label_issues(self.store)
+        if issues is not None:
+            for r in issues.to_dict("records"):
+                if self.review_id(r["batch"], r["image"]) == item_id:
+                    return r
+        raise ApiError(404, "not_in_review", f"item {item_id[:64]!r} is not a suspect of the latest label_issues")
+
+    def review(self, labeler: str, item_id: str, label: str) -> tuple[LabelEvent, bool]:
+        """Confirm (the given label) or change a suspect's label: stored as a label event of the
+        review queue, so the batch's labels change as with any page label."""
+        row = self.review_item(item_id)
+        classes = sorted(set(read_label_issues(self.store)["given_label"]))
+        if label not in classes:
+            raise ApiError(422, "unknown_class", f"{label[:64]!r} is not a label of these images; use one of "
+                                                 f"{', '.join(classes)}")
+        events = self.log.events(row["batch"])
+        undos = [e for e in events if e.kind == "undo" and e.labeler == labeler and e.item == item_id]
+        event = LabelEvent(kind="label", queue=REVIEW_QUEUE, item=item_id, batch=row["batch"], image=row["image"],
+                           image_id=row["image_id"], labeler=labeler, model_version="label_issues", label=label,
+                           after=undos[-1].id if undos else "")
+        stored, created = self.log.append(event)
+        if stored.id != event.id:
+            raise ApiError(409, "already_labeled", f"you reviewed {row['image']!r} as {stored.label!r} already")
+        return stored, created
 
     def skip(self, labeler: str, item_id: str) -> tuple[LabelEvent, bool]:
         queue, row = self.item(item_id)

@@ -219,3 +219,21 @@ def write_gold(store: ObjectStore, table: pd.DataFrame) -> None:
 def read_gold(store: ObjectStore) -> pd.DataFrame:
     """The gold set, empty when none was written."""
     return read_table(store, GOLD_ITEMS) if store.exists(GOLD_ITEMS) else pd.DataFrame(columns=GOLD_COLUMNS)
+
+
+REVIEW_QUEUE = "review"
+"""The ``queue`` of a label event stored by the review of suspect labels: a label like any other
+(``image_labels`` reads it, ``new_labels_sensor`` rebuilds its batch), and it overrides the batch's
+label file for that image (the reviewer looked at the file's label and decided)."""
+LABEL_ISSUES = "label_quality/label_issues.csv"
+"""The label_issues asset's table for BI and the review queue."""
+
+
+def read_label_issues(store: ObjectStore) -> pd.DataFrame | None:
+    """The latest label-issue table, or None before label_issues ran."""
+    if not store.exists(LABEL_ISSUES):
+        return None
+    with store.open_read(LABEL_ISSUES) as f:
+        return pd.read_csv(f, dtype={"batch": str, "image": str, "image_id": str, "given_label": str,
+                                     "suggested_label": str, "source": str, "labeler": str, "stored_key": str},
+                           keep_default_na=False)

@@ -10,9 +10,9 @@ from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.labels import PAGE_SOURCE
 from defect_assets.pipeline import label_quality
 from defect_assets.storage.formats import ArrayTable
+from defect_assets.storage.labeling import LABEL_ISSUES as LABEL_ISSUES_CSV
 from defect_assets.storage.labeling import LabelLog
 
-LABEL_ISSUES_CSV = "label_quality/label_issues.csv"
 ISSUE_COUNTS_CSV = "label_quality/issue_counts.csv"
 
 
