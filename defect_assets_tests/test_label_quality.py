@@ -169,3 +169,42 @@ def test_gold_items_are_mixed_in_scored_and_never_stored_as_labels(tmp_path):
     assert report["ana"]["gold_answered"] == 2 and report["ana"]["labeled"] == 4
     # ana a a b b vs ben a b b b: po = 3/4, pe = 2/4*1/4 + 2/4*3/4 = 1/2 -> kappa 1/2
     assert report["ana"]["kappa_vs_others"] == pytest.approx(0.5)
+
+
+def test_label_issues_asset_writes_the_table_counts_and_gold(tmp_path):
+    import dagster as dg
+
+    from defect_assets.defs.active_learning.label_issues import ISSUE_COUNTS_CSV, LabelIssuesConfig, label_issues
+    from defect_assets.defs.resources import LocalStorage
+    from defect_assets.storage.formats import ArrayTable
+    from defect_assets.storage.labeling import read_gold, read_label_issues
+
+    x, _, noisy, _ = flipped_digits(n=240, seed=3)
+    keep = np.flatnonzero(np.isin(noisy, [0, 1]))  # two labels: ok (0) and defect (1)
+    names = np.where(noisy[keep] == 1, "defect", "ok")
+    feats, raws, labels = {}, {}, {}
+    for b, part in (("b1", keep[::2]), ("b2", keep[1::2])):
+        ids = [f"sha{i}" for i in part]
+        lab = np.where(noisy[part] == 1, "defect", "ok")
+        table = pd.DataFrame({"patch_id": ids, "image_id": ids, "label": lab, "is_defect": lab == "defect",
+                              "split": "train"})
+        feats[b] = ArrayTable(table, {"features": x[part]}, {})
+        raws[b] = ArrayTable(pd.DataFrame({"path": [f"{i}.png" for i in part], "sha256": ids, "role": "image",
+                                           "stored_key": [f"images/{i}.png" for i in part], "width": 8, "height": 8}),
+                             {}, {})
+        labels[b] = pd.DataFrame({"image": [f"{i}.png" for i in part], "kind": "image", "label": lab,
+                                  "source": "labels.csv"})
+    (tmp_path / "a").mkdir()
+    resource = LocalStorage(root=str(tmp_path / "a"))
+    out = label_issues(dg.build_asset_context(), LabelIssuesConfig(folds=3, gold_items=4), backbone_features=feats,
+                       raw_images=raws, image_labels=labels, artifact_store=resource)
+    table = out.value
+    assert len(table) == len(keep) and set(table["batch"]) == {"b1", "b2"}
+    assert set(table["given_label"]) == {"ok", "defect"} == set(names)
+    store = resource.open()
+    assert len(read_label_issues(store)) == len(keep)
+    counts = pd.read_csv(store.open_read(ISSUE_COUNTS_CSV))
+    assert counts["images"].sum() == len(keep) and counts["issues"].sum() == int(table["is_issue"].sum())
+    gold = read_gold(store)
+    assert len(gold) == 4 and sorted(gold["label"]) == ["defect", "defect", "ok", "ok"]
+    assert out.metadata["issues"].value == int(table["is_issue"].sum())
