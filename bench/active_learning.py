@@ -36,11 +36,14 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from defect_assets.datasets.elpv import elpv_labels, elpv_root  # noqa: E402
 from defect_assets.ml import active_learning as AL  # noqa: E402
 from defect_assets.ml.backbone import extract_features, feature_extractor  # noqa: E402
-from defect_assets.ml.label_quality import out_of_fold_proba, self_confidence  # noqa: E402
+from defect_assets.ml.label_quality import label_issues, out_of_fold_proba, self_confidence  # noqa: E402
 from defect_assets.ml.linear import fit_elastic_net  # noqa: E402
 from defect_assets.ml.preprocess import prepare_patch  # noqa: E402
 
 UNCERTAIN = ("entropy", "margin", "least_confidence")
+WEIGHTED = "noise_aware+weights"
+"""noise_aware, and the elastic net trained with the labels cleanlab flags (out of fold, 3 folds) at weight 0.2."""
+BATCH = (*AL.BATCH_STRATEGIES, WEIGHTED)
 C, L1_RATIO = 0.05, 0.5  # the elastic net's defaults in the pipeline (ElasticNetConfig)
 
 
@@ -109,14 +112,19 @@ def run_curve(x: np.ndarray, y: np.ndarray, defect: np.ndarray, classes: list[st
     rest = np.setdiff1d(pool, start)
     curve, same = [], True
     while True:
-        model = fit_elastic_net(x[labeled], y[labeled], classes, C=C, l1_ratio=L1_RATIO, seed=seed)
+        weights = None
+        if strategy == WEIGHTED and len(labeled) >= 40:
+            oof = out_of_fold_proba(x[labeled], y[labeled], classes, folds=3, C=C, l1_ratio=L1_RATIO, seed=seed)
+            weights = np.where(label_issues(y[labeled], oof).is_issue, 0.2, 1.0)
+        model = fit_elastic_net(x[labeled], y[labeled], classes, C=C, l1_ratio=L1_RATIO, seed=seed,
+                                sample_weight=weights)
         curve.append((len(labeled), float(roc_auc_score(defect[test], defect_score(model.predict_proba(x[test]),
                                                                                     classes)))))
         if len(labeled) >= budget or not len(rest):
             return curve, same
         proba = model.predict_proba(x[rest])
         n = min(k, budget - len(labeled))
-        if strategy in AL.BATCH_STRATEGIES:
+        if strategy in BATCH:
             picks = batch_picks(x, y, classes, labeled, rest, proba, strategy, n, seed)
         else:
             query = AL.select(proba, n, strategy, seed=seed + len(labeled), features=x[rest] if diversity else None)
@@ -139,7 +147,7 @@ def batch_picks(x, y, classes, labeled, rest, proba, strategy: str, n: int, seed
         return AL.kcenter_greedy(x[rest], x[lab], n, scores=AL.entropy(proba))
     oof = out_of_fold_proba(x[lab], y[lab], classes, folds=3, C=C, l1_ratio=L1_RATIO, seed=seed)
     amb = AL.neighbour_ambiguity(x[rest], x[lab], 1.0 - self_confidence(y[lab], oof))
-    return AL.kcenter_greedy(x[rest], x[lab], n, scores=AL.noise_aware_scores(proba, amb))
+    return AL.kcenter_greedy(x[rest], x[lab], n, scores=AL.noise_aware_scores(proba, amb))  # noise_aware(+weights)
 
 
 def spread(values) -> float:
@@ -216,7 +224,7 @@ def main() -> None:
             # they pick the same images throughout (always, for two classes) this run is their run too
             twins = tuple(u for u in UNCERTAIN if u != s and u in strategies) if s == "entropy" else ()
             c, same = run_curve(x, y, defect, classes, pool, test, start,
-                                s if s in AL.BATCH_STRATEGIES else s.split("+")[0], args.k, args.budget,
+                                s if s in BATCH else s.split("+")[0], args.k, args.budget,
                                 seed, s.endswith("+diversity"), twins)
             done[s] = c
             shared = [u for u in twins if same]
