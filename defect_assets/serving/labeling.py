@@ -199,7 +199,8 @@ class LabelingDesk:
         """Confirm (the given label) or change a suspect's label: stored as a label event of the
         review queue, so the batch's labels change as with any page label."""
         row = self.review_item(item_id)
-        classes = sorted(set(read_label_issues(self.store)["given_label"]))
+        table = read_label_issues(self.store)
+        classes = sorted(set(table["given_label"]) | set(table["suggested_label"]))
         if label not in classes:
             raise ApiError(422, "unknown_class", f"{label[:64]!r} is not a label of these images; use one of "
                                                  f"{', '.join(classes)}")
