@@ -7,7 +7,10 @@
 - ``random``: a seeded shuffle, the baseline that shows whether the others help,
 
 plus an optional diversity step (``spread_out``): from a shortlist of the most uncertain items,
-greedy k-center picks in feature space, so one round does not spend its labels on near-copies.
+greedy k-center picks in feature space, so one round does not spend its labels on near-copies; and
+batch strategies over the whole pool: ``kcenter_greedy`` (core-set: farthest from everything
+labeled, optionally weighted by uncertainty) and ``noise_aware_scores`` (uncertainty down-weighted
+near labeled images the label-issue ranking doubts, ``neighbour_ambiguity``).
 
 For two classes the three uncertainty measures order items identically (each is a monotone
 function of |p - 0.5|); they differ from three classes up. Ties keep the pool's order.
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 STRATEGIES = ("entropy", "margin", "least_confidence", "random")
+# batch strategies that need the feature space (and, for noise_aware, the label-issue ranking)
+BATCH_STRATEGIES = ("kcenter", "entropy+kcenter", "noise_aware")
 
 
 def _proba(proba) -> np.ndarray:
@@ -120,3 +125,66 @@ def select(proba, k: int, strategy: str = "entropy", seed: int = 0, features: np
         raise ValueError(f"{len(features)} feature rows for a pool of {len(order)}")
     shortlist = order[: max(k, shortlist_factor * k)]
     return Query(spread_out(features, shortlist, k), scores, strategy, True)
+
+
+def _standardize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    scale = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(scale > 1e-12, scale, 1.0)
+
+
+def kcenter_greedy(pool_features: np.ndarray, labeled_features: np.ndarray, k: int,
+                   scores: np.ndarray | None = None) -> np.ndarray:
+    """Core-set batch (Sener & Savarese): repeatedly the pool item farthest from everything labeled
+    or already picked, in standardized feature space (statistics over pool and labeled together).
+    With ``scores`` (higher = more useful, >= 0) the distance is multiplied by the score, so the
+    batch covers the space where the model is unsure. Returns k pool indices in pick order."""
+    n = len(pool_features)
+    k = min(int(k), n)
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    both = _standardize(np.concatenate([np.asarray(pool_features), np.asarray(labeled_features)])
+                        if len(labeled_features) else np.asarray(pool_features))
+    x, lab = both[:n], both[n:]
+    sq = (x ** 2).sum(axis=1)
+    if len(lab):
+        dist = np.full(n, np.inf)
+        for start in range(0, len(lab), 512):  # chunks keep the (n, m) distance matrix small
+            chunk = lab[start:start + 512]
+            d = sq[:, None] + (chunk ** 2).sum(axis=1)[None, :] - 2 * x @ chunk.T
+            dist = np.minimum(dist, d.min(axis=1))
+        dist = np.maximum(dist, 0.0)
+    else:
+        dist = ((x - x.mean(axis=0)) ** 2).sum(axis=1)
+    weight = np.ones(n) if scores is None else np.maximum(np.asarray(scores, np.float64), 0.0) + 1e-12
+    picked: list[int] = []
+    for _ in range(k):
+        nxt = int(np.argmax(np.where(np.isin(np.arange(n), picked), -np.inf, dist * weight)))
+        picked.append(nxt)
+        dist = np.minimum(dist, np.maximum(sq + sq[nxt] - 2 * x @ x[nxt], 0.0))
+    return np.asarray(picked, np.int64)
+
+
+def neighbour_ambiguity(pool_features: np.ndarray, labeled_features: np.ndarray, labeled_ambiguity: np.ndarray,
+                        n_neighbors: int = 5) -> np.ndarray:
+    """Each pool item's ambiguity in [0, 1]: the mean ambiguity (e.g. 1 - self-confidence of the given
+    label, out of fold, from ``ml/label_quality.py``) of its ``n_neighbors`` nearest labeled items.
+    Unlabeled items have no label to doubt; their neighbours' labels stand in for it."""
+    amb = np.clip(np.asarray(labeled_ambiguity, np.float64), 0.0, 1.0)
+    if not len(amb):
+        return np.zeros(len(pool_features))
+    n = len(pool_features)
+    both = _standardize(np.concatenate([np.asarray(pool_features), np.asarray(labeled_features)]))
+    x, lab = both[:n], both[n:]
+    d = (x ** 2).sum(axis=1)[:, None] + (lab ** 2).sum(axis=1)[None, :] - 2 * x @ lab.T
+    m = min(n_neighbors, len(amb))
+    nearest = np.argpartition(d, m - 1, axis=1)[:, :m]
+    return amb[nearest].mean(axis=1)
+
+
+def noise_aware_scores(proba, ambiguity: np.ndarray, strategy: str = "entropy", strength: float = 1.0) -> np.ndarray:
+    """Uncertainty down-weighted where labels are likely noise: score * (1 - strength * ambiguity),
+    so the loop stops spending its labels on the cells whose labels are closest to coin flips."""
+    u = uncertainty(proba, strategy)
+    u = u - u.min() if len(u) else u  # margin's scores are negative; make them >= 0 first
+    return u * np.clip(1.0 - strength * np.asarray(ambiguity, np.float64), 0.0, 1.0)

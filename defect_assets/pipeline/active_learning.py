@@ -19,13 +19,14 @@ from defect_assets.ml.scorer import Scorer
 from defect_assets.pipeline import engine
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.env import StoreConfig
-from defect_assets.storage.labeling import LabelingQueue, publish_queue
+from defect_assets.storage.labeling import LabelingQueue, publish_queue, read_gold
 
 POOL_COLUMNS = ["batch", "image", "image_id", "stored_key", "width", "height"]
 SCORE_CHUNK = 128  # images decoded and scored per call: bounded memory for any pool
 QUEUE_COLUMNS = ["item_id", "rank", "batch", "image", "image_id", "stored_key", "width", "height", "strategy",
                  "diversity", "model_version", "score", "least_confidence", "margin", "entropy", "guess",
-                 "guess_probability", "probabilities"]
+                 "guess_probability", "probabilities", "gold_label"]
+"""``gold_label``: the known label of a gold item mixed in to check the labeler ("" for a real item)."""
 
 
 def unlabeled_pool(batch: str, inventory: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -99,8 +100,44 @@ def build_queue(pool: pd.DataFrame, proba: np.ndarray, classes: list[str], model
         model_version=model_version, score=query.scores[picks],
         least_confidence=least_confidence(p), margin=margin(p), entropy=entropy(p),
         guess=[classes[g] for g in guess], guess_probability=p[np.arange(len(p)), guess],
-        probabilities=[list(map(float, row)) for row in p])
+        probabilities=[list(map(float, row)) for row in p], gold_label="")
     return items[QUEUE_COLUMNS]
+
+
+def gold_count(real_items: int, rate: float, available: int) -> int:
+    """Gold items to mix into a queue of ``real_items`` so that they are ``rate`` of the whole."""
+    if rate <= 0 or available <= 0 or real_items <= 0:
+        return 0
+    return min(available, max(1, int(round(rate * real_items / (1.0 - rate)))))
+
+
+def mix_gold(items: pd.DataFrame, gold: pd.DataFrame, gold_proba: np.ndarray, classes: list[str],
+             model_version: str, rate: float, seed: int = 0) -> pd.DataFrame:
+    """The queue with gold items (known labels, ``storage.labeling.GOLD_ITEMS``) at random places,
+    ``rate`` of the whole; each shows the model's guess like any item and carries its
+    ``gold_label`` (never shown; the labeling desk scores the answer instead of storing a label)."""
+    if len(gold_proba) != len(gold):
+        raise ValueError(f"{len(gold_proba)} score rows for {len(gold)} gold items")
+    n = gold_count(len(items), rate, len(gold))
+    if n == 0:
+        return items
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(gold), n, replace=False))
+    g = gold.iloc[pick].reset_index(drop=True)
+    p = np.asarray(gold_proba, np.float64)[pick]
+    guess = p.argmax(axis=1)
+    rows = g[POOL_COLUMNS].assign(
+        item_id=[item_id("gold:" + b, i) for b, i in zip(g["batch"], g["image"])], rank=0, strategy="gold",
+        diversity=False, model_version=model_version, score=0.0, least_confidence=least_confidence(p),
+        margin=margin(p), entropy=entropy(p), guess=[classes[k] for k in guess],
+        guess_probability=p[np.arange(len(p)), guess], probabilities=[list(map(float, r)) for r in p],
+        gold_label=g["label"].astype(str))[QUEUE_COLUMNS]
+    out = items.sort_values("rank").to_dict("records")
+    for row, at in zip(rows.to_dict("records"), np.sort(rng.integers(0, len(out) + 1, n))[::-1]):
+        out.insert(int(at), row)
+    mixed = pd.DataFrame(out, columns=QUEUE_COLUMNS)
+    mixed["rank"] = np.arange(1, len(mixed) + 1)
+    return mixed
 
 
 def windowed_model(patch_tables: list[pd.DataFrame]) -> bool:
@@ -119,8 +156,12 @@ class QueueSettings:
                                                     ("runtime", "onnxruntime"))
     """The backbone of the diversity step's feature space (``ml.backbone.make_extractor``), as pairs."""
     seed: int = 0
+    gold_rate: float = 0.0
+    """Share of each queue that is gold items (known labels) to measure the labelers; 0 = none."""
 
     def __post_init__(self):
+        if not 0.0 <= self.gold_rate < 1.0:
+            raise ValueError(f"gold_rate must be in [0, 1), got {self.gold_rate}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.per_round < 1 or self.shortlist_factor < 1:
@@ -140,10 +181,18 @@ def publish_next_queue(store: ObjectStore, scorer: Scorer, pool: pd.DataFrame, s
                 if settings.diversity and len(pool) else None)
     items = build_queue(pool, proba, scorer.classes, scorer.version, settings.strategy, settings.per_round,
                         settings.seed, features, settings.shortlist_factor)
+    gold = read_gold(store) if settings.gold_rate > 0 else None
+    if gold is not None and len(items):
+        gold = gold[gold["label"].astype(str).isin(scorer.classes)].reset_index(drop=True)
+        if gold_count(len(items), settings.gold_rate, len(gold)):
+            items = mix_gold(items, gold, score_pool(scorer, gold, store, None, store_config), scorer.classes,
+                             scorer.version, settings.gold_rate, settings.seed)
     return publish_queue(store, items, {
         "strategy": settings.strategy, "per_round": settings.per_round, "diversity": settings.diversity,
         "model_version": scorer.version, "classes": scorer.classes, "input_size": scorer.input_size,
-        "heatmaps": bool(heatmaps), "pool_images": len(pool), "pool_batches": sorted(set(pool["batch"])),
+        "heatmaps": bool(heatmaps), "pool_images": len(pool), "gold_rate": settings.gold_rate,
+        "gold_items": int((items["gold_label"] != "").sum()) if len(items) else 0,
+        "pool_batches": sorted(set(pool["batch"])),
         **(extra or {})})
 
 

@@ -37,6 +37,7 @@ from defect_assets.storage.label_formats import (
     register_label_file_format,
     unregister_label_file_format,
 )
+from defect_assets.storage.labeling import REVIEW_QUEUE
 
 LabelParser = Callable[[str, str, str], pd.DataFrame]
 """(text, source path in the batch, its folder) -> rows of the normalized label table; raises
@@ -142,6 +143,12 @@ def normalize_batch_labels(inventory: pd.DataFrame, artifacts: ObjectStore,
     if use_folders:
         frames.append(labels_from_class_folders(list(images["path"])))
     page_notes = []
+    # a review of a suspect label (label_issues) replaces the file's image-level label of that image
+    reviewed = (set(page_labels.loc[page_labels["queue"].astype(str) == REVIEW_QUEUE, "image"].astype(str))
+                if page_labels is not None and len(page_labels) and "queue" in page_labels.columns else set())
+    if reviewed:
+        frames = [f[~(f["image"].astype(str).isin(reviewed) & (f["kind"] == "image"))] for f in frames]
+        page_notes.append(f"{PAGE_SOURCE}: {len(reviewed)} reviewed label(s) replace the label file's")
     from_files = {str(i) for f in frames for i in f["image"]}
     marked: set[str] = set()
     if page_marks is not None and len(page_marks):

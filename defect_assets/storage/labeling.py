@@ -186,3 +186,54 @@ def current_queue(store: ObjectStore) -> LabelingQueue | None:
     """The queue the labeling page serves, or None before the first labeling_queue run."""
     queue_id = current_queue_id(store)
     return read_queue(store, queue_id) if queue_id else None
+
+
+GOLD_ITEMS = f"{ROOT}/gold/items.parquet"
+"""Items with known labels (gold) that labeling queues mix in: POOL columns + ``label``."""
+GOLD_ANSWERS = f"{ROOT}/gold_answers"
+"""Labelers' answers to gold items: never label events, so never in ``image_labels``."""
+GOLD_COLUMNS = ["batch", "image", "image_id", "stored_key", "width", "height", "label"]
+
+
+@dataclass(frozen=True)
+class GoldAnswer(LabelEvent):
+    """A labeler's answer to a gold item: a label event's fields, stored apart (``GOLD_ANSWERS``)."""
+
+    @property
+    def key(self) -> str:
+        return f"{GOLD_ANSWERS}/{self.batch}/{self.slot if self.kind == 'label' else self.id}.json"
+
+
+class GoldLog(EventLog[GoldAnswer]):
+    """The append-only answers to gold items (same rules as ``LabelLog``, another prefix)."""
+
+    def __init__(self, store: ObjectStore):
+        super().__init__(store, GOLD_ANSWERS, GoldAnswer)
+
+
+def write_gold(store: ObjectStore, table: pd.DataFrame) -> None:
+    """Replace the gold set (one atomic table write)."""
+    write_table(store, GOLD_ITEMS, table[GOLD_COLUMNS].reset_index(drop=True))
+
+
+def read_gold(store: ObjectStore) -> pd.DataFrame:
+    """The gold set, empty when none was written."""
+    return read_table(store, GOLD_ITEMS) if store.exists(GOLD_ITEMS) else pd.DataFrame(columns=GOLD_COLUMNS)
+
+
+REVIEW_QUEUE = "review"
+"""The ``queue`` of a label event stored by the review of suspect labels: a label like any other
+(``image_labels`` reads it, ``new_labels_sensor`` rebuilds its batch), and it overrides the batch's
+label file for that image (the reviewer looked at the file's label and decided)."""
+LABEL_ISSUES = "label_quality/label_issues.csv"
+"""The label_issues asset's table for BI and the review queue."""
+
+
+def read_label_issues(store: ObjectStore) -> pd.DataFrame | None:
+    """The latest label-issue table, or None before label_issues ran."""
+    if not store.exists(LABEL_ISSUES):
+        return None
+    with store.open_read(LABEL_ISSUES) as f:
+        return pd.read_csv(f, dtype={"batch": str, "image": str, "image_id": str, "given_label": str,
+                                     "suggested_label": str, "source": str, "labeler": str, "stored_key": str},
+                           keep_default_na=False)

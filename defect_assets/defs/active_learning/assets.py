@@ -52,6 +52,9 @@ class LabelingQueueConfig(dg.Config):
     """VGG16 blocks pooled (backbone vgg16)."""
     seed: int = 0
     """Seeds the random strategy."""
+    gold_rate: float = 0.0
+    """Share of each queue that is gold items (known labels, written by label_issues) mixed in to
+    measure the labelers; their answers are never stored as labels. 0 = none."""
 
 
 def feature_spec_pairs(config: LabelingQueueConfig) -> tuple:
@@ -72,7 +75,8 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
     the next round."""
     try:
         settings = active_learning.QueueSettings(config.strategy, config.per_round, config.diversity,
-                                                 config.shortlist_factor, feature_spec_pairs(config), config.seed)
+                                                 config.shortlist_factor, feature_spec_pairs(config), config.seed,
+                                                 config.gold_rate)
     except ValueError as e:
         raise dg.Failure(str(e)) from None
     store = artifact_store.open()

@@ -142,3 +142,45 @@ async def _heatmap(request: Request, state: ServiceState, model, row: dict) -> R
     rgba[..., 3] = (gray.astype(np.uint16) * HEATMAP_MAX_ALPHA // 255).astype(np.uint8)
     return Response(await asyncio.to_thread(encode_png, rgba), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=600"})
+
+
+@router.get("/v1/labeling/labelers")
+async def labeler_quality(name: str = Depends(labeler), desk: LabelingDesk = Depends(labeling_desk)) -> dict:
+    """Per labeler: images labeled, gold items answered, agreement with gold, and the mean Cohen's
+    kappa against the other labelers on the images both labeled (NaN shown as null)."""
+    rows = await asyncio.to_thread(desk.labeler_quality)
+    return {"labelers": [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]}
+
+
+@router.get("/v1/labeling/review")
+async def review_queue(suggest: bool = False, name: str = Depends(labeler),
+                       desk: LabelingDesk = Depends(labeling_desk)) -> dict:
+    """The suspect labels (label_issues) nobody reviewed yet, worst first, with the given label;
+    ``?suggest=true`` adds the out-of-fold model's label and its self-confidence."""
+    return await asyncio.to_thread(desk.review_items, suggest)
+
+
+@router.post("/v1/labeling/review", status_code=201)
+async def save_review(body: LabelRequest, response: Response, name: str = Depends(labeler),
+                      desk: LabelingDesk = Depends(labeling_desk)) -> dict:
+    """Confirm or change a suspect's label: a label event like any other (the batch is rebuilt by
+    new_labels_sensor); the image leaves the review queue."""
+    def run():
+        event, created = desk.review(name, body.item_id, body.label)
+        response.status_code = 201 if created else 200
+        left = desk.review_items()
+        return {"event": {**dataclasses.asdict(event), "id": event.id}, "stored": created,
+                "remaining": len(left["items"])}
+
+    return await asyncio.to_thread(run)
+
+
+@router.get("/v1/labeling/review/{item_id}/image", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+async def review_image(item_id: str, name: str = Depends(labeler), state: ServiceState = Depends(service)):
+    """A suspect image, as stored."""
+    def run():
+        row = state.labeling.review_item(item_id)
+        return stored_image(state.settings.store, row["stored_key"], state.settings.max_pixels)
+
+    return await asyncio.to_thread(run)
