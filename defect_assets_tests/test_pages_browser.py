@@ -76,3 +76,115 @@ def test_classify_a_refused_file_after_a_good_one_clears_the_stale_result(tmp_pa
         assert message.startswith("notes.png: ") and len(message) > len("notes.png: ")
         offline_page.screenshot("classify-refused-after-good")
     assert offline_page.blocked == []
+
+
+def _known_labels(store, tmp_path) -> dict[str, str]:
+    """An ingested batch whose own labels.csv labels its three photos (what image_labels keeps)."""
+    import pandas as pd
+
+    from defect_assets.ml.labels import LABEL_COLUMNS
+    from defect_assets.storage.formats import ArrayTable, write_value
+    from defect_assets.storage.layout import asset_value_prefix
+    from defect_assets_tests.helpers.annotations import BATCH, ingested_batch
+
+    inventory = ingested_batch(store, tmp_path)
+    images = sorted(inventory.loc[inventory["role"] == "image", "path"])
+    known = dict(zip(images, ["defect", "ok", "defect"]))
+    rows = [{c: None for c in LABEL_COLUMNS} | {"image": p, "kind": "image", "label": lab, "source": "labels.csv",
+                                                 "row": i + 2} for i, (p, lab) in enumerate(known.items())]
+    write_value(store, asset_value_prefix("image_labels", BATCH), ArrayTable(pd.DataFrame(rows, columns=LABEL_COLUMNS),
+                                                                              attrs={"batch": BATCH}))
+    return known
+
+
+INSTRUCTIONS = """# Telling the classes apart
+
+A **defect** is a dent or a scratch you can see at 100 %; *ok* is a clean surface.
+
+- ok: no mark at all
+- defect: any dent <script>window.pwned = 1</script>
+"""
+
+
+@pytest.mark.slow
+def test_label_at_360_px_guess_hidden_then_shown_instructions_and_practice_feedback(tmp_path, browser):
+    from urllib.parse import urlsplit
+
+    from defect_assets_tests.browser import LOCAL_HOSTS, OfflinePage
+    from defect_assets_tests.helpers.labeling import labeling_project
+
+    store, _, versions, queue = labeling_project(tmp_path, per_round=5)
+    known = _known_labels(store, tmp_path)
+    first_batch = queue.items.sort_values("rank")["batch"].iloc[0]
+    store.write_bytes(f"labeling/instructions/{first_batch}.md", INSTRUCTIONS.encode())
+    context = browser.new_context(viewport={"width": 360, "height": 740}, device_scale_factor=1)
+    shot = OfflinePage(context.new_page())
+
+    def route(r):
+        host = urlsplit(r.request.url).hostname or ""
+        if r.request.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
+            return r.continue_()
+        shot.blocked.append(r.request.url)
+        return r.abort()
+
+    context.route("**/*", route)
+    page = shot.page
+    try:
+        with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1, labelers=LABELERS)) as svc:
+            svc.wait_ready(versions["a"])
+            page.goto(svc.url + "/label")
+            page.fill("#token", ANA)
+            page.click("#sign-in")
+            page.wait_for_function("document.body.dataset.state === 'ready' && document.body.dataset.item")
+            box = page.locator("#photo").bounding_box()
+            assert box["width"] >= 300, box  # usable at 360 px: the photo spans the screen
+            assert page.evaluate("document.documentElement.scrollWidth") <= 360  # nothing sticks out sideways
+            # the guess is hidden until asked for (the default), then shown
+            assert page.evaluate("document.body.dataset.guess") == "hidden"
+            assert not page.locator("#guess").is_visible() and page.locator(".class-button.guessed").count() == 0
+            shot.screenshot("label-360-guess-hidden")
+            page.click("#show-guess")
+            assert page.locator("#guess").is_visible()
+            assert page.locator("#guess").inner_text() == queue.item(page.evaluate("document.body.dataset.item"))["guess"]
+            # the instructions beside the photo, rendered (bold, list) with no HTML let through
+            assert page.locator("#instructions h3").inner_text() == "Telling the classes apart"
+            assert page.locator("#instructions strong").first.inner_text() == "defect"
+            assert page.locator("#instructions li").count() == 2
+            assert "<script>" in page.locator("#instructions li").nth(1).inner_text()
+            assert page.evaluate("window.pwned") is None
+            # contrast and zoom act on the photo
+            page.locator("#contrast").fill("2")
+            assert page.evaluate("getComputedStyle(document.getElementById('photo')).filter") == "contrast(2)"
+            page.locator("#zoom").fill("2")
+            assert page.locator("#photo").bounding_box()["width"] > 1.8 * box["width"]
+            page.click("#view-reset")
+            shot.screenshot("label-360-guess-shown")
+
+            page.click("#practice-start")  # the practice round: known labels, feedback, nothing stored
+            page.wait_for_function("document.body.dataset.state === 'ready' && "
+                                   "document.body.dataset.item.startsWith('practice:')")
+            image = page.locator("#image-name").inner_text().split(" / ")[1].rsplit(" (", 1)[0]
+            right = known[image]
+            page.click(f".class-button[data-label='{right}']")
+            page.wait_for_function("document.body.dataset.practice === 'agreed'")
+            assert page.locator("#practice-feedback").inner_text() == f"Agreed: it is {right}."
+            page.click("#practice-next")
+            page.wait_for_function("document.body.dataset.state === 'ready' && "
+                                   "!document.getElementById('practice-feedback').textContent")
+            image = page.locator("#image-name").inner_text().split(" / ")[1].rsplit(" (", 1)[0]
+            wrong = "ok" if known[image] == "defect" else "defect"
+            page.keyboard.press(str(["defect", "ok"].index(wrong) + 1))  # by key: defect=1, ok=2 (sorted)
+            page.wait_for_function("document.body.dataset.practice === 'disagreed'")
+            assert page.locator("#practice-feedback").inner_text() == (
+                f"Not the same: you said {wrong}, the known label is {known[image]}.")
+            assert page.locator("#practice-progress").inner_text().startswith("image 2 of 3; 1 agreed")
+            shot.screenshot("label-360-practice-feedback")
+            page.click("#practice-end")
+            page.wait_for_function("document.body.dataset.state === 'ready' && "
+                                   "!document.body.dataset.item.startsWith('practice:')")
+        from defect_assets.storage.labeling import LabelLog
+
+        assert len(LabelLog(store).keys()) == 0  # practice answers are never stored as labels
+        assert shot.blocked == []
+    finally:
+        context.close()
