@@ -6,7 +6,7 @@ decision beside a refused file. Screenshots are saved in test-artifacts/."""
 import pytest
 
 from defect_assets.serving.settings import ServiceSettings
-from defect_assets_tests.helpers.annotations import PHOTO, annotation_project
+from defect_assets_tests.helpers.annotations import BATCH, PHOTO, annotation_project
 from defect_assets_tests.helpers.labeling import ANA, LABELERS
 from defect_assets_tests.helpers.serving import ServiceThread
 
@@ -78,22 +78,22 @@ def test_classify_a_refused_file_after_a_good_one_clears_the_stale_result(tmp_pa
     assert offline_page.blocked == []
 
 
-def _known_labels(store, tmp_path) -> dict[str, str]:
-    """An ingested batch whose own labels.csv labels its three photos (what image_labels keeps)."""
+def _known_labels(store, tmp_path, batch: str = BATCH, labels=("defect", "ok", "defect"), seed: int = 7):
+    """An ingested batch whose own labels.csv labels its first photos (what image_labels keeps)."""
     import pandas as pd
 
     from defect_assets.ml.labels import LABEL_COLUMNS
     from defect_assets.storage.formats import ArrayTable, write_value
     from defect_assets.storage.layout import asset_value_prefix
-    from defect_assets_tests.helpers.annotations import BATCH, ingested_batch
+    from defect_assets_tests.helpers.annotations import ingested_batch
 
-    inventory = ingested_batch(store, tmp_path)
+    inventory = ingested_batch(store, tmp_path, batch=batch, seed=seed)
     images = sorted(inventory.loc[inventory["role"] == "image", "path"])
-    known = dict(zip(images, ["defect", "ok", "defect"]))
+    known = dict(zip(images, labels))
     rows = [{c: None for c in LABEL_COLUMNS} | {"image": p, "kind": "image", "label": lab, "source": "labels.csv",
                                                  "row": i + 2} for i, (p, lab) in enumerate(known.items())]
-    write_value(store, asset_value_prefix("image_labels", BATCH), ArrayTable(pd.DataFrame(rows, columns=LABEL_COLUMNS),
-                                                                              attrs={"batch": BATCH}))
+    write_value(store, asset_value_prefix("image_labels", batch), ArrayTable(pd.DataFrame(rows, columns=LABEL_COLUMNS),
+                                                                              attrs={"batch": batch}))
     return known
 
 
@@ -145,7 +145,8 @@ def test_label_at_360_px_guess_hidden_then_shown_instructions_and_practice_feedb
             shot.screenshot("label-360-guess-hidden")
             page.click("#show-guess")
             assert page.locator("#guess").is_visible()
-            assert page.locator("#guess").inner_text() == queue.item(page.evaluate("document.body.dataset.item"))["guess"]
+            item = page.evaluate("document.body.dataset.item")
+            assert page.locator("#guess").inner_text() == queue.item(item)["guess"]
             # the instructions beside the photo, rendered (bold, list) with no HTML let through
             assert page.locator("#instructions h3").inner_text() == "Telling the classes apart"
             assert page.locator("#instructions strong").first.inner_text() == "defect"
@@ -188,3 +189,36 @@ def test_label_at_360_px_guess_hidden_then_shown_instructions_and_practice_feedb
         assert shot.blocked == []
     finally:
         context.close()
+
+
+@pytest.mark.slow
+def test_annotate_opens_on_the_first_image_that_needs_marks_with_the_batchs_own_classes(tmp_path, offline_page):
+    """Batch a-done's labels.csv labels every photo (marks saved there would be ignored): skipped. Batch
+    b-cells labels two of its three photos ok/defect per image (a binary ELPV-like task): the view opens
+    on its third photo, offering its own class, not dent or scratch."""
+    from defect_assets_tests.helpers.serving import model_registry
+
+    store, registry, versions = model_registry(tmp_path)
+    registry.promote(versions["a"], threshold=0.5)
+    _known_labels(store, tmp_path, "a-done", ("ok", "defect", "ok"), seed=1)
+    known = _known_labels(store, tmp_path, "b-cells", ("ok", "defect"), seed=2)
+    page = offline_page.page
+    with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1, labelers=LABELERS)) as svc:
+        svc.wait_ready(versions["a"])
+        assert page.goto(svc.url + "/annotate").status == 401
+        page.fill("#token", ANA)
+        page.click("#sign-in")
+        page.wait_for_function("document.body.dataset.state === 'ready' && document.body.dataset.image")
+        assert page.evaluate("document.getElementById('batch').value") == "b-cells"
+        unlabeled = "line/photo-2.png"
+        assert unlabeled not in known
+        assert page.evaluate("document.body.dataset.image") == unlabeled
+        assert page.eval_on_selector_all("#classes .class-button", "bs => bs.map(b => b.dataset.label)") == ["defect"]
+        options = page.locator("#batch option").all_inner_texts()
+        assert options == ["a-done (0/3 annotated, 0 to mark)", "b-cells (0/3 annotated, 1 to mark)"]
+        offline_page.screenshot("annotate-opens-on-needed-image")
+        page.keyboard.press("0")  # "no defect here", then save: the drop-down's counts follow
+        page.click("#save")
+        page.wait_for_function("document.querySelector('#batch option[value=\"b-cells\"]').textContent"
+                               ".includes('1/3 annotated, 0 to mark')")
+    assert offline_page.blocked == []

@@ -190,6 +190,7 @@ class BatchSummary(BaseModel):
     batch: str
     images: int
     annotated: int
+    needs_marks: int = Field(0, description="images neither annotated nor labeled by the batch's own files")
 
 
 class Batches(BaseModel):
@@ -204,6 +205,7 @@ class ListedImage(BaseModel):
     no_defect: bool
     annotated: bool
     labeler: str | None
+    needs_marks: bool = Field(False, description="neither annotated nor labeled by the batch's own files")
 
 
 class BatchListing(BaseModel):
@@ -211,6 +213,7 @@ class BatchListing(BaseModel):
     classes: list[str]
     images: list[ListedImage]
     annotated: int
+    needs_marks: int = 0
 
 
 class PointMark(BaseModel):

@@ -17,7 +17,7 @@ function showPrediction(doc) {
   const r = doc.results[0];
   $("decision").textContent = r.decision;
   $("defect-score").textContent = r.defect_score.toFixed(4);
-  $("threshold").textContent = doc.threshold === null ? "(none)" : String(doc.threshold);
+  $("threshold").textContent = doc.threshold === null ? "(none)" : Number(doc.threshold).toFixed(4);
   $("model-version").textContent = r.model_version;
   $("sha256").textContent = r.sha256.slice(0, 16);
   showProbabilities($("probabilities"), r.probabilities, 4);
@@ -38,7 +38,7 @@ async function showInspection(doc) {
     return c;
   }));
   $("inspect-info").textContent = `${doc.windows} windows of ${doc.window} px (stride ${doc.stride}), `
-    + `threshold ${doc.threshold}: ${doc.defects.length} defect(s)`;
+    + `threshold ${Number(doc.threshold).toFixed(3)}: ${doc.defects.length} defect(s)`;
   $("defects").replaceChildren(...doc.defects.map((d) => {
     const li = document.createElement("li");
     li.textContent = `${d.kind} at (${d.x}, ${d.y}), p=${d.score.toFixed(3)}`;
