@@ -97,8 +97,3 @@ async def dashboard_page(request: Request, state: ServiceState = Depends(service
         return error_response(e.status, e.error, e.detail, {"WWW-Authenticate": CHALLENGE})
     return FileResponse(STATIC / "dashboard.html", media_type="text/html", headers={"Cache-Control": "no-store"})
 
-
-@router.get("/pages/nav.json")
-async def nav_links(state: ServiceState = Depends(service)):
-    """What every page's navigation bar adds to its fixed links: the Dagster UI's address when configured."""
-    return {"dagster_ui_url": state.settings.dagster_ui_url}

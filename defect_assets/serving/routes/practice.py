@@ -11,41 +11,15 @@ from pydantic import BaseModel, Field
 
 from defect_assets.serving.dependencies import labeler, service
 from defect_assets.serving.practice import PRACTICE_ITEMS, PracticeRound, instructions
+from defect_assets.serving.schemas import DeskOptions, Instructions, NavLinks, PracticeFeedback, PracticeItems
 from defect_assets.serving.state import ServiceState
 
 router = APIRouter(tags=["labeling"])
 
 
-class Instructions(BaseModel):
-    markdown: str = Field(description="the project owner's instructions (markdown; empty when none is written)")
-    source: str | None = Field(description="the artifact-store key they were read from")
-
-
-class PracticeItem(BaseModel):
-    item_id: str
-    batch: str
-    image: str
-    width: int
-    height: int
-    classes: list[str]
-    image_url: str
-
-
-class PracticeItems(BaseModel):
-    items: list[PracticeItem]
-    available: int = Field(description="images with a known label in all ingested batches")
-
-
 class PracticeRequest(BaseModel):
     item_id: str = Field(max_length=64)
     label: str = Field(max_length=200)
-
-
-class PracticeFeedback(BaseModel):
-    item_id: str
-    label: str = Field(description="the labeler's answer")
-    known: str = Field(description="the label the batch's own files give")
-    agreed: bool
 
 
 @router.get("/v1/labeling/instructions", response_model=Instructions)
@@ -68,12 +42,14 @@ async def practice_answer(body: PracticeRequest, name: str = Depends(labeler), s
     return await asyncio.to_thread(PracticeRound(state.annotation).answer, body.item_id, body.label)
 
 
-class DeskOptions(BaseModel):
-    show_guess: bool = Field(description="show the model's guess at once (DEFECT_ASSETS_LABEL_SHOW_GUESS); "
-                                         "false: hidden until the labeler asks")
-
-
 @router.get("/v1/labeling/options", response_model=DeskOptions)
 async def desk_options(name: str = Depends(labeler), state: ServiceState = Depends(service)):
     """How the labeling page starts: whether the model's guess is shown before the labeler asks."""
     return {"show_guess": state.settings.label_show_guess}
+
+
+@router.get("/v1/nav", response_model=NavLinks, tags=["pages"])
+async def nav_links(state: ServiceState = Depends(service)):
+    """What every page's navigation bar adds to its fixed links (common.js): the Dagster UI's address when
+    DEFECT_ASSETS_DAGSTER_UI_URL is set. Open, like the pages themselves."""
+    return {"dagster_ui_url": state.settings.dagster_ui_url}

@@ -136,7 +136,7 @@ function navBar() {
   };
   NAV_LINKS.forEach(([href, text]) => add(href, text, false));
   document.body.prepend(nav);
-  fetch("/pages/nav.json", { credentials: "same-origin" }).then((r) => (r.ok ? r.json() : {})).then((doc) => {
+  fetch("/v1/nav", { credentials: "same-origin" }).then((r) => (r.ok ? r.json() : {})).then((doc) => {
     if (doc && doc.dagster_ui_url) add(doc.dagster_ui_url, "Dagster UI", true);
     nav.dataset.ready = "1";
   }).catch(() => { nav.dataset.ready = "1"; });
