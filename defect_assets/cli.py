@@ -1,4 +1,4 @@
-"""One command line for people: `defect-assets demo | upload | synthetic | serve | score`."""
+"""One command line for people: `defect-assets demo | upload | build | synthetic | serve | score`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def _setup_env(args) -> None:
 
         os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())  # for this process and the runs it starts
     os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home"))
+    if not Path("/dev/nvidia0").exists():  # CPU only: TensorFlow's GPU probe ("failed call to cuInit") off stderr
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def cmd_demo(args) -> int:
@@ -32,6 +34,10 @@ def cmd_upload(args) -> int:
     from defect_assets.storage.batches import BatchError, upload_folder
     from defect_assets.storage.env import open_store
 
+    if args.build and args.landing:
+        print("error: --build builds from the configured landing zone; use --data-dir instead of --landing",
+              file=sys.stderr)
+        return 2
     # --landing: a local folder; otherwise the configured landing zone (local, or Azure Blob
     # when DEFECT_ASSETS_STORAGE=azure)
     landing = LocalObjectStore(args.landing) if args.landing else open_store("landing")
@@ -41,9 +47,27 @@ def cmd_upload(args) -> int:
     except BatchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"batch {m.batch}: {len(m.files)} files in {landing.url}/{m.batch} (manifest written last)")
-    print("register and materialize it from the Dagster UI, or let the landing-zone sensor pick it up")
+    print(f"batch {m.batch}: {len(m.files)} files in {landing.url}/{m.batch} (manifest written last)", flush=True)
+    if args.build:
+        return _build(m.batch)
+    print(f"build it now with `defect-assets build {m.batch}`, from the Dagster UI, or let the landing-zone "
+          "sensor pick it up")
     return 0
+
+
+def _build(batch: str) -> int:
+    from defect_assets.build_batch import build_batch
+
+    try:
+        result = build_batch(batch, say=lambda s: print(s, flush=True))
+    except LookupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if result.success else 1
+
+
+def cmd_build(args) -> int:
+    return _build(args.batch)
 
 
 def cmd_synthetic(args) -> int:
@@ -150,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="sub-folder names are class labels (DIGITS style)")
     u.add_argument("--no-class-folders", dest="class_folders", action="store_false")
     u.add_argument("--overwrite", action="store_true", help="replace an existing batch (a new version)")
+    u.add_argument("--build", action="store_true", help="then build it in this process (see `build`)")
     u.set_defaults(func=cmd_upload)
+
+    bb = sub.add_parser("build", help="register an uploaded batch and materialize its assets in this process "
+                                      "(what the landing-zone sensor would run; no daemon needed)")
+    bb.add_argument("batch")
+    bb.set_defaults(func=cmd_build)
 
     s = sub.add_parser("synthetic", help="write SYNTHETIC surface photos + points.csv to a folder")
     s.add_argument("folder")

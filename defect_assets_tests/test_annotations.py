@@ -73,7 +73,7 @@ def test_every_annotation_route_needs_a_labeler_token(annotating):
     status, _, page = call(svc.port, "GET", "/annotate", ANA)
     assert status == 200 and b"/static/annotate/annotate.js" in page
     status, doc = jcall(svc.port, "GET", "/v1/annotations/batches", ANA)
-    assert status == 200 and doc["batches"] == [{"batch": BATCH, "images": 3, "annotated": 0}]
+    assert status == 200 and doc["batches"] == [{"batch": BATCH, "images": 3, "annotated": 0, "needs_marks": 3}]
     status, headers, data = call(svc.port, "GET", "/v1/annotations/batches/dents-1/image?image=" + PHOTO, ANA)
     assert status == 200 and headers["content-type"] == "image/png" and data[:4] == b"\x89PNG"
 

@@ -139,3 +139,43 @@ def test_local_store_never_follows_a_link_planted_in_the_landing_zone(tmp_path):
     inventory = ingest_batch(landing, artifacts, "b")
     assert list(inventory["role"]) == ["rejected"] * 3
     assert artifacts.list("") == []
+
+
+def test_upload_then_build_with_no_daemon_materializes_the_batch(tmp_path, surface_folder):
+    """`upload` then `build` on a fresh DAGSTER_HOME, no daemon: the batch's partition is registered and
+    every asset of prepare_batch_job is materialized for it, tagged with the manifest's etag like a sensor run."""
+    import os
+
+    import dagster as dg
+
+    from defect_assets.defs.jobs import prepare_batch_job
+    from defect_assets.defs.landing.sensors import ETAG_TAG
+
+    data, home = tmp_path / "data", tmp_path / "dagster_home"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DEFECT_ASSETS_DATA_DIR": str(data)}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "defect_assets.cli", *a], cwd=tmp_path, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=SUBPROCESS_SECONDS)
+    up = run("upload", str(surface_folder), "--batch", "line-9")
+    assert up.returncode == 0, up.stderr
+    assert "defect-assets build line-9" in up.stdout
+    assert not home.exists() or not list(home.rglob("*.db"))  # upload alone touches no Dagster instance
+
+    missing = run("build", "line-8")
+    assert missing.returncode == 2 and "no complete batch 'line-8'" in missing.stderr and "line-9" in missing.stderr
+
+    built = run("build", "line-9")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "registered partition 'line-9'" in built.stdout
+    assert 'Finished execution of step "raw_images"' in built.stdout  # progress, step by step
+
+    from defect_assets.definitions import build_defs
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_dynamic_partitions("batches") == ["line-9"]
+        selected = build_defs().resolve_job_def(prepare_batch_job.name).asset_layer.executable_asset_keys
+        assert len(selected) >= 6
+        for key in selected:
+            assert "line-9" in instance.get_materialized_partitions(key), key.to_user_string()
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "line-9"}))
+        etag = list_batches(LocalObjectStore(data / "landing"))["line-9"]
+        assert len(runs) == 1 and runs[0].tags[ETAG_TAG] == etag and runs[0].job_name == prepare_batch_job.name

@@ -36,6 +36,8 @@ def test_label_three_images_with_clicks_and_keys_then_undo_one(tmp_path, offline
                                "document.getElementById('heatmap').naturalWidth === 192")
         assert page.locator("#heatmap").is_visible()
         guess = queue.item(order[0])["guess"]
+        assert not page.locator("#guess").is_visible()  # hidden until asked for (the default)
+        page.keyboard.press("g")
         assert page.locator("#guess").inner_text() == guess
 
         page.click(".class-button[data-label='defect']")  # image 1: a click

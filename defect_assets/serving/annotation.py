@@ -14,7 +14,14 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
-from defect_assets.ml.labels import PAGE_SOURCE, empty_labels, labels_from_marks, points_csv_text, voc_xml_text
+from defect_assets.ml.labels import (
+    NEGATIVE_LABELS,
+    PAGE_SOURCE,
+    empty_labels,
+    labels_from_marks,
+    points_csv_text,
+    voc_xml_text,
+)
 from defect_assets.serving.errors import ApiError
 from defect_assets.storage.annotations import Annotation, MarkLog
 from defect_assets.storage.base import ObjectStore
@@ -91,9 +98,16 @@ class AnnotationDesk:
         return table[table["source"] != PAGE_SOURCE]
 
     def classes(self, batch: str) -> list[str]:
-        """The configured mark classes, then the point/box classes the batch's files already use."""
+        """The classes of the batch's task: the configured mark classes, then the point/box classes the
+        batch's files already use; a batch labeled only per image (ELPV's binary ok/defect cells) gets its
+        own defect classes instead (no dent or scratch on a solar cell)."""
         files = self.file_labels(batch)
         used = sorted(set(map(str, files.loc[files["kind"].isin(["point", "box"]), "label"])))
+        if not used:
+            image_classes = sorted(set(map(str, files.loc[files["kind"] == "image", "label"])))
+            defects = [c for c in image_classes if c.strip().lower() not in NEGATIVE_LABELS]
+            if defects:
+                return defects
         return list(dict.fromkeys([*self.base_classes, *used]))
 
     # --- reading what was drawn ---
@@ -116,14 +130,17 @@ class AnnotationDesk:
     def listing(self, batch: str) -> dict:
         images = self.images(batch)  # first: 404 for a name that is no batch
         latest = self.log.latest(batch)
+        labeled_by_files = set(map(str, self.file_labels(batch)["image"]))
         out = []
         for img in images:
             a = latest.get((batch, img.image))
             out.append({"image": img.image, "width": img.width, "height": img.height,
                         "marks": len(a.marks) if a else 0, "no_defect": bool(a and a.no_defect),
-                        "annotated": a is not None, "labeler": a.labeler if a else None})
+                        "annotated": a is not None, "labeler": a.labeler if a else None,
+                        # neither annotated here nor labeled by the batch's own files (which win over marks)
+                        "needs_marks": a is None and img.image not in labeled_by_files})
         return {"batch": batch, "classes": self.classes(batch), "images": out,
-                "annotated": sum(i["annotated"] for i in out)}
+                "annotated": sum(i["annotated"] for i in out), "needs_marks": sum(i["needs_marks"] for i in out)}
 
     def decisions(self, batch: str) -> pd.DataFrame:
         self.images(batch)

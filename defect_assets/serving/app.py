@@ -43,7 +43,7 @@ from defect_assets.serving.errors import install_error_handlers
 from defect_assets.serving.guard import WRITE_TOO_LARGE, BodyCap, BodyGuard
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.serving.models import ModelHolder
-from defect_assets.serving.routes import annotations, dashboard, health, labeling, model, pages, scoring
+from defect_assets.serving.routes import annotations, dashboard, health, labeling, model, pages, practice, scoring
 from defect_assets.serving.settings import ServiceSettings
 from defect_assets.serving.state import ServiceState
 from defect_assets.storage.prediction_log import PredictionLog
@@ -119,8 +119,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         BodyCap(labeling.MAX_WRITE_BYTES, prefixes=labeling.WRITE_PREFIXES, too_large=WRITE_TOO_LARGE),
         BodyCap(annotations.MAX_WRITE_BYTES, prefixes=annotations.WRITE_PREFIXES, too_large=WRITE_TOO_LARGE)))
     install_error_handlers(app)
-    for router in (health.router, model.router, scoring.router, labeling.router, annotations.router, pages.router,
-                   dashboard.router):
+    for router in (health.router, model.router, scoring.router, labeling.router, practice.router, annotations.router,
+                   pages.router, dashboard.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -190,6 +190,7 @@ class BatchSummary(BaseModel):
     batch: str
     images: int
     annotated: int
+    needs_marks: int = Field(0, description="images neither annotated nor labeled by the batch's own files")
 
 
 class Batches(BaseModel):
@@ -204,6 +205,7 @@ class ListedImage(BaseModel):
     no_defect: bool
     annotated: bool
     labeler: str | None
+    needs_marks: bool = Field(False, description="neither annotated nor labeled by the batch's own files")
 
 
 class BatchListing(BaseModel):
@@ -211,6 +213,7 @@ class BatchListing(BaseModel):
     classes: list[str]
     images: list[ListedImage]
     annotated: int
+    needs_marks: int = 0
 
 
 class PointMark(BaseModel):
@@ -340,3 +343,42 @@ class DashboardSummary(BaseModel):
 
 ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (401, 413, 415, 422, 503)}
 """The error answers of the model routes, for the OpenAPI document."""
+
+
+# --- the labeling page's instructions, practice round and options (routes.practice) ---
+
+
+class Instructions(BaseModel):
+    markdown: str = Field(description="the project owner's instructions (markdown; empty when none is written)")
+    source: str | None = Field(description="the artifact-store key they were read from")
+
+
+class PracticeItem(BaseModel):
+    item_id: str
+    batch: str
+    image: str
+    width: int
+    height: int
+    classes: list[str]
+    image_url: str
+
+
+class PracticeItems(BaseModel):
+    items: list[PracticeItem]
+    available: int = Field(description="images with a known label in all ingested batches")
+
+
+class PracticeFeedback(BaseModel):
+    item_id: str
+    label: str = Field(description="the labeler's answer")
+    known: str = Field(description="the label the batch's own files give")
+    agreed: bool
+
+
+class DeskOptions(BaseModel):
+    show_guess: bool = Field(description="show the model's guess at once (DEFECT_ASSETS_LABEL_SHOW_GUESS); "
+                                         "false: hidden until the labeler asks")
+
+
+class NavLinks(BaseModel):
+    dagster_ui_url: str | None = Field(description="the Dagster UI's address (null: not configured)")

@@ -105,6 +105,12 @@ class ServiceSettings(EnvSettings):
     mark_classes: MarkClasses = Field(DEFAULT_MARK_CLASSES, json_schema_extra={"kind": "`name,...`"})
     """Classes of the points and boxes drawn in the annotation view (those a batch's own files use are added)."""
 
+    dagster_ui_url: str | None = None
+    """The Dagster UI's address (e.g. `http://127.0.0.1:3000`): when set, every page's navigation bar links to it."""
+    label_show_guess: Flag = False
+    """`1`: the labeling page shows the model's guess at once; default `0`: hidden until the labeler asks
+    (a first pass not anchored on the model)."""
+
     def __init__(self, store: ObjectStore | None = None, **values: Any):
         super().__init__(**({"store": store} if store is not None else {}), **values)
 

@@ -75,7 +75,8 @@ async def batches(name: str = Depends(labeler), desk: AnnotationDesk = Depends(a
         out = []
         for b in desk.batches():
             listing = desk.listing(b)
-            out.append({"batch": b, "images": len(listing["images"]), "annotated": listing["annotated"]})
+            out.append({"batch": b, "images": len(listing["images"]), "annotated": listing["annotated"],
+                        "needs_marks": listing["needs_marks"]})
         return {"batches": out}
 
     return await asyncio.to_thread(run)

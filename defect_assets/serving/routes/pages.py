@@ -96,3 +96,4 @@ async def dashboard_page(request: Request, state: ServiceState = Depends(service
     except ApiError as e:  # a browser shows its password prompt on this answer
         return error_response(e.status, e.error, e.detail, {"WWW-Authenticate": CHALLENGE})
     return FileResponse(STATIC / "dashboard.html", media_type="text/html", headers={"Cache-Control": "no-store"})
+

@@ -97,3 +97,50 @@ function classButtons(box, classes, onChoose, current) {
     box.append(b);
   });
 }
+
+// One navigation bar on every page (dashboard, label, annotate, classify, the API schema and, when
+// DEFECT_ASSETS_DAGSTER_UI_URL is set, the Dagster UI), inserted first in <body>, the current page
+// marked with aria-current="page". Its style is here too, so every page looks the same.
+const NAV_LINKS = [
+  ["/dashboard", "Dashboard"], ["/label", "Label"], ["/annotate", "Annotate"], ["/classify", "Classify"],
+  ["/openapi.json", "API (OpenAPI)"],
+];
+const NAV_STYLE = `
+#site-nav { display: flex; flex-wrap: wrap; gap: .2em .9em; align-items: center; padding: .35em 1.2em;
+  background: #0f1419; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+#site-nav a { color: #9ecbff; text-decoration: none; padding: .1em .3em; border-radius: .2em; }
+#site-nav a:hover { text-decoration: underline; }
+#site-nav a[aria-current="page"] { color: #0f1419; background: #9ecbff; font-weight: 600; }
+#site-nav .brand { color: #fff; font-weight: 600; margin-right: .4em; }`;
+
+function navBar() {
+  if (document.getElementById("site-nav")) return;
+  const style = document.createElement("style");
+  style.textContent = NAV_STYLE;
+  document.head.append(style);
+  const nav = document.createElement("nav");
+  nav.id = "site-nav";
+  nav.setAttribute("aria-label", "pages of this service");
+  const brand = document.createElement("span");
+  brand.className = "brand";
+  brand.textContent = "defect_assets";
+  nav.append(brand);
+  const add = (href, text, external) => {
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = text;
+    a.dataset.page = text;
+    if (external) a.target = "_blank";
+    if (!external && window.location.pathname === href) a.setAttribute("aria-current", "page");
+    nav.append(a);
+  };
+  NAV_LINKS.forEach(([href, text]) => add(href, text, false));
+  document.body.prepend(nav);
+  fetch("/v1/nav", { credentials: "same-origin" }).then((r) => (r.ok ? r.json() : {})).then((doc) => {
+    if (doc && doc.dagster_ui_url) add(doc.dagster_ui_url, "Dagster UI", true);
+    nav.dataset.ready = "1";
+  }).catch(() => { nav.dataset.ready = "1"; });
+}
+
+if (document.body) navBar();
+else document.addEventListener("DOMContentLoaded", navBar);

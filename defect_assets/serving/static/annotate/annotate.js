@@ -341,7 +341,8 @@ async function loadBatch(batch, wanted) {
   $("export-csv").href = batchPath("/points.csv");
   $("export-voc").href = batchPath("/voc.zip");
   const at = A.images.findIndex((i) => i.image === wanted);
-  await loadImage(at >= 0 ? at : 0);
+  const todo = A.images.findIndex((i) => i.needs_marks);  // else the first image that still needs marks
+  await loadImage(at >= 0 ? at : Math.max(todo, 0));
 }
 
 async function loadImage(index) {
@@ -402,7 +403,10 @@ async function save() {
     $("versions").textContent = `${A.view.versions} saved version(s); latest by ${doc.annotation.labeler}`;
     say(`${A.view.image}: ${doc.stored ? "saved" : "already saved"} (${A.marks.length} mark(s)` +
         `${A.noDefect ? ", no defect" : ""})`, true);
+    A.images[A.index].needs_marks = false;
+    A.images[A.index].annotated = true;
     render();
+    refreshBatchCounts();
     return true;
   } catch (e) {
     say(e.message);
@@ -450,7 +454,11 @@ async function suggest() {
     A.suggestions = decided.concat(fresh.map((s) => ({ ...s, decision: null })));
     A.chosen = A.suggestions.findIndex((s) => !s.decision);
     if (A.chosen < 0) A.chosen = null;
-    say(`${doc.suggestions.length} suggestion(s) from ${doc.model_version} at threshold ${doc.threshold}`, true);
+    const at = Number(doc.threshold).toFixed(3);  // 0.515, not 0.5149708390235901
+    say(doc.suggestions.length
+      ? `${doc.suggestions.length} suggestion(s) from ${doc.model_version} at threshold ${at}`
+      : `no suggestion: no window of this photo scores above the threshold ${at} (${doc.model_version}); `
+        + "a lower threshold offers more", true);
     render();
   } catch (e) {
     say(e.message);
@@ -483,20 +491,37 @@ function onKey(e) {
   else if (key === "escape") { A.selected = null; A.chosen = null; render(); }
 }
 
+function renderBatchOptions(batches) {
+  const select = $("batch");
+  const value = select.value;
+  select.replaceChildren(...batches.map((b) => {
+    const o = document.createElement("option");
+    o.value = b.batch;
+    o.textContent = `${b.batch} (${b.annotated}/${b.images} annotated, ${b.needs_marks} to mark)`;
+    o.dataset.needsMarks = String(b.needs_marks);
+    return o;
+  }));
+  if (value) select.value = value;
+}
+
+// the drop-down's counts again, after a save (live, not as they were when the page opened)
+async function refreshBatchCounts() {
+  try {
+    renderBatchOptions((await call("GET", "/v1/annotations/batches")).batches);
+  } catch { /* the counts stay as they were; the save itself succeeded */ }
+}
+
 async function start() {
   setState("busy");
   try {
     const params = new URLSearchParams(window.location.search);
     const { batches } = await call("GET", "/v1/annotations/batches");
     const select = $("batch");
-    select.replaceChildren(...batches.map((b) => {
-      const o = document.createElement("option");
-      o.value = b.batch;
-      o.textContent = `${b.batch} (${b.annotated}/${b.images})`;
-      return o;
-    }));
+    renderBatchOptions(batches);
     if (!batches.length) { say("no ingested batch yet: upload photos first"); setState("ready"); return; }
-    const wanted = batches.some((b) => b.batch === params.get("batch")) ? params.get("batch") : batches[0].batch;
+    // the batch the address names, else the first batch with images that still need marks, else the first
+    const todo = batches.find((b) => b.needs_marks > 0) || batches[0];
+    const wanted = batches.some((b) => b.batch === params.get("batch")) ? params.get("batch") : todo.batch;
     select.value = wanted;
     await loadBatch(wanted, params.get("image"));
   } catch (e) {

@@ -17,7 +17,7 @@ function showPrediction(doc) {
   const r = doc.results[0];
   $("decision").textContent = r.decision;
   $("defect-score").textContent = r.defect_score.toFixed(4);
-  $("threshold").textContent = doc.threshold === null ? "(none)" : String(doc.threshold);
+  $("threshold").textContent = doc.threshold === null ? "(none)" : Number(doc.threshold).toFixed(4);
   $("model-version").textContent = r.model_version;
   $("sha256").textContent = r.sha256.slice(0, 16);
   showProbabilities($("probabilities"), r.probabilities, 4);
@@ -26,18 +26,19 @@ function showPrediction(doc) {
 
 async function showInspection(doc) {
   await drawHeatmap($("heatmap"), doc.heatmap_png, 0.67);
+  $("colorbar").hidden = false;
   const svg = $("found");
   svg.setAttribute("viewBox", `0 0 ${doc.width} ${doc.height}`);
   svg.replaceChildren(...doc.defects.map((d) => {
     const c = document.createElementNS("http://www.w3.org/2000/svg", "circle");
     c.setAttribute("cx", d.x);
     c.setAttribute("cy", d.y);
-    c.setAttribute("r", doc.window / 2);
+    c.setAttribute("r", doc.window / 2);  // the window the defect was found in, drawn around it (not over it)
     c.setAttribute("stroke-width", Math.max(1, doc.width / 300));
     return c;
   }));
   $("inspect-info").textContent = `${doc.windows} windows of ${doc.window} px (stride ${doc.stride}), `
-    + `threshold ${doc.threshold}: ${doc.defects.length} defect(s)`;
+    + `threshold ${Number(doc.threshold).toFixed(3)}: ${doc.defects.length} defect(s)`;
   $("defects").replaceChildren(...doc.defects.map((d) => {
     const li = document.createElement("li");
     li.textContent = `${d.kind} at (${d.x}, ${d.y}), p=${d.score.toFixed(3)}`;
@@ -46,11 +47,29 @@ async function showInspection(doc) {
   $("inspection").hidden = false;
 }
 
+// Everything the last file showed, removed: decision, probabilities, photo, heatmap and its colour bar, marks.
+function clearResult() {
+  $("result").hidden = true;
+  ["decision", "defect-score", "threshold", "model-version", "sha256"].forEach((id) => { $(id).textContent = ""; });
+  $("probabilities").replaceChildren();
+  $("inspection").hidden = true;
+  $("defects").replaceChildren();
+  $("heatmap").hidden = true;
+  $("colorbar").hidden = true;
+  $("found").replaceChildren();
+  $("stack").hidden = true;
+  $("photo").removeAttribute("src");
+}
+
 async function imageSize(file) {
   const url = URL.createObjectURL(file);
   const photo = $("photo");
-  await new Promise((resolve) => { photo.onload = resolve; photo.onerror = resolve; photo.src = url; });
-  $("stack").hidden = false;
+  const shown = await new Promise((resolve) => {
+    photo.onload = () => resolve(true);
+    photo.onerror = () => resolve(false);
+    photo.src = url;
+  });
+  if (shown) $("stack").hidden = false;  // a file the browser cannot show leaves no broken image box
   return { width: photo.naturalWidth, height: photo.naturalHeight };
 }
 
@@ -58,10 +77,9 @@ async function classify(event) {
   event.preventDefault();
   const file = $("file").files[0];
   if (!file) return;
+  clearResult();  // the previous photo's decision never stays beside a new file
   document.body.dataset.state = "busy";
-  $("inspection").hidden = true;
-  $("heatmap").hidden = true;
-  $("found").replaceChildren();
+  say(`${file.name}: classifying...`, true);
   try {
     const size = await imageSize(file);
     const doc = await post("/v1/predict", file, "files");
@@ -73,7 +91,8 @@ async function classify(event) {
     say(`${file.name}: ${size.width}x${size.height}`, true);
     document.body.dataset.state = "done";
   } catch (e) {
-    say(e.message);
+    clearResult();  // an error replaces the result: no stale decision, no broken image box
+    say(`${file.name}: ${e.message}`);
     document.body.dataset.state = "error";
   }
 }
