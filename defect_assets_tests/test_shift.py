@@ -60,3 +60,26 @@ def test_a_batch_of_the_other_kind_drifts_and_one_of_the_same_kind_does_not(feat
 def test_domain_drift_refuses_too_few_images():
     with pytest.raises(ValueError, match="at least 2"):
         domain_classifier_drift(np.zeros((1, 4)), np.ones((5, 4)))
+
+
+def test_group_metrics_are_exact_on_a_hand_made_case():
+    from defect_assets.ml.groups import below_floor, group_metrics
+
+    # group "a": 4 items, 2 defects; scores rank them perfectly and threshold 0.5 gets all right
+    # group "b": 5 items, 1 defect, which is missed (0.4 < 0.5), one false alarm (0.6)
+    y = [1, 1, 0, 0, 1, 0, 0, 0, 0]
+    s = [0.9, 0.8, 0.2, 0.1, 0.4, 0.6, 0.3, 0.2, 0.1]
+    g = ["a", "a", "a", "a", "b", "b", "b", "b", "b"]
+    a, b = group_metrics(y, s, 0.5, g, "cell_type")
+    assert (a["group"], a["n"], a["positives"], a["accuracy"], a["recall"], a["roc_auc"]) == ("a", 4, 2, 1.0, 1.0, 1.0)
+    assert a["majority_baseline"] == 0.5 and a["grouping"] == "cell_type"
+    assert (b["group"], b["n"], b["positives"]) == ("b", 5, 1)
+    assert b["accuracy"] == pytest.approx(3 / 5) and b["recall"] == 0.0
+    assert b["roc_auc"] == pytest.approx(3 / 4)  # the defect (0.4) outranks 3 of the 4 negatives (not 0.6)
+    assert b["majority_baseline"] == pytest.approx(4 / 5)
+    lo, hi = b["recall_ci"]
+    z2 = 1.959963984540054 ** 2
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(z2 / (1 + z2))  # Wilson, 0 of 1
+    assert a["accuracy_ci"] == [1.0, 1.0]
+    assert [x["group"] for x in below_floor([a, b], "roc_auc", 0.8)] == ["b"]
+    assert math.isnan(group_metrics([0, 0], [0.1, 0.2], 0.5, ["x", "x"], "batch")[0]["roc_auc"])

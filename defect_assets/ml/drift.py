@@ -113,7 +113,7 @@ def _cv_scores(x: np.ndarray, d: np.ndarray, folds: int, seed: int) -> np.ndarra
 
     out = np.zeros(len(d))
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, d):
-        clf = LogisticRegression(C=1.0, max_iter=500)
+        clf = LogisticRegression(C=1.0, solver="liblinear", max_iter=500)
         clf.fit(x[tr], d[tr])
         out[te] = clf.predict_proba(x[te])[:, 1]
     return out
@@ -125,6 +125,13 @@ def domain_classifier_drift(reference, current, folds: int = DOMAIN_FOLDS, permu
     ``reference`` (M, D) ones, and its permutation p-value. Features are standardized on both sets
     together and reduced to at most 32 principal directions (a few hundred images in thousands of
     dimensions would otherwise be told apart by noise alone, permuted or not)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # many tiny fits: BLAS threads only contend
+        return _domain_drift(reference, current, folds, permutations, seed, max_reference, top)
+
+
+def _domain_drift(reference, current, folds, permutations, seed, max_reference, top) -> DomainDrift:
     from sklearn.metrics import roc_auc_score
 
     ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
