@@ -83,3 +83,31 @@ def test_group_metrics_are_exact_on_a_hand_made_case():
     assert a["accuracy_ci"] == [1.0, 1.0]
     assert [x["group"] for x in below_floor([a, b], "roc_auc", 0.8)] == ["b"]
     assert math.isnan(group_metrics([0, 0], [0.1, 0.2], 0.5, ["x", "x"], "batch")[0]["roc_auc"])
+
+
+def test_history_gets_one_long_format_row_per_group(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from defect_assets.ml.groups import group_metrics
+    from defect_assets.pipeline.evaluate import HISTORY_COLUMNS, HISTORY_CSV, append_history, group_history_rows
+    from defect_assets.storage import LocalObjectStore
+
+    store = LocalObjectStore(tmp_path)
+    overall = {c: ("eval-1" if c == "evaluation_id" else 0.5 if c in ("accuracy", "roc_auc") else "x")
+               for c in HISTORY_COLUMNS if c not in ("grouping", "group")}
+    groups = group_metrics([1, 0, 1, 0, 0], [0.9, 0.1, 0.3, 0.2, 0.7], 0.5, ["mono", "mono", "poly", "poly", "poly"],
+                           "cell_type")
+    report = SimpleNamespace(groups=groups, report_json="r.json", report_html="r.html")
+    rows = [overall, *group_history_rows(overall, report)]
+    assert len(append_history(store, rows)) == 3
+    hist = pd.read_csv(tmp_path / HISTORY_CSV)
+    assert list(hist.columns) == HISTORY_COLUMNS and list(hist["evaluation_id"]) == ["eval-1"] * 3
+    per_group = hist[hist["grouping"] == "cell_type"].set_index("group")
+    assert float(per_group.loc["mono", "accuracy"]) == 1.0
+    assert float(per_group.loc["poly", "accuracy"]) == pytest.approx(1 / 3)
+    assert int(per_group.loc["poly", "test_patches"]) == 3
+    assert float(per_group.loc["poly", "majority_baseline"]) == pytest.approx(2 / 3)
+    assert per_group.loc["mono", "model_version"] == "x"  # the overall row's identity is repeated
+    assert group_history_rows(overall, None) == []  # a report with no groups (or none stored) adds nothing
