@@ -111,3 +111,21 @@ def test_history_gets_one_long_format_row_per_group(tmp_path):
     assert float(per_group.loc["poly", "majority_baseline"]) == pytest.approx(2 / 3)
     assert per_group.loc["mono", "model_version"] == "x"  # the overall row's identity is repeated
     assert group_history_rows(overall, None) == []  # a report with no groups (or none stored) adds nothing
+
+
+def test_the_dashboard_says_a_differing_batch_is_held_back_and_what_to_do(tmp_path):
+    from defect_assets.serving import dashboard
+    from defect_assets.storage import LocalObjectStore
+    from defect_assets.pipeline.shift import BatchDrift
+    from defect_assets.storage.formats import write_value
+
+    store = LocalObjectStore(tmp_path)
+    write_value(store, dashboard.asset_value_prefix("batch_drift", "odd"),
+                BatchDrift({"differs": True, "domain_auc": 0.97, "p_value": 0.02,
+                            "reason": "domain AUC 0.970 >= 0.75: label some of its images"}))
+    write_value(store, dashboard.asset_value_prefix("batch_drift", "b1"),
+                BatchDrift({"differs": False, "domain_auc": 0.52, "p_value": 0.6, "reason": "like training"}))
+    odd, b1 = dashboard._drift_of(store, "odd"), dashboard._drift_of(store, "b1")
+    assert odd["drift_auc"] == 0.97 and odd["drift"].startswith("held back") and "label some" in odd["drift"]
+    assert (b1["drift_auc"], b1["drift"]) == (0.52, "like training")
+    assert dashboard._drift_of(store, "none")["drift"].startswith("not measured")

@@ -30,13 +30,14 @@ def batch_drift(context: dg.AssetExecutionContext, backbone_features: ArrayTable
     root = "/".join(dg.AssetKey("backbone_features").path)
     refs = [read_value(store, f"{root}/{b}") for b in store.walk_prefixes(root + "/")
             if b != batch and current_version(store, f"{root}/{b}") is not None]
-    doc = drift_of(backbone_features, refs)
+    value = drift_of(backbone_features, refs)
+    doc = value.doc
     meta = {k: doc[k] for k in ("differs", "domain_auc", "p_value", "reference_n", "current_n", "auc_level", "reason")
             if k in doc}
     if doc.get("least_like_index"):
         pixels = np.asarray(patches_of(labeled_patches))[np.asarray(doc["least_like_index"])]
         meta["least_like_training"] = md_image(contact_sheet(pixels, columns=6), "the images least like training")
-    yield dg.Output(doc, metadata=meta)
+    yield dg.Output(value, metadata=meta)
     yield dg.AssetCheckResult(check_name=BATCH_LIKE_TRAINING, passed=not doc["differs"],
                               severity=dg.AssetCheckSeverity.WARN, metadata={"domain_auc": doc["domain_auc"]},
                               description=doc["reason"])
