@@ -114,9 +114,9 @@ def test_history_gets_one_long_format_row_per_group(tmp_path):
 
 
 def test_the_dashboard_says_a_differing_batch_is_held_back_and_what_to_do(tmp_path):
+    from defect_assets.pipeline.shift import BatchDrift
     from defect_assets.serving import dashboard
     from defect_assets.storage import LocalObjectStore
-    from defect_assets.pipeline.shift import BatchDrift
     from defect_assets.storage.formats import write_value
 
     store = LocalObjectStore(tmp_path)
@@ -129,3 +129,34 @@ def test_the_dashboard_says_a_differing_batch_is_held_back_and_what_to_do(tmp_pa
     assert odd["drift_auc"] == 0.97 and odd["drift"].startswith("held back") and "label some" in odd["drift"]
     assert (b1["drift_auc"], b1["drift"]) == (0.52, "like training")
     assert dashboard._drift_of(store, "none")["drift"].startswith("not measured")
+
+
+def test_the_batch_drift_asset_warns_and_stores_its_document(tmp_path):
+    import dagster as dg
+    import pandas as pd
+
+    from defect_assets.defs.monitoring.drift import BATCH_LIKE_TRAINING, batch_drift
+    from defect_assets.defs.resources import default_resources
+    from defect_assets.storage.formats import ArrayTable, write_value
+    from defect_assets.storage.layout import asset_value_prefix
+
+    rng = np.random.default_rng(1)
+    resources = default_resources(tmp_path / "data")
+    store = resources["artifact_store"].open()
+
+    def features(n, shift):
+        table = pd.DataFrame({"patch_id": [f"p{i}" for i in range(n)], "image_id": "i", "label": "ok",
+                              "is_defect": False, "split": "train"})
+        return ArrayTable(table, {"features": rng.normal(shift, 1, (n, 16)).astype(np.float32)}, {})
+
+    write_value(store, asset_value_prefix("backbone_features", "b1"), features(40, 0.0))
+    odd = features(20, 3.0)
+    patches = ArrayTable(odd.table, {"context": rng.integers(0, 255, (20, 8, 8), dtype=np.uint8)}, {"size": 8})
+    ctx = dg.build_asset_context(partition_key="odd")
+    out = list(batch_drift(context=ctx, backbone_features=odd, labeled_patches=patches,
+                           artifact_store=resources["artifact_store"]))
+    value, check = out[0].value, out[1]
+    assert value.doc["differs"] and value.doc["domain_auc"] > 0.95 and value.doc["reference_n"] == 40
+    assert check.check_name == BATCH_LIKE_TRAINING and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN and "label some of its images" in check.description
+    assert len(value.doc["least_like_training"]) == 12 and "least_like_training" in out[0].metadata
