@@ -160,3 +160,14 @@ def test_the_batch_drift_asset_warns_and_stores_its_document(tmp_path):
     assert check.check_name == BATCH_LIKE_TRAINING and not check.passed
     assert check.severity == dg.AssetCheckSeverity.WARN and "label some of its images" in check.description
     assert len(value.doc["least_like_training"]) == 12 and "least_like_training" in out[0].metadata
+
+
+def test_the_per_group_floor_gate_is_off_by_default_and_names_the_weak_group():
+    from defect_assets.ml.groups import group_metrics
+    from defect_assets.pipeline.champion import group_floor_gate
+
+    groups = group_metrics([1, 0, 1, 0, 0, 1], [0.9, 0.1, 0.3, 0.6, 0.7, 0.2], 0.5, list("aabbbb"), "cell_type")
+    assert group_floor_gate(groups).passed and group_floor_gate(None, floor=0.8).passed
+    gate = group_floor_gate(groups, "roc_auc", 0.8)
+    assert not gate.passed and "cell_type=b: roc_auc 0.000" in gate.description
+    assert "cell_type=a" not in gate.description
