@@ -96,7 +96,8 @@ def test_history_gets_one_long_format_row_per_group(tmp_path):
 
     store = LocalObjectStore(tmp_path)
     overall = {c: ("eval-1" if c == "evaluation_id" else 0.5 if c in ("accuracy", "roc_auc") else "x")
-               for c in HISTORY_COLUMNS if c not in ("grouping", "group")}
+               for c in HISTORY_COLUMNS}
+    overall.update(grouping="", group="")
     groups = group_metrics([1, 0, 1, 0, 0], [0.9, 0.1, 0.3, 0.2, 0.7], 0.5, ["mono", "mono", "poly", "poly", "poly"],
                            "cell_type")
     report = SimpleNamespace(groups=groups, report_json="r.json", report_html="r.html")

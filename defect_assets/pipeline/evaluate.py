@@ -232,6 +232,7 @@ def history_row(report: EvaluationReport) -> dict:
         "accuracy_ci_low": report.accuracy_ci[0], "accuracy_ci_high": report.accuracy_ci[1],
         "roc_auc_ci_low": report.roc_auc_ci[0], "roc_auc_ci_high": report.roc_auc_ci[1],
         "latency_p50_ms": _or_nan(report.latency_p50_ms), "latency_p99_ms": _or_nan(report.latency_p99_ms),
+        "grouping": "", "group": "", "recall_ci_low": np.nan, "recall_ci_high": np.nan,  # the overall row
     }
 
 
