@@ -43,6 +43,7 @@ def feature_sets():
     return train, same, other
 
 
+@pytest.mark.slow  # backbone features of 120 images and 2 x 31 cross-validations: minutes on a loaded machine
 def test_a_batch_of_the_other_kind_drifts_and_one_of_the_same_kind_does_not(feature_sets):
     train, same, other = feature_sets
     drifted = domain_classifier_drift(train, other, permutations=30)
