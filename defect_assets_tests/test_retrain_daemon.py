@@ -100,3 +100,52 @@ def test_a_real_daemon_retrains_once_per_burst_and_runs_the_nightly_schedule(tmp
     scheduled = runs_of(instance, "dagster/schedule_name", "nightly_retrain_schedule")
     assert scheduled and {r.job_name for r in scheduled} == {"retrain_job"}
     instance.dispose()
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_real_daemon_holds_a_batch_that_differs_back_from_retrain_job(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(QUEUE_ONLY)
+    (tmp_path / "workspace.yaml").write_text(
+        "load_from:\n  - python_module:\n      module_name: defect_assets.definitions\n"
+        f"      working_directory: {REPO}\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DEFECT_ASSETS_DATA_DIR": str(tmp_path / "data"),
+           "DEFECT_ASSETS_RETRAIN_SENSOR_INTERVAL_SECONDS": "2", "DEFECT_ASSETS_RETRAIN_MIN_INTERVAL_MINUTES": "0",
+           "DEFECT_ASSETS_STORAGE": "local"}
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions(BATCHES, ["b0", "odd"])
+    built(instance, "b0")
+
+    def cli(*args):
+        return subprocess.run([str(DAGSTER_BIN), *args, "-w", "workspace.yaml"], cwd=tmp_path, env=env,
+                              check=True, capture_output=True, text=True, timeout=SUBPROCESS_SECONDS)
+
+    cli("sensor", "cursor", "retrain_sensor", "--set",
+        json.dumps({"upstream": newest_upstream(instance), "requested_at": 0.0}))
+    cli("sensor", "start", "retrain_sensor")
+    daemon = Daemon(tmp_path, env)
+    try:
+        daemon.start()
+        arrived = time.time()
+        # what prepare_batch_job leaves for a batch whose drift asset found it unlike training
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "batch_drift", partition="odd",
+            metadata={"differs": True, "reason": "domain AUC 0.990 >= 0.75 (p = 0.020): label some of its images"}))
+        built(instance, "odd")
+
+        def held_tick():
+            return [t for t in sensor_ticks_after(instance, "retrain_sensor", arrived)
+                    if "held back" in (t.skip_reason or "")]
+
+        wait_for("a tick holding the batch back", held_tick, daemon, 120)
+        reason = held_tick()[0].skip_reason
+        later = time.time()
+        wait_for("another tick", lambda: sensor_ticks_after(instance, "retrain_sensor", later), daemon, 120)
+    finally:
+        daemon.stop_all()
+    assert "batch odd" in reason and "domain AUC 0.990" in reason and "label some of its images" in reason
+    assert runs_of(instance, "dagster/sensor_name", "retrain_sensor") == []
+    instance.dispose()

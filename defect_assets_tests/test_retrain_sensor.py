@@ -74,3 +74,24 @@ def test_landing_sensor_does_not_rebuild_a_batch_built_at_the_same_manifest(tmp_
     upload_folder(surface_folder, landing, "built", overwrite=True)
     again, _ = run_requests(cursor)
     assert [r.partition_key for r in again] == ["built"]
+
+
+def test_a_batch_that_differs_is_held_back_until_some_of_its_images_are_labeled(monkeypatch):
+    from defect_assets.defs.automation.sensors import held_back
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("batches", ["b1", "odd"])
+    built(instance, "augmented_training_set", "b1")
+    monkeypatch.setenv(MIN_INTERVAL_ENV, "0")
+    _, cursor = tick(instance, None)
+    built(instance, "augmented_training_set", "odd")
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "batch_drift", partition="odd", metadata={"differs": True, "reason": "domain AUC 0.990 >= 0.75"}))
+    skip, cursor = tick(instance, cursor)
+    assert isinstance(skip, dg.SkipReason) and "held back" in skip.skip_message
+    assert "batch odd: domain AUC 0.990" in skip.skip_message
+    assert held_back(instance, 0) == {"odd": "domain AUC 0.990 >= 0.75"}
+    built(instance, "image_labels", "odd")  # some of its images were labeled: released
+    assert held_back(instance, 0) == {}
+    req, _ = tick(instance, cursor)
+    assert isinstance(req, dg.RunRequest)

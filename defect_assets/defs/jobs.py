@@ -15,9 +15,9 @@ TRAINING_TAGS = {COMPUTE_TAG: "training"}
 prepare_batch_job = dg.define_asset_job(
     "prepare_batch_job",
     selection=(dg.AssetSelection.groups("ingest", "patches")
-               | dg.AssetSelection.assets("backbone_features", "unlabeled_pool")),
-    description="Ingest one landing-zone batch: labels, patches, augmented set, backbone features and the "
-                "unlabeled pool.",
+               | dg.AssetSelection.assets("backbone_features", "unlabeled_pool", "batch_drift")),
+    description="Ingest one landing-zone batch: labels, patches, augmented set, backbone features, the "
+                "unlabeled pool and the batch's input drift.",
 )
 
 relabel_batch_job = dg.define_asset_job(

@@ -239,6 +239,10 @@ class EvaluationReport(Record):
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_runs: int | None = None
+    # added with issue 25 (reports before, and reports with no grouping named, have none)
+    groups: list[dict[str, Any]] | None = None
+    """Per group of each named grouping: accuracy, recall, ROC AUC with 95% intervals and the
+    group's majority baseline (``ml.groups.group_metrics``)."""
     report_json: str
     report_html: str
 

@@ -269,3 +269,19 @@ def parity_gate(champion: Champion, registry: ModelRegistry, patch_sets: dict[st
                       None if ok else f"stored model differs from the trained one by {diff:.3g} "
                                       f"(tolerance {tolerance:g})",
                       {"golden_patches": len(golden), "from_whole_images": whole, "max_abs_difference": diff})
+
+
+GROUP_FLOOR = "every_group_above_floor"
+
+
+def group_floor_gate(groups: list[dict] | None, metric: str = "roc_auc", floor: float | None = None) -> GateResult:
+    """Issue 25: every group of the named groupings reaches ``floor`` on ``metric``. Off (passes) when
+    no floor is set or the report names no grouping; a group with an undefined figure fails."""
+    from defect_assets.ml.groups import below_floor
+
+    if floor is None or not groups:
+        return GateResult(GROUP_FLOOR, True, None, {"floor": float("nan") if floor is None else floor, "groups": 0})
+    low = below_floor(groups, metric, floor)
+    shown = ", ".join(f"{g['grouping']}={g['group']}: {metric} {g.get(metric, float('nan')):.3f}" for g in low)
+    return GateResult(GROUP_FLOOR, not low, f"below the per-group floor {floor}: {shown}" if low else None,
+                      {"floor": floor, "groups": len(groups), "below": len(low)})

@@ -32,6 +32,8 @@ HISTORY_COLUMNS = [
     "majority_baseline", "accuracy_ci_low", "accuracy_ci_high", "roc_auc_ci_low", "roc_auc_ci_high",
     # added with issue 18: one full-size image at one client, through the served (compiled) scorer
     "latency_p50_ms", "latency_p99_ms",
+    # added with issue 25: long format, one more row per group of a named grouping (overall rows: empty)
+    "grouping", "group", "recall_ci_low", "recall_ci_high",
 ]
 LATENCY_RUNS = 200
 
@@ -41,6 +43,9 @@ class EvalSettings:
     threshold_method: str = "max_f1"
     cost_missed_defect: float = 5.0
     cost_false_alarm: float = 1.0
+    groupings: tuple[str, ...] = ()
+    """Columns of the test patches' table (``batch``, ``group``, a label file's categorical column)
+    to break the figures down by (``ml.groups.group_metrics``); none by default."""
 
 
 def measure_latency(scorer: Scorer, image: bytes, runs: int = LATENCY_RUNS) -> dict[str, float]:
@@ -110,6 +115,8 @@ def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayT
         threshold = None
         doc = multiclass_report(test.y, p_test, classes)
         score, hist_classes = 1 - p_test[:, 0], classes
+    if settings.groupings:
+        doc["groups"] = report_groups(test, p_test, task, threshold, settings.groupings)
     dv = data_version(patch_sets)
     stamp = dt.datetime.now(dt.UTC)
     eid = "eval-" + stamp.strftime("%Y%m%dT%H%M%S%f")[:-3] + "-" + hashlib.sha256(
@@ -138,6 +145,41 @@ def evaluate(registry: ModelRegistry, version: str, patch_sets: dict[str, ArrayT
     store.write_bytes(report.report_html, render_report(f"Evaluation of {title}", facts(report),
                                                         sections(report, pngs)).encode())
     return report, pngs
+
+
+def report_groups(test, p_test: np.ndarray, task: str, threshold: float | None, groupings) -> list[dict]:
+    """Per-group figures of the defect decision for each named grouping found in the test table
+    (multi-class: 'not the first class' at 0.5); a grouping the table lacks is skipped."""
+    from defect_assets.ml.groups import group_metrics
+
+    y = test.y if task == "binary" else (test.y > 0).astype(int)
+    score = p_test[:, 1] if task == "binary" else 1 - p_test[:, 0]
+    t = threshold if threshold is not None else 0.5
+    return [row for col in groupings if col in test.table.columns
+            for row in group_metrics(y, score, t, test.table[col].fillna("").astype(str).to_numpy(), col)]
+
+
+def read_report(store: ObjectStore, key) -> EvaluationReport | None:
+    """The stored report.json at ``key`` (None when there is none)."""
+    if not isinstance(key, str) or not store.exists(key):
+        return None
+    return EvaluationReport.from_dict(json.loads(store.read_bytes(key)))
+
+
+def group_history_rows(overall: dict, report: EvaluationReport | None) -> list[dict]:
+    """The long-format rows of a report's groups: the overall row's identity, each group's figures."""
+    out = []
+    for g in (report.groups if report is not None else None) or []:
+        row = {k: overall[k] for k in HISTORY_COLUMNS[:11] if k in overall}
+        row.update({"grouping": g["grouping"], "group": g["group"], "test_patches": g["n"],
+                    "test_defects": g["positives"], "accuracy": g["accuracy"], "recall": g["recall"],
+                    "roc_auc": g["roc_auc"], "majority_baseline": g["majority_baseline"],
+                    "accuracy_ci_low": g["accuracy_ci"][0], "accuracy_ci_high": g["accuracy_ci"][1],
+                    "roc_auc_ci_low": g["roc_auc_ci"][0], "roc_auc_ci_high": g["roc_auc_ci"][1],
+                    "recall_ci_low": g["recall_ci"][0], "recall_ci_high": g["recall_ci"][1],
+                    "report_json": report.report_json, "report_html": report.report_html})
+        out.append(row)
+    return out
 
 
 def facts(report: EvaluationReport) -> dict:
@@ -203,6 +245,7 @@ def history_row(report: EvaluationReport) -> dict:
         "accuracy_ci_low": report.accuracy_ci[0], "accuracy_ci_high": report.accuracy_ci[1],
         "roc_auc_ci_low": report.roc_auc_ci[0], "roc_auc_ci_high": report.roc_auc_ci[1],
         "latency_p50_ms": _or_nan(report.latency_p50_ms), "latency_p99_ms": _or_nan(report.latency_p99_ms),
+        "grouping": "", "group": "", "recall_ci_low": np.nan, "recall_ci_high": np.nan,  # the overall row
     }
 
 

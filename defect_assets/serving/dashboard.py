@@ -43,7 +43,18 @@ QUALITY_COLUMNS = ["evaluation_id", "evaluated_at", "model_family", "model_versi
                    "recall", "f1", "roc_auc"]
 MONITORING_SHOWN = ["day", "model_version", "requests", "images", "defect_share", "latency_ms_p50", "latency_ms_p95",
                     "latency_ms_p99", "psi", "drift_level", "drift_warning"]
-BATCH_COLUMNS = ["batch", "images", "rejected", "patches", "defect_patches", "ok_patches", "defect_share"]
+BATCH_COLUMNS = ["batch", "images", "rejected", "patches", "defect_patches", "ok_patches", "defect_share",
+                 "drift_auc", "drift_p", "drift"]  # drift: issue 25 (batch_drift)
+
+
+def _drift_of(store: ObjectStore, batch: str) -> dict:
+    """The batch_drift columns of a batch: domain AUC, p-value and what to do when it differs."""
+    meta = current_version(store, asset_value_prefix("batch_drift", batch))
+    if meta is None or "document" not in meta.get("files", {}):
+        return {"drift_auc": None, "drift_p": None, "drift": "not measured (materialize batch_drift)"}
+    doc = read_json(store, meta["files"]["document"])
+    what = ("held back from retraining: " + str(doc.get("reason", ""))) if doc.get("differs") else "like training"
+    return {"drift_auc": doc.get("domain_auc"), "drift_p": doc.get("p_value"), "drift": what}
 
 
 def records(df: pd.DataFrame, columns: list[str]) -> list[dict]:
@@ -136,7 +147,7 @@ def batches(store: ObjectStore) -> dict | None:
         rows.append({"batch": b, "images": int((inventory["role"] == "image").sum()),
                      "rejected": int((inventory["role"] == "rejected").sum()), "patches": total,
                      "defect_patches": defect, "ok_patches": None if total is None else total - defect,
-                     "defect_share": None if not total else defect / total})
+                     "defect_share": None if not total else defect / total, **_drift_of(store, b)})
     return {"rows": jsonable(rows), "columns": BATCH_COLUMNS} if rows else None
 
 

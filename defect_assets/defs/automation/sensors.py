@@ -45,6 +45,43 @@ def newest_upstream(instance: dg.DagsterInstance) -> int:
     return newest
 
 
+DRIFT_ASSET = "batch_drift"
+
+
+def new_batches(instance: dg.DagsterInstance, after: int) -> set[str]:
+    """The batches with a training input materialized after event ``after``."""
+    out = set()
+    for key in UPSTREAM:
+        res = instance.fetch_materializations(dg.AssetRecordsFilter(dg.AssetKey(key), after_storage_id=after),
+                                              limit=1000)
+        out |= {r.partition_key for r in res.records if r.partition_key}
+    return out
+
+
+def held_back(instance: dg.DagsterInstance, after: int) -> dict[str, str]:
+    """{batch: reason} of the batches with training inputs newer than event ``after`` whose newest
+    ``batch_drift`` says they differ from training, with no label version of theirs since (labeling
+    some of their images releases them)."""
+    held = {}
+    for batch in sorted(new_batches(instance, after)):
+        drift = instance.fetch_materializations(
+            dg.AssetRecordsFilter(dg.AssetKey(DRIFT_ASSET), asset_partitions=[batch]), limit=1, ascending=False)
+        if not drift.records:
+            continue
+        rec = drift.records[0]
+        meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
+        differs = meta.get("differs")
+        if not (differs is not None and getattr(differs, "value", differs)):
+            continue
+        labels = instance.fetch_materializations(
+            dg.AssetRecordsFilter(dg.AssetKey("image_labels"), asset_partitions=[batch],
+                                  after_storage_id=rec.storage_id), limit=1)
+        if not labels.records:
+            reason = meta.get("reason")
+            held[batch] = str(getattr(reason, "value", reason) or "its images differ from training")
+    return held
+
+
 def build_retrain_sensor(job=retrain_job) -> dg.SensorDefinition:
     """The sensor for ``job`` (the code location's retrain_job; a test may pass another one)."""
 
@@ -62,6 +99,10 @@ def build_retrain_sensor(job=retrain_job) -> dg.SensorDefinition:
             return dg.SkipReason(f"first tick: watching training inputs from event {newest}")
         if newest <= state["upstream"]:
             return dg.SkipReason("no new batch or label since the last retraining request")
+        held = held_back(context.instance, state["upstream"])
+        if held and set(held) >= new_batches(context.instance, state["upstream"]):
+            context.update_cursor(json.dumps({**state, "upstream": newest}))
+            return dg.SkipReason("held back from retraining: " + "; ".join(f"batch {b}: {r}" for b, r in held.items()))
         wait = min_interval_minutes() * 60 - (time.time() - state["requested_at"])
         if wait > 0:
             return dg.SkipReason(f"new training data; retraining waits {wait / 60:.1f} more minute(s) "

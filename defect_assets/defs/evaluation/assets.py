@@ -17,9 +17,11 @@ from defect_assets.pipeline.evaluate import (
     EvalSettings,
     append_history,
     evaluate,
+    group_history_rows,
     history_row,
     interval_table,
     metric_table,
+    read_report,
 )
 from defect_assets.pipeline.family_registry import Family, families
 from defect_assets.storage.formats import ArrayTable
@@ -31,6 +33,9 @@ class EvaluationConfig(dg.Config):
     """'max_f1' (best F1 on validation) or 'cost' (fewest cost_missed_defect*FN + cost_false_alarm*FP)."""
     cost_missed_defect: float = 5.0
     cost_false_alarm: float = 1.0
+    groupings: list[str] = []
+    """Columns of the test patches (``batch``, ``group``, a label file's categorical column) to break
+    the figures down by: per group accuracy, recall and AUC with intervals and majority baseline."""
 
 
 def build_evaluation_asset(family: Family) -> dg.AssetsDefinition:
@@ -44,7 +49,8 @@ def build_evaluation_asset(family: Family) -> dg.AssetsDefinition:
                     labeled_patches: dict[str, ArrayTable], artifact_store: StorageResource) -> dg.Output[pd.DataFrame]:
         store = artifact_store.open()
         version = str(model["version"].iloc[0])
-        settings = EvalSettings(config.threshold_method, config.cost_missed_defect, config.cost_false_alarm)
+        settings = EvalSettings(config.threshold_method, config.cost_missed_defect, config.cost_false_alarm,
+                                tuple(config.groupings))
         report, pngs = evaluate(ModelRegistry(store), version, labeled_patches, settings, store)
         metrics = metric_table(report)
         context.log.info(f"{family.name} {version} on the test split: "
@@ -85,6 +91,7 @@ def record_history(context: dg.AssetExecutionContext, artifact_store: StorageRes
                    evaluations: list[pd.DataFrame]) -> dg.MaterializeResult:
     store = artifact_store.open()
     rows = [r for e in evaluations for r in e.to_dict("records")]
+    rows += [g for r in rows for g in group_history_rows(r, read_report(store, r["report_json"]))]
     new = append_history(store, rows)
     total = len(pd.read_parquet(store.open_read(HISTORY_PARQUET)))
     context.log.info(f"evaluation_history: {len(new)} new row(s), {total} in total")
