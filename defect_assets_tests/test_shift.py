@@ -173,3 +173,43 @@ def test_the_per_group_floor_gate_is_off_by_default_and_names_the_weak_group():
     gate = group_floor_gate(groups, "roc_auc", 0.8)
     assert not gate.passed and "cell_type=b: roc_auc 0.000" in gate.description
     assert "cell_type=a" not in gate.description
+
+
+def test_the_group_floor_is_a_blocking_champion_check_reading_the_stored_report(tmp_path):
+    """On when groupings are named: the champion's stored report names a weak group, the gate fails
+    with that group named; with no grouping in the report, or the floor off, it passes."""
+    import json
+
+    from defect_assets.definitions import build_defs
+    from defect_assets.ml.groups import group_metrics
+    from defect_assets.pipeline.champion import GROUP_FLOOR, Champion, group_gate
+    from defect_assets.storage.local import LocalObjectStore
+
+    store = LocalObjectStore(tmp_path)
+    groups = group_metrics([1, 0, 1, 0, 0, 1, 1, 0], [0.9, 0.1, 0.8, 0.2, 0.7, 0.2, 0.3, 0.6], 0.5,
+                           list("aaaabbbb"), "cell_type")
+    store.write_bytes("evaluations/x/e1/report.json", json.dumps(_report_doc(groups)).encode())
+    store.write_bytes("evaluations/x/e2/report.json", json.dumps(_report_doc(None)).encode())
+
+    def champion(key, floor):
+        return Champion("v1", "x", "roc_auc", 0.9, 0.5, "e", "", {}, 0.6, 0.02, report_json=key,
+                        group_floor=floor)
+
+    gate = group_gate(champion("evaluations/x/e1/report.json", 0.6), store)
+    assert not gate.passed and "cell_type=b: roc_auc 0.000" in gate.description
+    assert gate.metadata["groups"] == 2 and gate.metadata["below"] == 1
+    assert group_gate(champion("evaluations/x/e1/report.json", None), store).passed
+    assert group_gate(champion("evaluations/x/e2/report.json", 0.6), store).passed
+    checks = {key.name for c in build_defs().asset_checks for key in c.check_keys}
+    assert GROUP_FLOOR in checks
+
+
+def _report_doc(groups):
+    """A stored binary report (the records test's 2026-12-03 one) with ``groups``."""
+    import copy
+
+    from defect_assets_tests.test_records import BINARY_2026_12_03
+
+    doc = copy.deepcopy(BINARY_2026_12_03)
+    doc["groups"] = groups
+    return doc

@@ -28,7 +28,8 @@ NO_LEAK = "no_image_in_two_splits"
 NOT_WORSE = "not_worse_than_production"
 RECALL = "defect_recall_above_floor"
 EXPORT_PARITY = "stored_model_matches_trained_model"
-GATES = (NO_LEAK, NOT_WORSE, RECALL, EXPORT_PARITY)
+GROUP_FLOOR = "every_group_above_floor"
+GATES = (NO_LEAK, NOT_WORSE, RECALL, EXPORT_PARITY, GROUP_FLOOR)
 GATE_DESCRIPTIONS = {
     NO_LEAK: "No source image has patches in two splits",
     NOT_WORSE: "Not worse than the production model on the same test images: the paired bootstrap 95% interval "
@@ -36,6 +37,8 @@ GATE_DESCRIPTIONS = {
     RECALL: "Defect recall on the test split at or above the floor",
     EXPORT_PARITY: "The stored artifact, loaded as the service loads it and fed the full-size source images, "
                    "predicts what the trained model did",
+    GROUP_FLOOR: "Every group of the named groupings (EvaluationConfig.groupings) reaches the per-group floor on "
+                 "the test split; passes with nothing to judge when no grouping is named",
 }
 TEST_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
 PARITY_TOLERANCE = 1e-4
@@ -73,6 +76,11 @@ class Champion:
     threshold_method: str = ""
     """The rule that chose ``threshold`` on validation (max_f1, cost; good_quantile(q) when the
     validation split held no defect and the model trains on good images only)."""
+    report_json: str = ""
+    """The champion's stored evaluation report (its per-group figures are what the group gate reads)."""
+    group_floor: float | None = None
+    """Per-group floor on ``group_metric`` (None: the group gate is off)."""
+    group_metric: str = "roc_auc"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,7 +149,8 @@ def budget_latency(evaluations: pd.DataFrame, history: pd.DataFrame | None = Non
 
 def pick_champion(evaluations: pd.DataFrame, registry: ModelRegistry, metric: str = "roc_auc",
                   min_defect_recall: float = 0.6, margin: float = 0.02,
-                  latency_budget_ms: float | None = None, history: pd.DataFrame | None = None) -> Champion:
+                  latency_budget_ms: float | None = None, history: pd.DataFrame | None = None,
+                  group_floor: float | None = None, group_metric: str = "roc_auc") -> Champion:
     """The evaluated candidate with the best validation ``metric`` (ties: the first listed) among
     those whose p99 latency (one full-size image at one client; the one measured at the model
     version's first evaluation, see ``budget_latency``, with earlier evaluations from ``history``) fits
@@ -185,7 +194,9 @@ def pick_champion(evaluations: pd.DataFrame, registry: ModelRegistry, metric: st
         test_metrics={k: _number(best[k]) for k in TEST_METRICS if k in best.index},
         min_defect_recall=float(min_defect_recall), margin=float(margin), candidates=candidates,
         latency_budget_ms=None if latency_budget_ms is None else float(latency_budget_ms), reason=reason,
-        threshold_method=str(best.get("threshold_method", "") or ""))
+        threshold_method=str(best.get("threshold_method", "") or ""),
+        report_json=str(best.get("report_json", "") or ""),
+        group_floor=None if group_floor is None else float(group_floor), group_metric=group_metric)
 
 
 def _p99_text(row) -> str:
@@ -271,17 +282,30 @@ def parity_gate(champion: Champion, registry: ModelRegistry, patch_sets: dict[st
                       {"golden_patches": len(golden), "from_whole_images": whole, "max_abs_difference": diff})
 
 
-GROUP_FLOOR = "every_group_above_floor"
-
-
 def group_floor_gate(groups: list[dict] | None, metric: str = "roc_auc", floor: float | None = None) -> GateResult:
-    """Issue 25: every group of the named groupings reaches ``floor`` on ``metric``. Off (passes) when
-    no floor is set or the report names no grouping; a group with an undefined figure fails."""
-    from defect_assets.ml.groups import below_floor
-
+    """Every group of the named groupings reaches ``floor`` on ``metric``. Off (passes) when no floor
+    is set or the report names no grouping. A group whose figure is undefined (for the AUC: a group
+    with one class in the test split) is not judged; the metadata counts it, and the description
+    names it, so an unjudged group is seen."""
     if floor is None or not groups:
-        return GateResult(GROUP_FLOOR, True, None, {"floor": float("nan") if floor is None else floor, "groups": 0})
-    low = below_floor(groups, metric, floor)
-    shown = ", ".join(f"{g['grouping']}={g['group']}: {metric} {g.get(metric, float('nan')):.3f}" for g in low)
-    return GateResult(GROUP_FLOOR, not low, f"below the per-group floor {floor}: {shown}" if low else None,
-                      {"floor": floor, "groups": len(groups), "below": len(low)})
+        return GateResult(GROUP_FLOOR, True, None, {"floor": float("nan") if floor is None else floor, "groups": 0,
+                                                    "below": 0, "undefined": 0})
+
+    undefined = [g for g in groups if not math.isfinite(float(g.get(metric, float("nan"))))]
+    low = [g for g in groups if g not in undefined and float(g[metric]) < floor]
+    shown = ", ".join(f"{g['grouping']}={g['group']}: {metric} {float(g[metric]):.3f}" for g in low)
+    unjudged = ", ".join(f"{g['grouping']}={g['group']}" for g in undefined)
+    why = f"below the per-group floor {metric} >= {floor}: {shown}" if low else None
+    if unjudged:
+        why = (why + "; " if why else "") + f"not judged ({metric} undefined): {unjudged}"
+    return GateResult(GROUP_FLOOR, not low, why, {"floor": floor, "metric": metric, "groups": len(groups),
+                                                  "below": len(low), "undefined": len(undefined)})
+
+
+def group_gate(champion: Champion, store: ObjectStore) -> GateResult:
+    """``group_floor_gate`` on the per-group figures of the champion's stored evaluation report."""
+    from defect_assets.pipeline.evaluate import read_report
+
+    report = read_report(store, champion.report_json) if champion.report_json else None
+    return group_floor_gate(report.groups if report is not None else None, champion.group_metric,
+                            champion.group_floor)

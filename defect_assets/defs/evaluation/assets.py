@@ -114,15 +114,19 @@ class ChampionConfig(dg.Config):
     """The champion is the best candidate on validation whose p99 latency (one full-size image, one
     client, measured through the served scorer at evaluation on this machine; the one from the model
     version's first evaluation, so re-evaluating unchanged models picks the same champion) fits this."""
+    group_floor: float | None = 0.6
+    """Gate: every group of the groupings named in the evaluation config (``groupings``) reaches this
+    ``group_metric`` on the test split. Off while no grouping is named; None turns it off."""
+    group_metric: Literal["roc_auc", "accuracy", "recall"] = "roc_auc"
 
 
 def build_champion_model(evaluation_ins: dict[str, dg.AssetIn]) -> dg.AssetsDefinition:
     @dg.asset(name="champion_model", group_name="evaluation", kinds={"python"}, ins=evaluation_ins)
     def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, artifact_store: StorageResource,
                        **evaluations: pd.DataFrame) -> dg.Output[Champion]:
-        """The best evaluated candidate by a validation metric, with the settings of its gates. Four
+        """The best evaluated candidate by a validation metric, with the settings of its gates. Five
         blocking checks gate it (no leak, not worse than production, recall floor, stored model =
-        trained model); a failing one stops everything downstream, deployment included."""
+        trained model, per-group floor); a failing one stops everything downstream, deployment included."""
         return pick(context, config, artifact_store, [evaluations[name] for name in evaluation_ins])
 
     return champion_model
@@ -135,7 +139,7 @@ def pick(context: dg.AssetExecutionContext, config: ChampionConfig, artifact_sto
     registry = ModelRegistry(store)
     history = pd.read_parquet(store.open_read(HISTORY_PARQUET)) if store.exists(HISTORY_PARQUET) else None
     champion = pick_champion(table, registry, config.metric, config.min_defect_recall, config.margin,
-                             config.latency_budget_ms, history)
+                             config.latency_budget_ms, history, config.group_floor, config.group_metric)
     card = registry.card(champion.model_version)
     context.log.info(f"champion candidate: {champion.model_version} ({champion.reason})")
     candidates = pd.DataFrame(champion.candidates).round(4)

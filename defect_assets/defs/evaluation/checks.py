@@ -14,12 +14,14 @@ from defect_assets.pipeline.champion import (
     EXPORT_PARITY,
     GATE_DESCRIPTIONS,
     GATES,
+    GROUP_FLOOR,
     NO_LEAK,
     NOT_WORSE,
     RECALL,
     Champion,
     GateResult,
     PromotionDecision,
+    group_gate,
     leak_gate,
     not_worse_gate,
     parity_gate,
@@ -87,8 +89,15 @@ def champion_export_parity_check(context: dg.AssetCheckExecutionContext, champio
     return _result(context, store, EXPORT_PARITY, gate, champion_model)
 
 
+@dg.asset_check(asset=CHAMPION_KEY, name=GROUP_FLOOR, blocking=True, description=GATE_DESCRIPTIONS[GROUP_FLOOR])
+def champion_group_floor_check(context: dg.AssetCheckExecutionContext, champion_model: Champion,
+                               artifact_store: StorageResource) -> dg.AssetCheckResult:
+    store = artifact_store.open()
+    return _result(context, store, GROUP_FLOOR, group_gate(champion_model, store), champion_model)
+
+
 champion_checks = [champion_no_leak_check, champion_not_worse_check, champion_recall_check,
-                   champion_export_parity_check]
+                   champion_export_parity_check, champion_group_floor_check]
 
 
 def promotion_decision(instance: dg.DagsterInstance, store: ObjectStore, champion: Champion) -> PromotionDecision:
