@@ -14,6 +14,9 @@ How each kind of card becomes one graph:
   scorer casts) through tf2onnx, the head appended the same way.
 - ``ensemble``: one graph per member, averaged with the ensemble's weights by ``predict.py``
   exactly as ``EnsembleScorer`` averages them (model.json's ``graph`` holds the tree).
+- ``anomaly`` (PatchCore): the whole scoring in the graph (``anomaly_graph``): stage maps, 3x3
+  mean, bilinear resize, projection, nearest-neighbour distance to the bank, max over locations,
+  logistic calibration; the anomaly map is not exported.
 OpenVINO: ``openvino.convert_model`` of the ONNX file, saved uncompressed (fp32 weights).
 """
 
