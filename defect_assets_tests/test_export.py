@@ -284,3 +284,109 @@ def test_a_keras_cnn_exports_through_tf2onnx(tmp_path):
                                    atol=1e-4)
         np.testing.assert_allclose(model.predict_proba(golden.patches), scorer.predict_proba(golden.patches),
                                    atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def anomaly_trained(tmp_path_factory):
+    """A tiny PatchCore model (issue 23) trained the way test_anomaly.py trains it: good 64 px synthetic
+    patches of the train split only, a small coreset."""
+    from defect_assets.pipeline.family_registry import family
+    from defect_assets.pipeline.family_settings import AnomalyConfig
+    from defect_assets.pipeline.tiny import synthetic_patch_set
+    from defect_assets.storage.registry import ModelRegistry
+
+    root = tmp_path_factory.mktemp("export-anomaly")
+    store = LocalObjectStore(root / "artifacts")
+    registry = ModelRegistry(store)
+    patch_set = synthetic_patch_set(n_scenes=16, size=64, seed=3, store=store)
+    result = family("anomaly").train(AnomalyConfig(coreset_size=300, dims=64), {"labeled_patches": {"s1": patch_set}},
+                                     registry, lambda _m: None)
+    return root, store, registry, {"s1": patch_set}, result.card
+
+
+def test_an_anomaly_model_exports_its_whole_patchcore_scoring_in_one_graph(anomaly_trained, monkeypatch):
+    import defect_assets.ml.export as export_mod
+    from defect_assets.pipeline.champion import Champion
+    from defect_assets.pipeline.export import bundle_parity, export_champion
+
+    root, store, registry, patch_sets, card = anomaly_trained
+    assert card.kind == "anomaly" and card.to_dict()["anomaly"]["dims"] == 64  # projected
+    bank_size = int(card.to_dict()["anomaly"]["bank_size"])
+    monkeypatch.setattr(export_mod, "ANOMALY_BANK_CHUNK", max(1, bank_size // 3))  # several distance blocks
+    scorer = load_registered(registry, card.version)
+    golden = golden_set(card, patch_sets, store)
+    import io
+
+    from PIL import Image
+
+    # real images: the golden inputs' full-size photos and every golden patch encoded as a PNG
+    crops = []
+    for patch in golden.patches:
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(patch, np.uint8).squeeze()).save(buf, "PNG")
+        crops.append(buf.getvalue())
+    sources = list(dict.fromkeys(golden.sources)) + crops
+    assert len(sources) >= 6
+    images = root / "images"
+    images.mkdir(exist_ok=True)
+    for i, src in enumerate(sources):
+        (images / f"image-{i:02d}.png").write_bytes(src)
+    p_ref = scorer.predict_images(sources)
+    assert 0.05 < np.median(p_ref[:, 1]) < 0.95 or np.ptp(p_ref[:, 1]) > 0.5, p_ref[:, 1]
+    threshold = midway(p_ref[:, 1])
+    want = [card.classes[int(h)] for h in p_ref[:, 1] >= threshold]
+    assert len(set(want)) == 2
+
+    for fmt, runtime in (("onnx", "onnxruntime"), ("openvino", "openvino")):
+        bundle = export_bundle(registry, card.version, fmt, root / f"ad-{fmt}", threshold)
+        node = bundle.doc["graph"]
+        assert node["kind"] == "anomaly" and node["anomaly"]["bank_size"] == bank_size
+        assert "not exported" in node["anomaly"]["anomaly_map"]
+        assert bundle.doc["lineage"]["backbones"] == ["lite0"]
+        if fmt == "onnx":
+            import onnx
+
+            ops = {n.op_type for n in onnx.load(str(bundle.folder / "model.onnx")).graph.node}
+            assert {"AveragePool", "Resize", "MatMul", "ReduceMin", "Min", "ReduceMax", "Sqrt", "Sigmoid"} <= ops
+        printed = run_predict(bundle.folder, images, runtime)  # training stack blocked
+        assert [r["file"] for r in printed] == sorted(p.name for p in images.iterdir())
+        got = np.array([r["proba"] for r in printed])
+        np.testing.assert_allclose(got, p_ref, atol=1e-4, err_msg=fmt)
+        assert [r["decision"] for r in printed] == want, fmt
+        # patches as the golden set holds them, through the bundle in this process
+        model = load_bundle_runtime(bundle.folder)
+        np.testing.assert_allclose(model.predict_proba(golden.patches), scorer.predict_proba(golden.patches),
+                                   atol=1e-4)
+
+    # the calibration saturates most of these at 0 or 1: the same graph with a curve as wide as the
+    # scores' spread shows the raw score itself agrees (p within 1e-4 of a slope-1/std sigmoid)
+    import onnxruntime as ort
+    import openvino as ov
+
+    from defect_assets.ml.patchcore import MODEL_FILE, PatchCore
+
+    meta = card.to_dict()["anomaly"]
+    pc = PatchCore.from_parts(registry.read_file(card.version, MODEL_FILE), meta)
+    x = np.asarray(golden.patches, np.uint8).reshape(len(golden), 64, 64, 1)
+    scores = pc.image_scores(x)
+    pc.calibration = {"center": float(np.median(scores)), "width": float(max(np.std(scores), 1e-3))}
+    want_p = pc.predict_proba(x)
+    assert 0.1 < want_p[:, 1].max() - want_p[:, 1].min()
+    graph = export_mod.anomaly_graph(pc, 1)
+    path = root / "wide.onnx"
+    path.write_bytes(graph.SerializeToString())
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"pixels": x})[0], want_p, atol=1e-4)
+    compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU")
+    np.testing.assert_allclose(np.asarray(compiled([x])[compiled.outputs[0]]), want_p, atol=1e-4)
+
+    # the exported_model parity check's own comparison (both formats, golden inputs from their photos)
+    champion = Champion(model_version=card.version, family="anomaly", metric="roc_auc", validation_value=1.0,
+                        threshold=midway(golden.score(scorer)[:, 1]), evaluation_id="test", report_html="",
+                        test_metrics={}, min_defect_recall=0.5, margin=0.02)
+    done = export_champion(champion, registry, store)
+    result = bundle_parity(champion, registry, patch_sets, store,
+                           {fmt: store.read_bytes(done[fmt]["key"]) for fmt in ("onnx", "openvino")})
+    assert result.passed, result.description
+    assert result.metadata["onnx_max_abs_difference"] <= 1e-4 and result.metadata["openvino_max_abs_difference"] <= 1e-4
+    assert result.metadata["onnx_decisions_differing"] == result.metadata["openvino_decisions_differing"] == 0

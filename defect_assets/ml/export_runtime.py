@@ -144,6 +144,7 @@ class Node:
         self.channels = int(spec["input"]["channels"])
         self.patch_size = int(spec["input"].get("patch_size") or self.size)
         self.views = int(spec.get("views", 1))
+        self.batch = max(1, int(spec.get("batch", CHUNK)))  # images per graph call (model.json may bound it)
         if "file" in spec:
             self.session = open_session(folder / spec["file"], runtime)
             self.members, self.weights = [], np.zeros(0)
@@ -155,7 +156,9 @@ class Node:
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Patches already at this node's input size, one view."""
         if self.session is not None:
-            return self.session(x)
+            if len(x) <= self.batch:
+                return self.session(x)
+            return np.concatenate([self.session(x[lo:lo + self.batch]) for lo in range(0, len(x), self.batch)])
         probas = np.stack([m.proba(x) for m in self.members])
         return np.tensordot(self.weights, probas, axes=1).astype(np.float32)
 
@@ -168,8 +171,8 @@ class Node:
         if x.ndim != 4 or x.shape[1:] != (self.size, self.size, self.channels):
             raise BundleError(f"patches must be (N, {self.size}, {self.size}, {self.channels}), not {x.shape}")
         out = []
-        for lo in range(0, len(x), CHUNK):
-            chunk = x[lo:lo + CHUNK]
+        for lo in range(0, len(x), self.batch):
+            chunk = x[lo:lo + self.batch]
             if self.views == 1:
                 out.append(self.raw(chunk))
             else:
