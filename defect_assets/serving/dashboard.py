@@ -6,8 +6,9 @@ service nothing but a few small reads.
 Sections (``summary``): model quality over evaluations (with each accuracy's 95% interval and
 the majority baseline), the current and previous champions' ROC curves and confusion matrices,
 data per batch, monitoring per day, the champion's most confident mistakes, and active-learning
-progress when that table exists. A section whose source is missing is ``None`` with a note of
-what to materialize.
+progress when that table exists, the worst suspect labels (``label_issues``) with their photos and
+the labelers' quality (agreement with gold, Cohen's kappa). A section whose source is missing is
+``None`` with a note of what to materialize.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import pandas as pd
 from defect_assets.ml.intervals import majority_baseline, wilson_interval
 from defect_assets.ml.records import EvaluationReport
 from defect_assets.serving.errors import jsonable
+from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.formats import current_version, read_json, read_table
+from defect_assets.storage.labeling import LABEL_ISSUES, read_gold, read_label_issues
 from defect_assets.storage.layout import (
     ACTIVE_LEARNING_PROGRESS,
     CHAMPIONS,
@@ -43,6 +46,11 @@ QUALITY_COLUMNS = ["evaluation_id", "evaluated_at", "model_family", "model_versi
                    "recall", "f1", "roc_auc"]
 MONITORING_SHOWN = ["day", "model_version", "requests", "images", "defect_share", "latency_ms_p50", "latency_ms_p95",
                     "latency_ms_p99", "psi", "drift_level", "drift_warning"]
+ISSUE_SHOWN = 12
+ISSUE_FIELDS = ["rank", "batch", "image", "given_label", "suggested_label", "self_confidence", "source", "labeler"]
+LABELER_COLUMNS = ["labeler", "labeled", "gold_answered", "gold_agreement", "kappa_vs_others", "kappa_pairs"]
+LABELER_CSV = "label_quality/labeler_quality.csv"
+ISSUE_COUNTS_CSV = "label_quality/issue_counts.csv"
 BATCH_COLUMNS = ["batch", "images", "rejected", "patches", "defect_patches", "ok_patches", "defect_share",
                  "drift_auc", "drift_p", "drift"]  # drift: issue 25 (batch_drift)
 
@@ -190,12 +198,62 @@ def active_learning(store: ObjectStore) -> dict | None:
             "x": str(table.columns[0]), "downloads": {"csv": "/dashboard/files/active_learning.csv"}}
 
 
+def label_issues(store: ObjectStore, shown: int = ISSUE_SHOWN) -> dict | None:
+    """The worst suspects of the latest label_issues table (lowest self-confidence of the given
+    label first), each with a photo URL and a link to the review queue on the labeling page."""
+    issues = read_label_issues(store)
+    if issues is None or not len(issues):
+        return None
+    flagged = issues["is_issue"].astype(str).str.lower() == "true"
+    suspects = issues[flagged].sort_values("self_confidence", kind="stable").head(shown)
+    items = []
+    for r in suspects.to_dict("records"):
+        item = {k: r.get(k) for k in ISSUE_FIELDS}
+        item["self_confidence"] = float(item["self_confidence"])
+        rid = LabelingDesk.review_id(str(r["batch"]), str(r["image"]))
+        item.update(item_id=rid, image_url=f"/dashboard/label_issues/{rid}/image", review_url="/label#review")
+        items.append(item)
+    return jsonable({"images": len(issues), "issues": int(flagged.sum()), "shown": items,
+                     "columns": ISSUE_FIELDS, "review_url": "/label#review",
+                     "note": None if items else f"no suspect label among the {len(issues)} labeled images",
+                     "downloads": {"label_issues.csv": "/dashboard/files/label_issues.csv",
+                                   "issue_counts.csv": "/dashboard/files/issue_counts.csv"}})
+
+
+def labeler_table(store: ObjectStore) -> pd.DataFrame:
+    """Per labeler: labels, gold answers, agreement with gold, mean Cohen's kappa with the others
+    (``LabelingDesk.labeler_quality``), as a table (``LABELER_COLUMNS``)."""
+    return pd.DataFrame(LabelingDesk(store).labeler_quality(), columns=LABELER_COLUMNS)
+
+
+def write_labeler_csv(store: ObjectStore) -> pd.DataFrame:
+    """``label_quality/labeler_quality.csv`` for BI (one atomic write), next to the label-issue tables."""
+    table = labeler_table(store)
+    store.write_bytes(LABELER_CSV, table.to_csv(index=False).encode())
+    return table
+
+
+def labelers(store: ObjectStore) -> dict | None:
+    """The labeler-quality table, or None when nobody labeled on the labeling page yet."""
+    table = labeler_table(store)
+    if not len(table):
+        return None
+    note = None
+    if not int(table["gold_answered"].sum()):
+        note = ("no gold answers yet: materialize label_issues with gold_items > 0, then labeling_queue with "
+                "gold_rate > 0" if not len(read_gold(store)) else
+                "no gold answers yet: set gold_rate on labeling_queue so the queues mix the gold items in")
+    return {"rows": records(table, LABELER_COLUMNS), "columns": LABELER_COLUMNS, "gold_items": len(read_gold(store)),
+            "note": note, "downloads": {"csv": "/dashboard/files/labeler_quality.csv"}}
+
+
 def summary(store: ObjectStore) -> dict:
     champs = champions(store)
     version = champs["current"]["model_version"] if champs else None
     sections = {"quality": quality(store), "champions": champs, "batches": batches(store),
                 "monitoring": monitoring(store), "mistakes": mistakes(store, version),
-                "active_learning": active_learning(store)}
+                "active_learning": active_learning(store), "label_issues": label_issues(store),
+                "labelers": labelers(store)}
     missing = {
         "quality": "no evaluation yet: materialize the evaluation assets (evaluate_job)",
         "champions": "no approved champion yet: materialize champion_test_predictions (evaluate_job)",
@@ -204,6 +262,9 @@ def summary(store: ObjectStore) -> dict:
                       "prediction_monitoring (monitoring_job, daily_monitoring_schedule)",
         "mistakes": "no champion test predictions yet: materialize champion_test_predictions",
         "active_learning": "no labeling rounds recorded yet (active_learning/progress.csv)",
+        "label_issues": "no label-issue table yet: materialize label_issues (group label_quality)",
+        "labelers": "no labels from the labeling page yet: publish a queue (labeling_queue; gold_rate mixes gold "
+                    "items in) and label on /label",
     }
     return {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "store": store.url,
             **sections, "notes": {k: v for k, v in missing.items() if sections[k] is None}}
@@ -217,6 +278,9 @@ FIXED_FILES = {
     "prediction_monitoring.csv": (MONITORING_CSV, "text/csv"),
     "prediction_monitoring.parquet": (MONITORING_PARQUET, "application/vnd.apache.parquet"),
     "active_learning.csv": (ACTIVE_LEARNING_PROGRESS, "text/csv"),
+    "label_issues.csv": (LABEL_ISSUES, "text/csv"),
+    "issue_counts.csv": (ISSUE_COUNTS_CSV, "text/csv"),
+    "labeler_quality.csv": (LABELER_CSV, "text/csv"),
 }
 
 
@@ -234,6 +298,17 @@ def example_key(version: str, name: str) -> str | None:
     if not SAFE_NAME.match(version) or not SAFE_NAME.match(name) or not name.endswith(".png"):
         return None
     return f"{champion_prefix(version)}/examples/{name}"
+
+
+def label_issue_image_key(store: ObjectStore, item_id: str) -> str | None:
+    """Store key of a label_issues image by its review id, or None when it is not in the table."""
+    issues = read_label_issues(store)
+    if issues is None or not SAFE_NAME.match(item_id):
+        return None
+    for r in issues[["batch", "image", "stored_key"]].to_dict("records"):
+        if LabelingDesk.review_id(r["batch"], r["image"]) == item_id:
+            return r["stored_key"] or None
+    return None
 
 
 def dumps(doc: dict) -> bytes:

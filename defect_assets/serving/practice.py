@@ -4,8 +4,10 @@ Instructions: a markdown file the project owner writes, read from the artifact s
 ``labeling/instructions/<batch>.md`` for one batch, else ``labeling/instructions.md`` for every
 batch. The page renders it itself (headings, paragraphs, lists, bold/italic; no HTML passes).
 
-Practice round: images whose label is already known (image-level rows of an ingested batch's own
-label files, e.g. its ``labels.csv``, as ``image_labels`` holds them). The page shows them one by
+Practice round: images whose label is already known: the gold set when one exists
+(``labeling/gold/items.parquet``, the items ``label_issues`` chose and the queues mix in to measure
+labelers), else the image-level rows of the ingested batches' own label files (e.g. ``labels.csv``,
+as ``image_labels`` holds them). The page shows them one by
 one; the labeler's answer is compared with the known label and the page says whether they agreed.
 The known label is sent only with the answer's feedback, never with the item."""
 
@@ -17,6 +19,7 @@ from defect_assets.serving.annotation import AnnotationDesk
 from defect_assets.serving.errors import ApiError
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.batches import BatchError, check_batch_id
+from defect_assets.storage.labeling import GOLD_ITEMS, read_gold
 
 INSTRUCTIONS_PREFIX = "labeling/instructions"
 MAX_INSTRUCTIONS_BYTES = 64 * 1024
@@ -40,17 +43,44 @@ def instructions(store: ObjectStore, batch: str | None) -> dict:
     return {"markdown": "", "source": None}
 
 
+PRACTICE_IMAGE_ROUTE = "/v1/labeling/practice/{item}/image"
+
+
 def _item_id(batch: str, image: str) -> str:
     return hashlib.sha256(f"{batch}\n{image}".encode()).hexdigest()[:20]
 
 
 class PracticeRound:
-    """Practice items drawn from the known image-level labels of every ingested batch."""
+    """Practice items drawn from the gold set, else from the known image-level labels of every ingested batch."""
 
     def __init__(self, desk: AnnotationDesk):
         self.desk = desk
 
+    def _gold(self) -> dict[str, dict]:
+        gold = read_gold(self.desk.store)
+        classes = sorted(set(map(str, gold["label"])))
+        out = {}
+        for r in gold.drop_duplicates(["batch", "image"]).sort_values(["batch", "image"]).itertuples(index=False):
+            item_id = _item_id(str(r.batch), str(r.image))
+            out[item_id] = {"item_id": item_id, "batch": str(r.batch), "image": str(r.image), "width": int(r.width),
+                            "height": int(r.height), "classes": classes, "known": str(r.label),
+                            "image_url": PRACTICE_IMAGE_ROUTE.format(item=item_id), "stored_key": str(r.stored_key)}
+        return out
+
+    def source(self) -> str:
+        return "gold" if self.desk.store.exists(GOLD_ITEMS) and self._gold() else "label_files"
+
+    def stored_key(self, item_id: str) -> str:
+        """The stored photo of a gold practice item (its image route)."""
+        item = self._gold().get(item_id)
+        if item is None:
+            raise ApiError(404, "unknown_item", f"no gold practice item {item_id[:64]!r}")
+        return item["stored_key"]
+
     def _known(self) -> dict[str, dict]:
+        gold = self._gold() if self.desk.store.exists(GOLD_ITEMS) else {}
+        if gold:
+            return gold
         out = {}
         for batch in self.desk.batches():
             labels = self.desk.file_labels(batch)
@@ -80,8 +110,8 @@ class PracticeRound:
             for q in queues:
                 if q and len(picked) < limit:
                     picked.append(q.pop(0))
-        return {"items": [{k: v for k, v in it.items() if k != "known"} for it in picked],
-                "available": len(known)}
+        return {"items": [{k: v for k, v in it.items() if k not in ("known", "stored_key")} for it in picked],
+                "available": len(known), "source": self.source()}
 
     def answer(self, item_id: str, label: str) -> dict:
         item = self._known().get(item_id)

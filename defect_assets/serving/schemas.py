@@ -338,6 +338,8 @@ class DashboardSummary(BaseModel):
     monitoring: dict[str, Any] | None
     mistakes: dict[str, Any] | None
     active_learning: dict[str, Any] | None
+    label_issues: LabelIssuesPanel | None
+    labelers: LabelersPanel | None
     notes: dict[str, str]
 
 
@@ -365,13 +367,15 @@ class PracticeItem(BaseModel):
 
 class PracticeItems(BaseModel):
     items: list[PracticeItem]
-    available: int = Field(description="images with a known label in all ingested batches")
+    available: int = Field(description="images with a known label: the gold set's, else all ingested batches'")
+    source: Literal["gold", "label_files"] = Field(description="gold: the gold set (labeling/gold/items.parquet); "
+                                                               "label_files: the batches' own label files")
 
 
 class PracticeFeedback(BaseModel):
     item_id: str
     label: str = Field(description="the labeler's answer")
-    known: str = Field(description="the label the batch's own files give")
+    known: str = Field(description="the known label (the gold set's, else the batch's own label files')")
     agreed: bool
 
 
@@ -382,3 +386,79 @@ class DeskOptions(BaseModel):
 
 class NavLinks(BaseModel):
     dagster_ui_url: str | None = Field(description="the Dagster UI's address (null: not configured)")
+
+
+# --- label quality: the review queue, the labelers, the dashboard's panels (issue 24) ---
+
+class LabelerQuality(BaseModel):
+    labeler: str
+    labeled: int = Field(description="images labeled on the labeling page (gold answers not counted)")
+    gold_answered: int = Field(description="gold items this labeler answered")
+    gold_agreement: float | None = Field(description="share of the gold answers equal to the gold label (null: none)")
+    kappa_vs_others: float | None = Field(description="mean Cohen's kappa against each other labeler on the images "
+                                                      "both labeled (at least 2); null: no such labeler")
+    kappa_pairs: int = Field(description="other labelers the mean is over")
+
+
+class Labelers(BaseModel):
+    labelers: list[LabelerQuality]
+
+
+class ReviewItem(BaseModel):
+    item_id: str
+    rank: int
+    batch: str
+    image: str
+    given_label: str
+    source: str
+    labeler: str
+    image_url: str
+    suggested_label: str | None = Field(None, description="the out-of-fold model's label (only with ?suggest=true)")
+    self_confidence: float | None = Field(None, description="its probability of the given label (?suggest=true)")
+
+
+class ReviewItems(BaseModel):
+    classes: list[str]
+    reviewed: int = Field(description="images already reviewed (never asked again)")
+    items: list[ReviewItem] = Field(description="the suspects nobody reviewed yet, worst first")
+
+
+class ReviewAnswer(BaseModel):
+    event: LabelEventDoc
+    stored: bool = Field(description="false: the same decision was already stored (answered 200)")
+    remaining: int
+
+
+class LabelIssueShown(BaseModel):
+    item_id: str
+    rank: int
+    batch: str
+    image: str
+    given_label: str
+    suggested_label: str
+    self_confidence: float | None = Field(description="out-of-fold probability of the given label")
+    source: str = Field(description="where the label came from (labels.csv, class folders, labeling page, ...)")
+    labeler: str | None
+    image_url: str = Field(description="the photo (GET, PNG or JPEG)")
+    review_url: str = Field(description="the review queue on the labeling page")
+
+
+class LabelIssuesPanel(BaseModel):
+    images: int = Field(description="labeled images in the latest label_issues table")
+    issues: int = Field(description="suspects (cleanlab's label issues) among them")
+    shown: list[LabelIssueShown] = Field(description="the worst suspects: lowest self-confidence first")
+    columns: list[str]
+    review_url: str
+    note: str | None = Field(description="why nothing is shown, when nothing is")
+    downloads: dict[str, str]
+
+
+class LabelersPanel(BaseModel):
+    rows: list[LabelerQuality]
+    columns: list[str]
+    gold_items: int = Field(description="items in the gold set (labeling/gold/items.parquet)")
+    note: str | None = Field(description="what is missing for the gold figures, when nobody answered gold")
+    downloads: dict[str, str]
+
+
+DashboardSummary.model_rebuild()

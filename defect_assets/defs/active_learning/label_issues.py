@@ -58,6 +58,9 @@ def label_issues(context: dg.AssetExecutionContext, config: LabelIssuesConfig,
     counts = label_quality.issue_counts(issues)
     store.write_bytes(LABEL_ISSUES_CSV, issues.to_csv(index=False).encode())
     store.write_bytes(ISSUE_COUNTS_CSV, counts.to_csv(index=False).encode())
+    from defect_assets.serving.dashboard import write_labeler_csv
+
+    write_labeler_csv(store)  # label_quality/labeler_quality.csv for BI (the dashboard shows it live)
     if config.gold_items > 0:
         from defect_assets.pipeline.label_quality import gold_candidates
         from defect_assets.storage.labeling import write_gold

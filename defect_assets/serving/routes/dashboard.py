@@ -2,7 +2,8 @@
 /dashboard/api/summary (its data, JSON),
 /dashboard/static/* (the page's script and style, and plotly.js from the installed ``plotly``
 package: nothing comes from a CDN), /dashboard/files/* (the tables behind the charts) and
-/dashboard/examples/* (the champion's mistakes as pictures).
+/dashboard/examples/* (the champion's mistakes as pictures) and /dashboard/label_issues/*/image
+(the suspect labels' photos, as stored).
 
 With an API key set (and DEFECT_ASSETS_DASHBOARD_REQUIRES_KEY not 0) every dashboard route asks
 for it: as the X-API-Key header, or as the password of HTTP Basic authentication, which a
@@ -21,9 +22,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
 from defect_assets.serving import dashboard
-from defect_assets.serving.dependencies import artifact_store, dashboard_key
+from defect_assets.serving.dependencies import artifact_store, dashboard_key, service
 from defect_assets.serving.errors import ApiError
 from defect_assets.serving.schemas import DashboardSummary
+from defect_assets.serving.state import ServiceState
+from defect_assets.serving.web import stored_image
 from defect_assets.storage.base import ObjectStore, StoreKeyError
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
@@ -108,3 +111,20 @@ async def example(version: str, name: str, store: ObjectStore = Depends(artifact
     except StoreKeyError:
         raise ApiError(404, "not_found", "no such picture") from None
     return Response(data, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("/dashboard/label_issues/{item_id}/image", include_in_schema=False, dependencies=guarded)
+async def label_issue_image(item_id: str, state: ServiceState = Depends(service)):
+    """A suspect label's photo (an image of the latest label_issues table), as stored (PNG, JPEG) or as PNG."""
+    store = state.settings.store
+
+    def read() -> Response:
+        key = dashboard.label_issue_image_key(store, item_id)
+        if key is None:
+            raise ApiError(404, "not_found", "no such image among the label issues")
+        try:
+            return stored_image(store, key, state.settings.max_pixels)
+        except StoreKeyError:
+            raise ApiError(404, "not_found", "the image is not in the store") from None
+
+    return await asyncio.to_thread(read)

@@ -21,7 +21,15 @@ from defect_assets.ml.images import encode_png
 from defect_assets.serving.dependencies import labeler, labeling_desk, service
 from defect_assets.serving.errors import ApiError
 from defect_assets.serving.labeling import LabelingDesk
-from defect_assets.serving.schemas import LabelAnswer, QueueView, StoredLabels, UndoAnswer
+from defect_assets.serving.schemas import (
+    LabelAnswer,
+    Labelers,
+    QueueView,
+    ReviewAnswer,
+    ReviewItems,
+    StoredLabels,
+    UndoAnswer,
+)
 from defect_assets.serving.state import ServiceState
 from defect_assets.serving.web import stored_image
 from defect_assets.serving.windows import heatmap, slide_windows
@@ -144,7 +152,7 @@ async def _heatmap(request: Request, state: ServiceState, model, row: dict) -> R
                     headers={"Cache-Control": "private, max-age=600"})
 
 
-@router.get("/v1/labeling/labelers")
+@router.get("/v1/labeling/labelers", response_model=Labelers)
 async def labeler_quality(name: str = Depends(labeler), desk: LabelingDesk = Depends(labeling_desk)) -> dict:
     """Per labeler: images labeled, gold items answered, agreement with gold, and the mean Cohen's
     kappa against the other labelers on the images both labeled (NaN shown as null)."""
@@ -152,7 +160,7 @@ async def labeler_quality(name: str = Depends(labeler), desk: LabelingDesk = Dep
     return {"labelers": [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]}
 
 
-@router.get("/v1/labeling/review")
+@router.get("/v1/labeling/review", response_model=ReviewItems, response_model_exclude_unset=True)
 async def review_queue(suggest: bool = False, name: str = Depends(labeler),
                        desk: LabelingDesk = Depends(labeling_desk)) -> dict:
     """The suspect labels (label_issues) nobody reviewed yet, worst first, with the given label;
@@ -160,7 +168,7 @@ async def review_queue(suggest: bool = False, name: str = Depends(labeler),
     return await asyncio.to_thread(desk.review_items, suggest)
 
 
-@router.post("/v1/labeling/review", status_code=201)
+@router.post("/v1/labeling/review", status_code=201, response_model=ReviewAnswer)
 async def save_review(body: LabelRequest, response: Response, name: str = Depends(labeler),
                       desk: LabelingDesk = Depends(labeling_desk)) -> dict:
     """Confirm or change a suspect's label: a label event like any other (the batch is rebuilt by

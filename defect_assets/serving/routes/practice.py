@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from defect_assets.serving.dependencies import labeler, service
 from defect_assets.serving.practice import PRACTICE_ITEMS, PracticeRound, instructions
 from defect_assets.serving.schemas import DeskOptions, Instructions, NavLinks, PracticeFeedback, PracticeItems
 from defect_assets.serving.state import ServiceState
+from defect_assets.serving.web import stored_image
 
 router = APIRouter(tags=["labeling"])
 
@@ -32,7 +34,8 @@ async def read_instructions(batch: str | None = Query(None, max_length=200), nam
 @router.get("/v1/labeling/practice", response_model=PracticeItems)
 async def practice_items(limit: int = Query(PRACTICE_ITEMS, ge=1, le=50), name: str = Depends(labeler),
                          state: ServiceState = Depends(service)):
-    """Images whose label is known (the batches' own label files), for a practice round."""
+    """Images whose label is known (the gold set when one exists, else the batches' own label files), for a
+    practice round."""
     return await asyncio.to_thread(PracticeRound(state.annotation).items, limit)
 
 
@@ -40,6 +43,17 @@ async def practice_items(limit: int = Query(PRACTICE_ITEMS, ge=1, le=50), name: 
 async def practice_answer(body: PracticeRequest, name: str = Depends(labeler), state: ServiceState = Depends(service)):
     """Whether the answer agrees with the known label (nothing is stored)."""
     return await asyncio.to_thread(PracticeRound(state.annotation).answer, body.item_id, body.label)
+
+
+@router.get("/v1/labeling/practice/{item_id}/image", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+async def practice_image(item_id: str, name: str = Depends(labeler), state: ServiceState = Depends(service)):
+    """A gold practice item's photo, as stored (label-file items use the annotation page's image route)."""
+    def run():
+        key = PracticeRound(state.annotation).stored_key(item_id)
+        return stored_image(state.settings.store, key, state.settings.max_pixels)
+
+    return await asyncio.to_thread(run)
 
 
 @router.get("/v1/labeling/options", response_model=DeskOptions)

@@ -215,6 +215,35 @@ function drawMistakes(d) {
          rows, d.downloads);
 }
 
+function drawLabelIssues(d) {
+  const info = document.getElementById("label-issues-info");
+  info.textContent = `${d.issues} suspects among ${d.images} labeled images; the worst ${d.shown.length} shown. `;
+  info.append(el("a", { href: d.review_url, id: "review-link" }, "Review them on the labeling page"));
+  if (d.note) note("label_issues", d.note);
+  const box = document.getElementById("gallery-label-issues");
+  for (const it of d.shown) {
+    box.append(el("div", { class: "issue", "data-item": it.item_id },
+      el("img", { src: it.image_url, alt: `${it.batch} / ${it.image}`, class: "issue-photo" }),
+      el("div", {}, `#${it.rank} ${it.image} (batch ${it.batch})`),
+      el("div", { class: "issue-labels" }, `given ${it.given_label}, suggested ${it.suggested_label}; `
+                                          + `p(given) ${fmt(it.self_confidence)}`),
+      el("div", {}, `source ${it.source}` + (it.labeler ? `, labeler ${it.labeler}` : "")),
+      el("a", { href: it.review_url }, "review")));
+  }
+  behind("table-label-issues", "Shown suspects", d.columns, d.shown, d.downloads);
+}
+
+function drawLabelers(d) {
+  if (d.note) note("labelers", d.note);
+  const rows = d.rows.map(r => Object.assign({}, r, { gold_agreement: r.gold_agreement === null ? "n/a"
+    : pct(r.gold_agreement), kappa_vs_others: r.kappa_vs_others === null ? "n/a" : r.kappa_vs_others.toFixed(3) }));
+  const box = document.getElementById("table-labelers");
+  box.append(el("p", { class: "explain" }, `${d.gold_items} gold items in the gold set`));
+  box.append(table(d.columns, rows));
+  box.append(el("div", { class: "downloads" }, "Download (written at each label_issues run): ",
+    ...Object.entries(d.downloads).map(([kind, href]) => el("a", { href, download: "" }, kind.toUpperCase()))));
+}
+
 async function main() {
   const meta = document.getElementById("meta");
   let doc;
@@ -239,6 +268,8 @@ async function main() {
   if (doc.monitoring) draws.push(() => drawMonitoring(doc.monitoring));
   if (doc.active_learning) draws.push(() => drawActiveLearning(doc.active_learning));
   if (doc.mistakes) draws.push(() => drawMistakes(doc.mistakes));
+  if (doc.label_issues) draws.push(() => drawLabelIssues(doc.label_issues));
+  if (doc.labelers) draws.push(() => drawLabelers(doc.labelers));
   for (const draw of draws) {
     try {
       draw();
