@@ -36,7 +36,11 @@ def train_anomaly(config: AnomalyConfig, inputs: dict, registry: ModelRegistry, 
     val = split_data(patches, "validation", "binary", classes)
     if len(val.y) == 0:
         raise ValueError("no validation patches: the validation split is empty")
-    good = train.x[train.y == 0] if config.normal_only else train.x
+    y = train.y
+    if config.shuffle_labels:  # the bank then holds a random share of the defects too
+        log("anomaly: choosing the normal images by PERMUTED labels (shuffle_labels=True, a sanity check)")
+        y = np.random.default_rng(config.seed).permutation(y)
+    good = train.x[y == 0] if config.normal_only else train.x
     log(f"anomaly: {len(good)} of {len(train.y)} training patches used as normal "
         f"({'good ones only' if config.normal_only else 'all, labels ignored'}); validation {len(val.y)} "
         f"({int(val.y.sum())} defects)")

@@ -130,3 +130,5 @@ class AnomalyConfig(FamilySettings):
     """When the validation split holds no defect: the threshold is this quantile of the good
     validation images' probabilities (with defects it is chosen as for every family)."""
     seed: int = 0
+    shuffle_labels: bool = False
+    """Sanity check only: pick the normal images by permuted labels (the model must then lose to any real one)."""
