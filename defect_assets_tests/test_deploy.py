@@ -17,7 +17,7 @@ import pytest
 from defect_assets.defs.deploy.resources import ScoringService, scoring_service_from_env
 from defect_assets.defs.partitions import BATCHES
 from defect_assets.defs.resources import default_resources
-from defect_assets.pipeline.champion import EXPORT_PARITY, NO_LEAK, NOT_WORSE, RECALL
+from defect_assets.pipeline.champion import EXPORT_PARITY, GROUP_FLOOR, NO_LEAK, NOT_WORSE, RECALL
 from defect_assets.pipeline.family_registry import families
 from defect_assets.pipeline.training import card_summary
 from defect_assets.serving.settings import ServiceSettings
@@ -91,7 +91,7 @@ def test_a_failed_champion_check_leaves_deployment_alone_and_a_passing_one_promo
     assert 0 < evaluation["test_patches"] and 0.5 < evaluation["roc_auc"] <= 1  # really computed, better than chance
     blocked = deploy(evaluated, ScoringService(), {"champion_model": {"config": {"min_defect_recall": 1.01}}})
     checks = {c.check_name: c.passed for c in blocked.get_asset_check_evaluations()}
-    assert checks == {NO_LEAK: True, NOT_WORSE: True, RECALL: False, EXPORT_PARITY: True}
+    assert checks == {NO_LEAK: True, NOT_WORSE: True, RECALL: False, EXPORT_PARITY: True, GROUP_FLOOR: True}
     assert "champion_model" in materialized(blocked) and "deployed_endpoint" not in materialized(blocked)
     assert registry.production() is None  # nothing was promoted
     later = dg.materialize(all_assets(), selection=["deployed_endpoint"], instance=instance,
