@@ -397,3 +397,14 @@ def shared_predictions(members: Sequence[Scorer], patches: np.ndarray) -> list[n
         else:
             out.append(m.predict_proba(patches))
     return out
+
+
+def load_served(registry, version: str, runtime: str = "tensorflow") -> Scorer:
+    """The served scorer of ``version``: the registered artifact, compiled (``tensorflow``), or its
+    export bundle on ``onnxruntime`` / ``openvino``, behind the same ``Scorer`` interface (the
+    exported_model parity check is what shows the two agree)."""
+    if runtime == "tensorflow":
+        return load_registered(registry, version, compiled=True)
+    from defect_assets.ml.export import exported_scorer
+
+    return exported_scorer(registry, version, runtime)

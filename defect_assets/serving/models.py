@@ -27,7 +27,7 @@ import numpy as np
 
 from defect_assets.ml.labels import is_defect_label
 from defect_assets.ml.records import ModelCard
-from defect_assets.ml.scorer import Scorer, load_registered
+from defect_assets.ml.scorer import Scorer, load_served
 from defect_assets.storage.registry import ModelRegistry
 
 log = logging.getLogger("defect_assets.serving")
@@ -95,13 +95,8 @@ class ServedModel:
 
 
 def load_model(registry: ModelRegistry, version: str, runtime: str = "tensorflow") -> Scorer:
-    """The served scorer of ``version``: the registered artifact (``tensorflow``) or its export
-    bundle on ``onnxruntime`` / ``openvino``, behind the same ``Scorer`` interface."""
-    if runtime == "tensorflow":
-        return load_registered(registry, version, compiled=True)
-    from defect_assets.ml.export import exported_scorer
-
-    return exported_scorer(registry, version, runtime)
+    """The served scorer of ``version`` on ``runtime``: ``ml.scorer.load_served`` (only ml/ loads models)."""
+    return load_served(registry, version, runtime)
 
 
 class ModelHolder:
