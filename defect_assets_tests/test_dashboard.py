@@ -266,9 +266,13 @@ def test_the_dashboard_in_a_browser_offline(built, service, offline_page):
     rows = page.evaluate("""() => Object.fromEntries(Array.from(document.querySelectorAll('.table'))
         .filter(t => t.id).map(t => [t.id, t.querySelectorAll('tbody tr').length]))""")
     assert rows == {"table-quality": len(history), "table-batches": len(BATCHES), "table-monitoring": days,
-                    "table-active-learning": 0, "table-mistakes": shown}
+                    "table-active-learning": 0, "table-mistakes": shown,
+                    "table-label-issues": 0, "table-labelers": 0}
     assert page.locator("#table-monitoring tr.warn").count() == 1  # the shifted day
     assert "no labeling rounds recorded yet" in page.inner_text("#active-learning")
+    # the two label-quality sections are empty here, and say what would fill them
+    assert "materialize label_issues" in page.inner_text("#label-issues")
+    assert "no labels from the labeling page yet" in page.inner_text("#labelers")
     page.evaluate("document.querySelector('#table-quality details').open = true")
     path = offline_page.screenshot("dashboard")
     assert path.stat().st_size > 50_000

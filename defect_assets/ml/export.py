@@ -17,7 +17,8 @@ How each kind of card becomes one graph:
 - ``anomaly`` (PatchCore): the whole scoring in the graph (``anomaly_graph``): stage maps, 3x3
   mean, bilinear resize, projection, nearest-neighbour distance to the bank, max over locations,
   logistic calibration; the anomaly map is not exported.
-OpenVINO: ``openvino.convert_model`` of the ONNX file, saved uncompressed (fp32 weights).
+OpenVINO: the ONNX file read by OpenVINO's runtime (``Core.read_model``), saved uncompressed (fp32
+weights) and compiled in fp32 by ``predict.py``.
 """
 
 from __future__ import annotations
@@ -267,7 +268,9 @@ def _write_graph(onnx_model, folder: Path, stem: str, fmt: str) -> list[str]:
         return [onnx_path.name]
     import openvino as ov
 
-    ov_model = ov.convert_model(str(onnx_path))
+    # the runtime's own ONNX reader, not ov.convert_model: the same ONNX front end, but convert_model
+    # (the ovc tool) forks a telemetry sender that waits on a DNS lookup with no timeout offline
+    ov_model = ov.Core().read_model(str(onnx_path))
     ov.save_model(ov_model, str(folder / f"{stem}.xml"), compress_to_fp16=False)
     onnx_path.unlink()
     return [f"{stem}.xml", f"{stem}.bin"]
