@@ -5,7 +5,8 @@ point, delete one, relabel one with its key, save; the stored rows are where the
 (within 1 px, in image pixels), a reload shows them again, "no defect here" on the next photo is
 stored too, and the patches cut from them are centered on them. Accepting two suggestions and
 rejecting one stores the three decisions. The classify page shows what /v1/predict answers for
-the same file. Screenshots are saved in test-artifacts/."""
+the same file as the whole photo's scores, and /v1/inspect's decision as the photo's. Screenshots
+are saved in test-artifacts/."""
 
 import json
 
@@ -169,17 +170,21 @@ def test_the_classify_page_shows_what_predict_answers(tmp_path, offline_page):
     page = offline_page.page
     with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1)) as svc:
         svc.wait_ready(versions["a"])
-        expected = DefectClient(svc.url).predict([photo.read_bytes()])[0]
+        client = DefectClient(svc.url)
+        expected, inspected = client.predict([photo.read_bytes()])[0], client.inspect(photo.read_bytes())
         page.goto(svc.url + "/classify")
         page.set_input_files("#file", str(photo))
         page.click("#classify-button")
         page.wait_for_function("document.body.dataset.state === 'done'")
         shown = {r["label"]: float(r["p"]) for r in page.eval_on_selector_all(
             "tr.probability", "rows => rows.map(r => ({label: r.dataset.label, p: r.dataset.p}))")}
-        assert shown == expected["probabilities"]
-        assert page.locator("#decision").inner_text() == expected["decision"]
-        assert page.locator("#model-version").inner_text() == versions["a"]
-        assert page.evaluate("document.getElementById('heatmap').width") == 240  # the photo's own size
-        assert page.locator("#heatmap").is_visible() and page.locator("#inspection").is_visible()
+        assert shown == expected["probabilities"]  # the whole photo's probabilities, from /v1/predict
+        assert page.locator(".card .whole").get_attribute("data-decision") == expected["decision"]
+        # a 240x180 photo is larger than the model's window: its decision is what the windows located
+        assert page.locator(".card .decision").inner_text() == inspected["decision"]
+        assert page.locator(".card .found circle").count() == len(inspected["defects"])
+        assert page.locator(".card .model-version").inner_text() == versions["a"]
+        assert page.evaluate("document.querySelector('.card .heatmap').width") == 240  # the photo's own size
+        assert page.locator(".card .heatmap").is_visible() and page.locator(".card .inspection").is_visible()
         offline_page.screenshot("classify-one-image")
     assert offline_page.blocked == []

@@ -1,7 +1,8 @@
 """The service's pages as one site, in a real browser (Playwright driving Debian's Chromium, every
 request beyond 127.0.0.1 blocked) against a real server: one navigation bar on every page with the
-current page marked (and the Dagster UI when configured); /classify never leaves a previous photo's
-decision beside a refused file. Screenshots are saved in test-artifacts/."""
+current page marked (and the Dagster UI when configured); /classify takes several files at once,
+chosen or dropped, one result card each (an error in its own card only), a large photo decided by
+the defects its windows located. Screenshots are saved in test-artifacts/."""
 
 import pytest
 
@@ -49,32 +50,158 @@ def test_one_navigation_bar_on_every_page_with_the_current_page_marked(tmp_path,
     assert offline_page.blocked == []
 
 
+CARDS = """() => Array.from(document.querySelectorAll('#results .card')).map(c => {
+  const seen = (name) => c.querySelector('.' + name).getClientRects().length > 0;
+  return {file: c.dataset.file, state: c.dataset.state, decision: seen('result') ? c.dataset.decision : null,
+          basis: c.querySelector('.basis').textContent, whole: c.querySelector('.whole').dataset.decision || null,
+          wholeText: c.querySelector('.whole').textContent, message: c.querySelector('.card-message').textContent,
+          probabilities: Object.fromEntries(Array.from(c.querySelectorAll('tr.probability'))
+                                              .map(r => [r.dataset.label, Number(r.dataset.p)])),
+          circles: Array.from(c.querySelectorAll('.found circle')).map(e => ['cx', 'cy', 'r']
+                                                                     .map(a => Number(e.getAttribute(a)))),
+          defects: c.querySelectorAll('.defects li').length,
+          photo: seen('stack'), heatmap: seen('heatmap'), colorbar: seen('colorbar')};
+})"""
+
+
+def finished(count: int) -> str:
+    """Every one of ``count`` cards answered (done, partial or error) and the page says so."""
+    return (f"document.querySelectorAll('#results .card').length === {count} && "
+            "Array.from(document.querySelectorAll('#results .card')).every(c => "
+            "['done', 'partial', 'error'].includes(c.dataset.state)) && "
+            "['done', 'error'].includes(document.body.dataset.state)")
+
+
+def dent_photo(path, seed: int = 0):
+    """A SYNTHETIC 480x360 surface with three defects (far larger than the tiny model's 32 px window)."""
+    import numpy as np
+
+    from defect_assets.ml.images import encode_png
+    from defect_assets.ml.synthetic import make_surface_scene
+
+    img, defects = make_surface_scene(np.random.default_rng(seed), 480, 360, defects=3, min_separation=80)
+    path.write_bytes(encode_png(img))
+    return defects
+
+
 @pytest.mark.slow
-def test_classify_a_refused_file_after_a_good_one_clears_the_stale_result(tmp_path, offline_page):
-    store, versions, inventory = annotation_project(tmp_path)
-    photo = tmp_path / "photo.png"
-    photo.write_bytes(store.read_bytes(inventory.loc[inventory["path"] == PHOTO, "stored_key"].iloc[0]))
-    bad = tmp_path / "notes.png"
-    bad.write_bytes(b"this is not an image at all\n" * 20)
+def test_classify_two_images_at_once_each_in_its_own_card_a_large_photo_decided_by_its_windows(
+        tmp_path, offline_page):
+    """Two files chosen at once: a small image decided by /v1/predict, and a large photo with dents
+    whose decision is what the windows located (the photo shrunk whole scores low), with the
+    whole-photo score shown as what it is and a circle around each located window."""
+    from defect_assets.serving.client import DefectClient
+    from defect_assets_tests.conftest import png_bytes, smooth_image
+
+    store, versions, _ = annotation_project(tmp_path)
+    small, large = tmp_path / "small.png", tmp_path / "dents.png"
+    small.write_bytes(png_bytes(smooth_image(40, 40, seed=3)))
+    truth = dent_photo(large)
     page = offline_page.page
-    with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1)) as svc:
+    with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1, prediction_log=False)) as svc:
         svc.wait_ready(versions["a"])
+        client = DefectClient(svc.url)
+        said = {p.name: client.predict([p.read_bytes()])[0] for p in (small, large)}
+        inspected = client.inspect(large.read_bytes())
         page.goto(svc.url + "/classify")
-        page.set_input_files("#file", str(photo))
+        assert page.locator("#file").get_attribute("multiple") is not None
+        page.set_input_files("#file", [str(small), str(large)])
         page.click("#classify-button")
-        page.wait_for_function("document.body.dataset.state === 'done'")
-        assert page.locator("#result").is_visible() and page.locator("#decision").inner_text()
-        assert page.locator("#colorbar").is_visible()  # the heatmap's scale beside it
-        page.set_input_files("#file", str(bad))
-        page.click("#classify-button")
-        page.wait_for_function("document.body.dataset.state === 'error'")
-        assert not page.locator("#result").is_visible()
-        assert page.locator("#decision").inner_text() == "" and page.locator("tr.probability").count() == 0
-        assert not page.locator("#stack").is_visible()  # no broken image box, no old photo
-        assert not page.locator("#heatmap").is_visible() and not page.locator("#colorbar").is_visible()
+        page.wait_for_function(finished(2), timeout=120_000)
+        first, second = page.evaluate(CARDS)
+        offline_page.screenshot("classify-two-images")
+
+    assert [first["file"], second["file"]] == ["small.png", "dents.png"]
+    # the small image: predict's own answer, no windows
+    assert first["state"] == "done" and first["decision"] == said["small.png"]["decision"]
+    assert first["probabilities"] == said["small.png"]["probabilities"]
+    assert first["basis"].startswith("whole image: defect score") and not first["heatmap"] and not first["circles"]
+    # the large photo: the decision is the windows', consistent with what was located
+    located = inspected["defects"]
+    assert len(located) == 3 and inspected["decision"] == "defect"  # each synthetic defect found
+    assert second["state"] == "done" and second["decision"] == "defect"
+    assert second["basis"] == f"3 located in {inspected['windows']} windows of {inspected['window']} px"
+    assert second["defects"] == 3 and second["heatmap"] and second["colorbar"]
+    # ... while the photo shrunk whole into the model's input is shown as that, beside it
+    assert said["dents.png"]["decision"] == "ok" and said["dents.png"]["defect_score"] < 0.5  # the confusion fixed
+    assert second["whole"] == "ok" and second["wholeText"].startswith("defect score ")
+    assert "not the decision" in second["wholeText"]
+    # one circle per located defect: the window it was found in, centred on it (around it, not over it)
+    assert sorted(second["circles"]) == sorted([d["x"], d["y"], inspected["window"] / 2] for d in located)
+    for d in truth:
+        assert any((d.x - x) ** 2 + (d.y - y) ** 2 < r ** 2 for x, y, r in second["circles"]), d  # inside
+    assert offline_page.blocked == []
+
+
+DROP = """(files) => {
+  const dt = new DataTransfer();
+  for (const f of files) {
+    const bytes = Uint8Array.from(atob(f.data), (ch) => ch.charCodeAt(0));
+    dt.items.add(new File([bytes], f.name, {type: f.type}));
+  }
+  return dt;
+}"""
+
+
+@pytest.mark.slow
+def test_classify_files_dropped_on_the_page_a_bad_one_errors_only_in_its_card(tmp_path, offline_page):
+    """A real drop event (a DataTransfer of three files, one not an image) classifies the two good
+    ones; the bad one's card alone says why. A new submission clears every old card first."""
+    import base64
+
+    from defect_assets.serving.client import DefectClient
+
+    store, versions, inventory = annotation_project(tmp_path)
+    photo = store.read_bytes(inventory.loc[inventory["path"] == PHOTO, "stored_key"].iloc[0])  # 240x180
+    large = tmp_path / "dents.png"
+    dent_photo(large, seed=1)
+    bad = b"this is not an image at all\n" * 20
+    files = [("photo.png", photo), ("notes.png", bad), ("dents.png", large.read_bytes())]
+    page = offline_page.page
+    with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1, prediction_log=False)) as svc:
+        svc.wait_ready(versions["a"])
+        client = DefectClient(svc.url)
+        want = {name: client.inspect(data)["decision"] for name, data in files if name != "notes.png"}
+        page.goto(svc.url + "/classify")
+        page.wait_for_function("document.getElementById('site-nav')")
+        transfer = page.evaluate_handle(DROP, [{"name": n, "type": "image/png", "data": base64.b64encode(d).decode()}
+                                               for n, d in files])
+        page.dispatch_event("#drop-zone", "dragover", {"dataTransfer": transfer})
+        assert page.evaluate("document.body.dataset.drag") == "over"  # the drop target lights up
+        offline_page.screenshot("classify-drag-over")
+        page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+        page.wait_for_function(finished(3), timeout=120_000)
+        cards = page.evaluate(CARDS)
+        assert page.evaluate("document.body.dataset.drag") is None
+        assert page.evaluate("Array.from(document.getElementById('file').files).map(f => f.name)") == \
+            [n for n, _ in files]
         message = page.locator("#message").inner_text()
-        assert message.startswith("notes.png: ") and len(message) > len("notes.png: ")
-        offline_page.screenshot("classify-refused-after-good")
+        offline_page.screenshot("classify-dropped-one-bad")
+
+        assert [c["file"] for c in cards] == [n for n, _ in files]
+        good, refused, dents = cards
+        for card in (good, dents):
+            assert card["state"] == "done" and card["decision"] == want[card["file"]]
+            assert card["photo"] and card["heatmap"] and len(card["probabilities"]) == 2
+            assert card["defects"] == len(card["circles"])
+            assert (card["decision"] == "defect") == (card["defects"] > 0)  # the headline follows the windows
+        assert refused["state"] == "error" and refused["decision"] is None and refused["probabilities"] == {}
+        assert not refused["photo"] and not refused["heatmap"]  # no broken image box
+        assert refused["message"].startswith("file 0 (notes.png): ") and "not an image" in refused["message"]
+        assert all("notes.png" not in c["message"] for c in (good, dents))
+        assert message == "3 file(s): 2 classified, 1 refused (see the card)"
+
+        # a new submission (the refused file alone, chosen): the three old cards are gone first
+        bad_path = tmp_path / "notes.png"
+        bad_path.write_bytes(bad)
+        page.set_input_files("#file", str(bad_path))
+        page.click("#classify-button")
+        page.wait_for_function(finished(1) + " && document.body.dataset.state === 'error'", timeout=120_000)
+        [only] = page.evaluate(CARDS)
+        assert only["file"] == "notes.png" and only["state"] == "error" and only["decision"] is None
+        assert page.locator(".card .heatmap").count() == 1 and not page.locator(".card .heatmap").is_visible()
+        assert page.locator("#message").inner_text() == "1 file(s): 0 classified, 1 refused (see the card)"
+        offline_page.screenshot("classify-refused-alone")
     assert offline_page.blocked == []
 
 

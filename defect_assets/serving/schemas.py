@@ -55,6 +55,10 @@ class InspectResponse(BaseModel):
     stride: int
     windows: int
     threshold: float
+    decision: str = Field(description="the photo's decision from what was located: the strongest located defect's "
+                                      "class, else the non-defect class (what the prediction log records)")
+    is_defect: bool = Field(description="true when at least one defect was located (a window >= threshold)")
+    max_window_score: float = Field(description="the largest window defect probability")
     grid: Grid
     scores: list[list[float]] = Field(description="defect probability per window, grid rows x grid columns")
     defects: list[Defect] = Field(description="windows >= threshold after non-maximum suppression, strongest first")

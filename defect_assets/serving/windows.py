@@ -99,6 +99,18 @@ def locate_defects(model, slid: SlidWindows, threshold: float, min_distance: flo
     return found
 
 
+def photo_decision(model, found: list[dict]) -> tuple[str, bool]:
+    """(decision, is_defect) of a whole photo from its located defects: the strongest one's class,
+    else the model's non-defect class. What /v1/inspect answers and logs, and what the classify page
+    shows as a large photo's decision (the photo shrunk whole into the model's input is another
+    quantity: a small dent vanishes in it)."""
+    if found:
+        return str(found[0]["kind"]), True
+    if model.binary:
+        return model.classes[0], False
+    return next((c for c in model.classes if not is_defect_label(c)), model.classes[0]), False
+
+
 def threshold_of(model, asked: float | None) -> float:
     """The threshold asked for, else the production threshold, else 0.5."""
     return asked if asked is not None else (model.threshold if model.threshold is not None else 0.5)

@@ -120,13 +120,15 @@ async def _inspect(request: Request, state: ServiceState, stride: int | None, th
         gray, _ = await windows.heatmap(slid)
         png = base64.b64encode(await asyncio.to_thread(encode_png, gray)).decode()
     digest, top = sha256_bytes(data), float(score.max()) if len(score) else 0.0
+    decision, is_defect = windows.photo_decision(model, found)
     state.log_predictions("inspect", uuid.uuid4().hex, model, [{
         "sha256": digest, "probabilities": {"max_window_defect_score": top},
-        "decision": found[0]["kind"] if found else model.classes[0], "is_defect": bool(found), "defect_score": top}],
+        "decision": decision, "is_defect": is_defect, "defect_score": top}],
         (time.perf_counter() - t0) * 1000)
     return {
         "model_version": model.version, "sha256": digest, "width": w, "height": h, "window": size,
         "stride": slid.stride, "windows": grid.count, "threshold": float(thr),
+        "decision": decision, "is_defect": is_defect, "max_window_score": top,
         "grid": {"columns": len(grid.xs), "rows": len(grid.ys), "x": grid.centers_x.tolist(),
                  "y": grid.centers_y.tolist()},
         "scores": np.round(score.reshape(grid.shape), 5).tolist(), "defects": found,
