@@ -135,6 +135,10 @@ def test_real_answers_are_exactly_their_models(served):
     status, inspected = post_image(svc.port, "/v1/inspect?heatmap=false", "file", photo)
     assert status == 200 and inspected["heatmap_png"] is None
     exactly(model_of(svc, "post", "/v1/inspect"), inspected)
+    # the photo's decision is what was located (the strongest defect's class), not the photo shrunk whole
+    assert inspected["is_defect"] == bool(inspected["defects"])
+    assert inspected["decision"] == (inspected["defects"][0]["kind"] if inspected["defects"] else "ok")
+    assert inspected["max_window_score"] == pytest.approx(max(map(max, inspected["scores"])), abs=1e-5)
     status, info = jcall(svc.port, "GET", "/v1/model", headers={"X-API-Key": API_KEY})
     assert status == 200 and info["input"]["patch_size"] == PATCH
     exactly(model_of(svc, "get", "/v1/model"), info)
