@@ -159,6 +159,16 @@ def test_the_summary_api_matches_the_stored_tables(built, service):
     assert days == [*PAST_DAYS, versions["today"]]
     today = doc["monitoring"]["rows"][-1]
     assert (today["requests"], today["images"], today["psi"]) == (4, 12, None)  # 4 real requests of 3 images
+    # the first request after the model load is the warm-up: reported apart, not in the percentiles
+    from defect_assets.storage.prediction_log import read_day
+
+    logged = read_day(store, versions["today"]).records.groupby("request_id", sort=False)[["latency_ms", "warmup"]]
+    logged = logged.first()
+    assert logged["warmup"].tolist() == [True, False, False, False] and today["warmup_requests"] == 1
+    assert today["latency_ms_warmup"] == pytest.approx(logged["latency_ms"].iloc[0])
+    assert today["latency_ms_p50"] == pytest.approx(np.percentile(logged["latency_ms"].iloc[1:], 50))
+    assert today["latency_ms_p99"] == pytest.approx(np.percentile(logged["latency_ms"].iloc[1:], 99))
+    assert doc["monitoring"]["empty"] == {}  # three days have a PSI
     assert [r["drift_warning"] for r in doc["monitoring"]["rows"]] == [False, False, True, False]
     assert doc["active_learning"] is None and "active_learning" in doc["notes"]
     ex = doc["mistakes"]
@@ -208,9 +218,18 @@ def test_active_learning_progress_appears_once_its_table_exists(built, service):
         doc = json.loads(get(f"{service.url}/dashboard/api/summary")[1])
         assert doc["active_learning"]["x"] == "round" and len(doc["active_learning"]["rows"]) == 3
         assert "active_learning" not in doc["notes"]
+        # counts and rates are drawn apart (two axes); both have values here
+        al = doc["active_learning"]
+        assert (al["counts"], al["rates"], al["empty"]) == (["labeled"], ["roc_auc"], {})
     finally:
         store.delete(ACTIVE_LEARNING_PROGRESS)
 
+
+EMPTY_OR_DRAWN = """() => Array.from(document.querySelectorAll('.chart'))
+  .filter(c => c.getClientRects().length > 0)
+  .filter(c => !(Number(c.dataset.points) > 0 || (c.dataset.empty && c.innerText.includes(c.dataset.empty))))
+  .map(c => c.id)"""
+"""Charts on screen that neither drew points nor say why not (should be none)."""
 
 POINTS = """(id) => {
   const div = document.getElementById(id);
@@ -254,7 +273,8 @@ def test_the_dashboard_in_a_browser_offline(built, service, offline_page):
     # monitoring: one point per monitored day (PSI only where there were enough images)
     days = len(monitoring)
     assert points("chart-monitoring-volume")["bars"] == days == 4
-    assert points("chart-monitoring-latency")["scatter"] == 3 * days
+    # p50, p95 and p99 of /v1/predict per day, and today's warm-up request marked apart
+    assert points("chart-monitoring-latency")["scatter"] == 3 * days + 1
     assert points("chart-monitoring-defects")["scatter"] == days
     assert points("chart-monitoring-drift")["scatter"] == int(monitoring["psi"].notna().sum()) == 3
     # the champion's mistakes: every picture and heatmap loaded
@@ -270,6 +290,10 @@ def test_the_dashboard_in_a_browser_offline(built, service, offline_page):
                     "table-label-issues": 0, "table-labelers": 0}
     assert page.locator("#table-monitoring tr.warn").count() == 1  # the shifted day
     assert "no labeling rounds recorded yet" in page.inner_text("#active-learning")
+    # a missing source: its charts are not drawn at all; every chart shown has points or says why
+    assert page.evaluate("""() => Array.from(document.querySelectorAll('#active-learning .chart'))
+                            .map(c => c.getClientRects().length)""") == [0, 0]
+    assert page.evaluate(EMPTY_OR_DRAWN) == []
     # the two label-quality sections are empty here, and say what would fill them
     assert "materialize label_issues" in page.inner_text("#label-issues")
     assert "no labels from the labeling page yet" in page.inner_text("#labelers")
@@ -277,3 +301,102 @@ def test_the_dashboard_in_a_browser_offline(built, service, offline_page):
     path = offline_page.screenshot("dashboard")
     assert path.stat().st_size > 50_000
     assert offline_page.blocked == []
+
+
+CHART = """(id) => {
+  const div = document.getElementById(id);
+  return {traces: (div.data || []).map(t => ({name: t.name, x: t.x, y: t.y})),
+          xaxis: div.layout ? {dtick: div.layout.xaxis.dtick, range: div.layout.xaxis.range} : null,
+          ticks: Array.from(div.querySelectorAll('.xtick text')).map(t => t.textContent),
+          empty: div.dataset.empty || null, text: div.innerText, shown: div.getClientRects().length > 0};
+}"""
+
+
+@pytest.mark.slow
+def test_one_round_on_integer_axes_empty_charts_say_why_and_latency_without_the_warm_up(tmp_path, offline_page):
+    """A young project: one labeling round (published before any label; three labels given on the
+    page since, one of them on the review queue, and one more undone), one monitored day of a
+    hand-made log (a 5.1 s warm-up request, five predict requests of 40-48 ms, one 3.8 s inspect),
+    no evaluation yet. The round sits on an integer axis; counts and rates are on separate charts;
+    the label counts are those given, before any relabel run; a chart with nothing to draw says why
+    and what would fill it; latency percentiles leave the warm-up out and show it apart."""
+    from defect_assets.pipeline.active_learning import PROGRESS_COLUMNS
+    from defect_assets.pipeline.monitoring import MonitoringSettings, monitor_day
+    from defect_assets.storage.labeling import REVIEW_QUEUE, LabelEvent, LabelLog
+    from defect_assets.storage.layout import ACTIVE_LEARNING_PROGRESS
+    from defect_assets_tests.helpers.monitoring import VERSION, write_reference, write_timed_requests
+    from defect_assets_tests.helpers.serving import model_registry
+
+    store, registry, versions = model_registry(tmp_path)
+    registry.promote(versions["a"], threshold=0.5)
+    write_reference(store)
+    write_timed_requests(store, "2026-11-20")  # 12 images scored by /v1/predict: below min_images (200)
+    monitor_day(store, "2026-11-20", MonitoringSettings())
+    row = dict.fromkeys(PROGRESS_COLUMNS, "") | {"round": 0, "published": "2026-11-20T08:00:00+00:00",
+                                                  "queue": "q-0", "model_version": versions["a"],
+                                                  "strategy": "entropy", "pool_images": 30, "queued": 5,
+                                                  "page_labels": 0}
+    store.write_bytes(ACTIVE_LEARNING_PROGRESS, pd.DataFrame([row], columns=PROGRESS_COLUMNS).to_csv(index=False)
+                      .encode())
+    log = LabelLog(store)
+
+    def label(queue: str, item: str, answer: str = "defect", **kw) -> LabelEvent:
+        e = LabelEvent(kind="label", queue=queue, item=item, batch="b1", image=f"{item}.png", image_id="ab" * 32,
+                       labeler="ana", model_version=versions["a"], label=answer, **kw)
+        return log.append(e)[0]
+
+    label("q-0", "i1")
+    label("q-0", "i2", "ok")
+    undone = label("q-0", "i3")
+    log.append(LabelEvent(kind="undo", queue="q-0", item="i3", batch="b1", image="i3.png", image_id="ab" * 32,
+                          labeler="ana", model_version=versions["a"], target=undone.id))
+    label(REVIEW_QUEUE, "r1", "ok")
+    assert len(log.labels()) == 3
+
+    page = offline_page.page
+    with ServiceThread(ServiceSettings(store=store, reload_seconds=0.1, prediction_log=False)) as svc:
+        svc.wait_ready(versions["a"])
+        doc = json.loads(get(f"{svc.url}/dashboard/api/summary")[1])
+        page.goto(f"{svc.url}/dashboard")
+        page.wait_for_selector("body[data-ready='yes']", timeout=60_000)
+        counts, rates = page.evaluate(CHART, "chart-active-learning-counts"), page.evaluate(
+            CHART, "chart-active-learning-rates")
+        latency, drift = page.evaluate(CHART, "chart-monitoring-latency"), page.evaluate(
+            CHART, "chart-monitoring-drift")
+        info = page.inner_text("#active-learning-info")
+        undrawn = page.evaluate(EMPTY_OR_DRAWN)
+        hidden = page.evaluate("""() => Array.from(document.querySelectorAll('.chart'))
+                                  .filter(c => c.getClientRects().length === 0).map(c => c.id)""")
+        page.locator("#active-learning").scroll_into_view_if_needed()
+        offline_page.screenshot("dashboard-young-project")
+    assert offline_page.blocked == []
+
+    # one round: at x = 0 on an axis of whole rounds, not in the middle of -1..1
+    al = doc["active_learning"]
+    assert (al["counts"], al["rates"]) == (["pool_images", "queued", "page_labels", "labels_given"],
+                                           ["test_accuracy", "test_roc_auc"])
+    assert counts["shown"] and counts["xaxis"] == {"dtick": 1, "range": [-0.5, 0.5]} and counts["ticks"] == ["0"]
+    assert all(t["x"] == [0] for t in counts["traces"])
+    # the labels given on the page, read from the label store (none were there when the round was published)
+    by_name = {t["name"]: t["y"] for t in counts["traces"]}
+    assert by_name["labels given on this round's queue (now)"] == [2]  # i1, i2 (i3 was undone)
+    assert by_name["labels on the page when published"] == [0] and al["page_labels_now"] == 3
+    assert info.startswith("3 label(s) given on the labeling page so far")
+    # rates have no values here: the chart says why and what would fill it
+    assert rates["shown"] and "no test metrics" in rates["empty"] and "deploy_job" in rates["text"]
+    # PSI: too few images that day; the minimum and the day's count are named
+    assert drift["shown"] and "at least 200 images scored by /v1/predict" in drift["text"]
+    assert "the busiest day here had 12" in drift["text"]
+    # latency: the five predict requests alone, the warm-up and inspect apart (exact, by hand)
+    lines = {t["name"]: t["y"] for t in latency["traces"]}
+    assert lines["predict p50"] == [44] and lines["predict p95"] == [pytest.approx(47.6)]
+    assert lines["predict p99"] == [pytest.approx(47.92)]
+    assert lines["warm-up: first request after a model load"] == [5100] and lines["inspect p50"] == [3800]
+    [day] = doc["monitoring"]["rows"]
+    assert (day["requests"], day["warmup_requests"], day["inspect_requests"]) == (7, 1, 1)
+    # no evaluation, champion or batch yet: those sections' charts are not drawn, their notes say why
+    assert set(hidden) == {"chart-quality-accuracy", "chart-quality-auc", "chart-roc-current", "chart-cm-current",
+                           "chart-roc-previous", "chart-cm-previous", "chart-batches-images",
+                           "chart-batches-balance"}
+    assert set(doc["notes"]) >= {"quality", "champions", "batches"} and undrawn == []
+    assert VERSION == day["model_version"]

@@ -184,3 +184,44 @@ def test_champion_test_predictions_table_pictures_and_champions_record(tmp_path)
     champion_test_predictions(a, registry, patches, store, per_kind=1)
     assert [c["model_version"] for c in json.loads(store.read_bytes(CHAMPIONS))["champions"]] == \
         [versions["b"], versions["a"]]
+
+
+def test_latency_percentiles_leave_out_the_warm_up_request_and_inspect_has_its_own(tmp_path):
+    """A hand-made day: the first request after a model load took 5.1 s, five /v1/predict requests
+    40-48 ms, one /v1/inspect 3.8 s. The predict percentiles are those of the five alone (with the
+    warm-up in them, p95 and p99 would be seconds beside a 45 ms median); the warm-up and inspect
+    are reported apart. A record written before the warmup field existed reads as no warm-up."""
+    from defect_assets.pipeline.monitoring import MonitoringSettings, monitor_day, read_daily_tables
+    from defect_assets.storage.layout import monitoring_day_key
+    from defect_assets.storage.prediction_log import encode_segment, read_day
+    from defect_assets_tests.helpers.monitoring import write_timed_requests
+
+    store = LocalObjectStore(tmp_path / "artifacts")
+    write_reference(store)
+    write_timed_requests(store, "2026-11-20")
+    [row] = monitor_day(store, "2026-11-20", MonitoringSettings(min_images=10)).rows.to_dict("records")
+    assert (row["requests"], row["images"], row["warmup_requests"], row["inspect_requests"]) == (7, 14, 1, 1)
+    assert row["latency_ms_p50"] == 44.0  # of 40, 42, 44, 46, 48
+    assert row["latency_ms_p95"] == pytest.approx(47.6) and row["latency_ms_p99"] == pytest.approx(47.92)
+    assert row["latency_ms_warmup"] == 5100.0
+    assert row["inspect_latency_ms_p50"] == row["inspect_latency_ms_p95"] == 3800.0
+    assert row["drift_images"] == 12 and row["psi_min_images"] == 10 and not math.isnan(row["psi"])
+
+    # a segment of the old format (no warmup field): its request is an ordinary one
+    old = {"record_id": "r-old", "time": "2026-11-21T08:00:00.000000+00:00", "request_id": "old-1",
+           "route": "predict", "model_version": VERSION, "sha256": "0" * 64, "scores": {"ok": 1.0, "defect": 0.0},
+           "decision": "ok", "is_defect": False, "defect_score": 0.0, "latency_ms": 30.0}
+    store.write_bytes("prediction_log/day=2026-11-21/old-format.jsonl", encode_segment([old]))
+    assert read_day(store, "2026-11-21").records["warmup"].tolist() == [False]
+    [row] = monitor_day(store, "2026-11-21").rows.to_dict("records")
+    assert (row["warmup_requests"], row["latency_ms_p50"], row["psi_min_images"]) == (0, 30.0, 200)
+    assert math.isnan(row["latency_ms_warmup"])
+
+    # a daily table written before the new columns existed still joins the combined table (empty there)
+    legacy = pd.read_parquet(store.local_path(monitoring_day_key("2026-11-21"))).drop(
+        columns=["warmup_requests", "latency_ms_warmup", "psi_min_images"])
+    with store.open_write(monitoring_day_key("2026-11-21")) as f:
+        legacy.to_parquet(f, index=False)
+    table = read_daily_tables(store)
+    assert list(table.columns) == MONITORING_COLUMNS and table["day"].tolist() == ["2026-11-20", "2026-11-21"]
+    assert table["warmup_requests"].tolist()[0] == 1 and pd.isna(table["warmup_requests"].tolist()[1])

@@ -221,3 +221,38 @@ def test_a_burst_of_concurrent_requests_leaves_one_record_per_scored_image(tmp_p
     told = {(r["sha256"], round(r["defect_score"], 6), r["decision"]) for a in answers for r in a}
     assert {(s, round(d, 6), c) for s, d, c in zip(records["sha256"], records["defect_score"], records["decision"])} \
         == told
+
+
+@pytest.mark.slow
+def test_the_first_request_after_each_model_load_is_marked_warmup(tmp_path):
+    """Monitoring keeps the warm-up out of its latency percentiles: the service marks the first
+    request it answers on each loaded model (every record of it), and no other; a new threshold
+    on the same model is not a new load."""
+    store, registry, versions = model_registry(tmp_path)
+    registry.promote(versions["a"], threshold=0.4)
+    settings = ServiceSettings(store=store, reload_seconds=0.1, prediction_log_flush_seconds=0.2)
+    images = [png_bytes(smooth_image(32, 32, seed=s)) for s in range(6)]
+    with ServiceThread(settings) as svc:
+        svc.wait_ready(versions["a"])
+        client = DefectClient(svc.url)
+        client.predict(images[:2])  # the first request on model a: two records, both warm-up
+        client.predict(images[2:3])
+        registry.promote(versions["a"], threshold=0.6)  # same model, new threshold: no new load
+        deadline = time.monotonic() + READY_SECONDS
+        while client.model()["threshold"] != 0.6:
+            assert time.monotonic() < deadline, "the new threshold was not picked up"
+            time.sleep(0.05)
+        client.predict(images[3:4])
+        registry.promote(versions["b"], threshold=0.5)
+        svc.wait_ready(versions["b"])
+        client.predict(images[4:5])  # the first on model b
+        client.predict(images[5:6])
+        deadline = time.monotonic() + 20
+        while sum(len(read_day(store, d).records) for d in logged_days(store)) < 6:
+            assert time.monotonic() < deadline, "records were not flushed while the service ran"
+            time.sleep(0.1)
+    records = pd.concat([read_day(store, d).records for d in logged_days(store)], ignore_index=True)
+    records = records.sort_values("time", kind="stable")
+    assert records["model_version"].tolist() == [versions["a"]] * 4 + [versions["b"]] * 2
+    assert records["warmup"].tolist() == [True, True, False, False, True, False]
+    assert records.loc[records["warmup"], "request_id"].nunique() == 2

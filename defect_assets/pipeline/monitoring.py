@@ -3,6 +3,13 @@ version (request volume, latency percentiles, share of images called defective) 
 of its score distribution against the same model's scores on the test split (PSI,
 ``ml.drift``), written as tables a BI tool reads directly.
 
+Latency is per request, in two populations that differ by orders of magnitude: /v1/predict
+(``latency_ms_p50/p95/p99``) and /v1/inspect (hundreds of windows of one photo,
+``inspect_latency_ms_*``). The first request answered after each model load (marked ``warmup`` in
+the log) is in neither: it pays what warming did not cover, and on a quiet day one such request
+is the whole p95/p99. It is counted in ``warmup_requests`` with its latency in
+``latency_ms_warmup``.
+
 Tables (keys in ``storage.layout``, columns ``MONITORING_COLUMNS``, documented in docs/bi.md):
 ``monitoring/daily/day=YYYY-MM-DD.parquet`` holds one day's rows and is what a run writes; the
 combined ``monitoring/prediction_monitoring.parquet`` and ``.csv`` are rebuilt from every daily
@@ -28,7 +35,11 @@ MONITORING_COLUMNS = [
     "day", "model_version", "requests", "images", "defect_share", "mean_defect_score",
     "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "drift_images", "reference_patches", "psi",
     "psi_chance_level", "drift_level", "drift_warning", "rejected_segments", "computed_at",
+    "warmup_requests", "latency_ms_warmup", "inspect_requests", "inspect_latency_ms_p50", "inspect_latency_ms_p95",
+    "psi_min_images",
 ]
+LATENCY_ROUTE = "predict"
+"""The route of the latency percentiles (inspect's have their own columns)."""
 DRIFT_ROUTE = "predict"
 """Drift compares whole-image scores with the test split's; inspect's window maxima are another
 quantity and are counted in volume and latency only."""
@@ -62,10 +73,32 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def request_latencies(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per request: route, latency_ms, warmup (a request's records share them)."""
+    if "warmup" not in records.columns:
+        records = records.assign(warmup=False)
+    firsts = records.groupby("request_id", sort=False)[["route", "latency_ms", "warmup"]].first()
+    return firsts.assign(warmup=firsts["warmup"].fillna(False).astype(bool))
+
+
+def latency_columns(records: pd.DataFrame) -> dict:
+    """The latency columns of one model's day: /v1/predict percentiles and /v1/inspect's, both
+    without the warm-up request(s), which are counted and timed apart."""
+    requests = request_latencies(records)
+    warm, timed = requests[requests["warmup"]], requests[~requests["warmup"]]
+    predict = timed.loc[timed["route"] == LATENCY_ROUTE, "latency_ms"].to_numpy(np.float64)
+    inspect = timed.loc[timed["route"] == "inspect", "latency_ms"].to_numpy(np.float64)
+    return {"latency_ms_p50": _percentile(predict, 50), "latency_ms_p95": _percentile(predict, 95),
+            "latency_ms_p99": _percentile(predict, 99), "warmup_requests": int(len(warm)),
+            "latency_ms_warmup": float(warm["latency_ms"].max()) if len(warm) else float("nan"),
+            "inspect_requests": int((requests["route"] == "inspect").sum()),
+            "inspect_latency_ms_p50": _percentile(inspect, 50), "inspect_latency_ms_p95": _percentile(inspect, 95)}
+
+
 def summarize_version(day: str, version: str, records: pd.DataFrame, reference: np.ndarray | None,
                       settings: MonitoringSettings, rejected: int, now: str) -> tuple[dict, DriftResult | None, str]:
     """One row of the table, the drift result (when computed) and a note saying why not."""
-    per_request = records.groupby("request_id", sort=False)["latency_ms"].first().to_numpy(np.float64)
+    requests = records["request_id"].nunique()
     scored = records[records["route"] == DRIFT_ROUTE]["defect_score"].to_numpy(np.float64)
     drift, note = None, ""
     if reference is None or not len(reference):
@@ -75,11 +108,10 @@ def summarize_version(day: str, version: str, records: pd.DataFrame, reference: 
     else:
         drift = population_stability_index(reference, scored, settings.bins)
     row = {
-        "day": day, "model_version": version, "requests": int(len(per_request)), "images": int(len(records)),
+        "day": day, "model_version": version, "requests": int(requests), "images": int(len(records)),
         "defect_share": float(records["is_defect"].astype(bool).mean()) if len(records) else float("nan"),
         "mean_defect_score": float(records["defect_score"].mean()) if len(records) else float("nan"),
-        "latency_ms_p50": _percentile(per_request, 50), "latency_ms_p95": _percentile(per_request, 95),
-        "latency_ms_p99": _percentile(per_request, 99), "drift_images": int(len(scored)),
+        **latency_columns(records), "drift_images": int(len(scored)), "psi_min_images": int(settings.min_images),
         "reference_patches": int(len(reference)) if reference is not None else 0,
         "psi": drift.psi if drift else float("nan"), "psi_chance_level": drift.chance_level if drift else float("nan"),
         "drift_level": float(settings.warn_psi),
@@ -108,7 +140,8 @@ def monitor_day(store: ObjectStore, day: str, settings: MonitoringSettings = Mon
             result.notes.append(note)
     if not rows:  # a day without predictions is a row of zeros, so volume charts show the gap
         rows.append({**dict.fromkeys(MONITORING_COLUMNS, float("nan")), "day": day, "model_version": "",
-                     "requests": 0, "images": 0, "drift_images": 0, "reference_patches": 0,
+                     "requests": 0, "images": 0, "drift_images": 0, "reference_patches": 0, "warmup_requests": 0,
+                     "inspect_requests": 0, "psi_min_images": int(settings.min_images),
                      "drift_level": float(settings.warn_psi), "drift_warning": False,
                      "rejected_segments": len(log.rejected), "computed_at": now})
     result.rows = pd.DataFrame(rows, columns=MONITORING_COLUMNS)
@@ -135,5 +168,6 @@ def read_daily_tables(store: ObjectStore) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=MONITORING_COLUMNS)
-    table = pd.concat(frames, ignore_index=True)[MONITORING_COLUMNS]
+    # days written before a column existed get it empty (their rows are not rewritten)
+    table = pd.concat(frames, ignore_index=True).reindex(columns=MONITORING_COLUMNS)
     return table.sort_values(["day", "model_version"], kind="stable").reset_index(drop=True)

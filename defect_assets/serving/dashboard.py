@@ -6,9 +6,11 @@ service nothing but a few small reads.
 Sections (``summary``): model quality over evaluations (with each accuracy's 95% interval and
 the majority baseline), the current and previous champions' ROC curves and confusion matrices,
 data per batch, monitoring per day, the champion's most confident mistakes, and active-learning
-progress when that table exists, the worst suspect labels (``label_issues``) with their photos and
-the labelers' quality (agreement with gold, Cohen's kappa). A section whose source is missing is
-``None`` with a note of what to materialize.
+progress when that table exists (with the labels given on each round's queue read from the label
+store now, not only when the next round is published), the worst suspect labels (``label_issues``)
+with their photos and the labelers' quality (agreement with gold, Cohen's kappa). A section whose
+source is missing is ``None`` with a note of what to materialize; a chart of a present section that
+would be empty has its reason in the section's ``empty`` (chart -> why, and what would fill it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from defect_assets.serving.errors import jsonable
 from defect_assets.serving.labeling import LabelingDesk
 from defect_assets.storage.base import ObjectStore
 from defect_assets.storage.formats import current_version, read_json, read_table
-from defect_assets.storage.labeling import LABEL_ISSUES, read_gold, read_label_issues
+from defect_assets.storage.labeling import LABEL_ISSUES, LabelLog, read_gold, read_label_issues
 from defect_assets.storage.layout import (
     ACTIVE_LEARNING_PROGRESS,
     CHAMPIONS,
@@ -45,7 +47,13 @@ QUALITY_COLUMNS = ["evaluation_id", "evaluated_at", "model_family", "model_versi
                    "accuracy", "accuracy_low", "accuracy_high", "majority_baseline", "balanced_accuracy", "precision",
                    "recall", "f1", "roc_auc"]
 MONITORING_SHOWN = ["day", "model_version", "requests", "images", "defect_share", "latency_ms_p50", "latency_ms_p95",
-                    "latency_ms_p99", "psi", "drift_level", "drift_warning"]
+                    "latency_ms_p99", "warmup_requests", "latency_ms_warmup", "inspect_requests",
+                    "inspect_latency_ms_p50", "inspect_latency_ms_p95", "drift_images", "psi_min_images", "psi",
+                    "drift_level", "drift_warning"]
+DEFAULT_PSI_MIN_IMAGES = 200  # prediction_monitoring's default, for days written before the column existed
+RATE_NAME = re.compile(r"accuracy|auc|rate|share|precision|recall|f1|kappa|agreement", re.IGNORECASE)
+ROUND_NAMES = {"queued": "queued", "page_labels": "labels on the page when published",
+               "labels_given": "labels given on this round's queue (now)", "pool_images": "pool images"}
 ISSUE_SHOWN = 12
 ISSUE_FIELDS = ["rank", "batch", "image", "given_label", "suggested_label", "self_confidence", "source", "labeler"]
 LABELER_COLUMNS = ["labeler", "labeled", "gold_answered", "gold_agreement", "kappa_vs_others", "kappa_pairs"]
@@ -142,6 +150,13 @@ def _table_of(store: ObjectStore, asset: str, batch: str) -> pd.DataFrame | None
     return read_table(store, meta["files"]["table"])
 
 
+def _balance_empty(rows: list[dict]) -> dict:
+    if any(r["patches"] for r in rows):
+        return {}
+    return {"balance": "no labeled patches in these batches yet: materialize labeled_patches for them "
+                       "(prepare_batch_job); a batch without labels has none"}
+
+
 def batches(store: ObjectStore) -> dict | None:
     """Images, rejected files and class balance (patches called defect / ok) per batch."""
     names = sorted(store.walk_prefixes("raw_images/"))
@@ -156,7 +171,7 @@ def batches(store: ObjectStore) -> dict | None:
                      "rejected": int((inventory["role"] == "rejected").sum()), "patches": total,
                      "defect_patches": defect, "ok_patches": None if total is None else total - defect,
                      "defect_share": None if not total else defect / total, **_drift_of(store, b)})
-    return {"rows": jsonable(rows), "columns": BATCH_COLUMNS} if rows else None
+    return {"rows": jsonable(rows), "columns": BATCH_COLUMNS, "empty": _balance_empty(rows)} if rows else None
 
 
 def monitoring(store: ObjectStore) -> dict | None:
@@ -166,8 +181,34 @@ def monitoring(store: ObjectStore) -> dict | None:
     table = table[table["images"] > 0].sort_values(["day", "model_version"], kind="stable")
     return {"rows": records(table, MONITORING_SHOWN), "columns": MONITORING_SHOWN,
             "drift_level": jsonable(float(table["drift_level"].max())) if len(table) else None,
+            "empty": monitoring_empty(table),
             "downloads": {"csv": "/dashboard/files/prediction_monitoring.csv",
                           "parquet": "/dashboard/files/prediction_monitoring.parquet"}}
+
+
+def _column(table: pd.DataFrame, name: str) -> pd.Series:
+    return table[name] if name in table.columns else pd.Series([float("nan")] * len(table), index=table.index)
+
+
+def monitoring_empty(table: pd.DataFrame) -> dict:
+    """Why a monitoring chart has nothing to draw, and what would fill it."""
+    empty = {}
+    if not len(table):
+        return {c: "no day with scored images yet" for c in ("volume", "latency", "defects", "drift")}
+    if _column(table, "psi").isna().all():
+        need = int(_column(table, "psi_min_images").fillna(DEFAULT_PSI_MIN_IMAGES).max())
+        most = int(_column(table, "drift_images").fillna(0).max())
+        if (_column(table, "reference_patches").fillna(0) == 0).all():
+            empty["drift"] = ("no PSI yet: it compares a day's /v1/predict scores with the model's test-split scores, "
+                              "and none are stored for the model(s) seen: materialize champion_test_predictions")
+        else:
+            empty["drift"] = (f"no PSI yet: it needs at least {need} images scored by /v1/predict on one day by one "
+                              f"model (prediction_monitoring's min_images); the busiest day here had {most}. Score "
+                              f"more images a day, or lower min_images (a smaller sample drifts by chance alone)")
+    latency = pd.concat([_column(table, c) for c in ("latency_ms_p50", "latency_ms_warmup", "inspect_latency_ms_p50")])
+    if latency.isna().all():
+        empty["latency"] = "no request latency recorded on these days"
+    return empty
 
 
 def mistakes(store: ObjectStore, version: str | None) -> dict | None:
@@ -187,15 +228,40 @@ def mistakes(store: ObjectStore, version: str | None) -> dict | None:
     return jsonable(doc)
 
 
-def active_learning(store: ObjectStore) -> dict | None:
-    """Rows of active_learning/progress.csv (one per labeling round) once active learning writes it."""
+def _is_rate(name: str, values: pd.Series) -> bool:
+    """A column on the 0..1 scale (accuracy, AUC, a share): drawn apart from the counts."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return bool(RATE_NAME.search(name)) or (len(v) > 0 and bool((v % 1 != 0).any()) and bool(v.between(0, 1).all()))
+
+
+def active_learning(store: ObjectStore, labels: pd.DataFrame) -> dict | None:
+    """Rows of active_learning/progress.csv (one per labeling round) once active learning writes it,
+    each with ``labels_given``: the active labels given on that round's queue, read from the label
+    store now (``page_labels`` is what the page had stored when the round was published). Numeric
+    columns are split into counts and rates (0..1), drawn on separate charts over integer rounds."""
     if not store.exists(ACTIVE_LEARNING_PROGRESS):
         return None
     table = pd.read_csv(io.BytesIO(store.read_bytes(ACTIVE_LEARNING_PROGRESS)))
     if not len(table):
         return None
-    return {"rows": records(table, list(table.columns)), "columns": list(table.columns),
-            "x": str(table.columns[0]), "downloads": {"csv": "/dashboard/files/active_learning.csv"}}
+    x = "round" if "round" in table.columns else str(table.columns[0])
+    by_queue = labels["queue"].astype(str).value_counts() if len(labels) else pd.Series(dtype=int)
+    if "queue" in table.columns:
+        table["labels_given"] = [int(by_queue.get(str(q), 0)) for q in table["queue"]]
+    numeric = [c for c in table.columns if c != x and pd.api.types.is_numeric_dtype(table[c])]
+    rates = [c for c in numeric if _is_rate(c, table[c])]
+    counts = [c for c in numeric if c not in rates]
+    empty = {}
+    if not rates or table[rates].isna().all().all():
+        empty["rates"] = ("no test metrics with these rounds: each round records the production model's test "
+                          "accuracy and ROC AUC as deployed_endpoint wrote them (deploy_job); a model promoted "
+                          "by hand has none")
+    if not counts:
+        empty["counts"] = "no count column in active_learning/progress.csv"
+    return {"rows": records(table, list(table.columns)), "columns": list(table.columns), "x": x,
+            "counts": counts, "rates": rates, "names": {c: ROUND_NAMES.get(c, c) for c in counts + rates},
+            "page_labels_now": int(len(labels)), "empty": empty,
+            "downloads": {"csv": "/dashboard/files/active_learning.csv"}}
 
 
 def label_issues(store: ObjectStore, shown: int = ISSUE_SHOWN) -> dict | None:
@@ -250,9 +316,10 @@ def labelers(store: ObjectStore) -> dict | None:
 def summary(store: ObjectStore) -> dict:
     champs = champions(store)
     version = champs["current"]["model_version"] if champs else None
+    page_labels = LabelLog(store).labels()
     sections = {"quality": quality(store), "champions": champs, "batches": batches(store),
                 "monitoring": monitoring(store), "mistakes": mistakes(store, version),
-                "active_learning": active_learning(store), "label_issues": label_issues(store),
+                "active_learning": active_learning(store, page_labels), "label_issues": label_issues(store),
                 "labelers": labelers(store)}
     missing = {
         "quality": "no evaluation yet: materialize the evaluation assets (evaluate_job)",
@@ -261,7 +328,8 @@ def summary(store: ObjectStore) -> dict:
         "monitoring": "no monitored day yet: the scoring service logs predictions; materialize "
                       "prediction_monitoring (monitoring_job, daily_monitoring_schedule)",
         "mistakes": "no champion test predictions yet: materialize champion_test_predictions",
-        "active_learning": "no labeling rounds recorded yet (active_learning/progress.csv)",
+        "active_learning": "no labeling rounds recorded yet: labeling_queue writes active_learning/progress.csv "
+                           f"when it publishes a queue; {len(page_labels)} label(s) given on the labeling page so far",
         "label_issues": "no label-issue table yet: materialize label_issues (group label_quality)",
         "labelers": "no labels from the labeling page yet: publish a queue (labeling_queue; gold_rate mixes gold "
                     "items in) and label on /label",

@@ -39,11 +39,27 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+class FirstUse:
+    """True for exactly one caller: the first request answered after a model load (it pays what
+    warming did not cover; the prediction log marks it so latency percentiles leave it out)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._taken = False
+
+    def take(self) -> bool:
+        with self._lock:
+            first, self._taken = not self._taken, True
+            return first
+
+
 @dataclass(frozen=True)
 class ServedModel:
     scorer: Scorer
     pointer: dict
     loaded_at: str = field(default_factory=_now)
+    first_use: FirstUse = field(default_factory=FirstUse, compare=False, repr=False)
+    """Taken by the first logged request on this load (a new threshold on the same scorer keeps it)."""
 
     @property
     def version(self) -> str:
@@ -137,7 +153,9 @@ class ModelHolder:
             except Exception as e:  # noqa: BLE001 - any failure keeps the old model serving
                 self._failed(version, key, f"{type(e).__name__}: {e}")
                 return False
-            self.current = ServedModel(scorer, doc)  # the swap: one reference assignment
+            same_load = old is not None and scorer is old.scorer
+            # the swap: one reference assignment
+            self.current = ServedModel(scorer, doc, first_use=old.first_use) if same_load else ServedModel(scorer, doc)
             self.reloads += 1
             self.last_error = None
             log.info("serving model %s (threshold %s), loaded and warmed in %.2fs%s", version,

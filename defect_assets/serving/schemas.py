@@ -341,7 +341,7 @@ class DashboardSummary(BaseModel):
     batches: dict[str, Any] | None
     monitoring: dict[str, Any] | None
     mistakes: dict[str, Any] | None
-    active_learning: dict[str, Any] | None
+    active_learning: ActiveLearningPanel | None
     label_issues: LabelIssuesPanel | None
     labelers: LabelersPanel | None
     notes: dict[str, str]
@@ -454,6 +454,19 @@ class LabelIssuesPanel(BaseModel):
     columns: list[str]
     review_url: str
     note: str | None = Field(description="why nothing is shown, when nothing is")
+    downloads: dict[str, str]
+
+
+class ActiveLearningPanel(BaseModel):
+    rows: list[dict[str, Any]] = Field(description="active_learning/progress.csv, one row per labeling round, with "
+                                                   "labels_given read from the label store now")
+    columns: list[str]
+    x: str = Field(description="the round column (whole numbers)")
+    counts: list[str] = Field(description="count columns (drawn on one chart)")
+    rates: list[str] = Field(description="0..1 columns: accuracy, ROC AUC (drawn on another)")
+    names: dict[str, str] = Field(description="column -> what the chart calls it")
+    page_labels_now: int = Field(description="active labels given on the labeling page so far (every queue)")
+    empty: dict[str, str] = Field(description="chart (counts, rates) -> why it has nothing to draw")
     downloads: dict[str, str]
 
 

@@ -66,13 +66,15 @@ class ServiceState:
 
     def log_predictions(self, route: str, request_id: str, model: ServedModel, results: list[dict],
                         latency_ms: float) -> None:
-        """One prediction-log record per scored image (a buffered append: no I/O here)."""
+        """One prediction-log record per scored image (a buffered append: no I/O here). The first
+        request logged after a model load is marked ``warmup``."""
         if self.predictions is None:
             return
+        warmup = model.first_use.take()
         self.predictions.add([new_record(request_id=request_id, route=route, model_version=model.version,
                                          sha256=r["sha256"], scores=r["probabilities"], decision=r["decision"],
                                          is_defect=r["is_defect"], defect_score=r["defect_score"],
-                                         latency_ms=latency_ms) for r in results])
+                                         latency_ms=latency_ms, warmup=warmup) for r in results])
 
     def key_matches(self, key: str | None) -> bool:
         return self.settings.key_matches(key)

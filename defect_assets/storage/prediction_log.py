@@ -21,7 +21,9 @@ Record fields (``RECORD_FIELDS``): ``record_id``, ``time`` (UTC ISO, microsecond
 ``request_id``, ``route`` (``predict`` or ``inspect``), ``model_version``, ``sha256`` (of the
 image bytes), ``scores`` (class probabilities; for inspect the largest window score),
 ``decision``, ``is_defect``, ``defect_score``, ``latency_ms`` (the request's time in the
-service, upload included).
+service, upload included), ``warmup`` (true on the records of the first request answered after a
+model load: it pays what warming did not cover, so monitoring keeps it out of the latency
+percentiles and reports it apart; records written before the field existed read as false).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ log = logging.getLogger("defect_assets.prediction_log")
 PREFIX = "prediction_log"
 FORMAT = "defect-assets-prediction-log/1"
 RECORD_FIELDS = ("record_id", "time", "request_id", "route", "model_version", "sha256", "scores", "decision",
-                 "is_defect", "defect_score", "latency_ms")
+                 "is_defect", "defect_score", "latency_ms", "warmup")
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_BUFFER = 200_000
 """Records kept while the store refuses writes; beyond it the oldest are dropped (and counted)."""
@@ -59,12 +61,13 @@ def utc_now() -> dt.datetime:
 
 def new_record(*, request_id: str, route: str, model_version: str, sha256: str, scores: dict[str, float],
                decision: str, is_defect: bool, defect_score: float, latency_ms: float,
-               at: dt.datetime | None = None) -> dict:
+               at: dt.datetime | None = None, warmup: bool = False) -> dict:
     """One record, with every field of ``RECORD_FIELDS``."""
     return {"record_id": uuid.uuid4().hex, "time": (at or utc_now()).isoformat(timespec="microseconds"),
             "request_id": request_id, "route": route, "model_version": model_version, "sha256": sha256,
             "scores": {str(k): float(v) for k, v in scores.items()}, "decision": str(decision),
-            "is_defect": bool(is_defect), "defect_score": float(defect_score), "latency_ms": float(latency_ms)}
+            "is_defect": bool(is_defect), "defect_score": float(defect_score), "latency_ms": float(latency_ms),
+            "warmup": bool(warmup)}
 
 
 def day_prefix(day: str, prefix: str = PREFIX) -> str:
@@ -250,7 +253,7 @@ def read_day(store: ObjectStore, day: str, prefix: str = PREFIX) -> LogDay:
             continue
         segments += 1
         for r in records:
-            rows.append({**{k: r.get(k) for k in RECORD_FIELDS if k != "scores"},
+            rows.append({**{k: r.get(k) for k in RECORD_FIELDS if k != "scores"}, "warmup": bool(r.get("warmup")),
                          "scores_json": json.dumps(r.get("scores", {}), sort_keys=True), "segment": obj.key})
     df = pd.DataFrame(rows, columns=LOG_COLUMNS)
     if len(df):

@@ -56,3 +56,25 @@ def monitor(store, days: list[str], warn_psi: float = 0.25, min_images: int = 20
         out[day] = (result.output_for_node("prediction_monitoring"), check,
                     result.asset_materializations_for_node("prediction_monitoring")[0].metadata)
     return out
+
+
+# A hand-made day: the first request after a model load took 5.1 s (the warm-up), five /v1/predict
+# requests 40-48 ms, and one /v1/inspect request of a large photo 3.8 s.
+TIMED_REQUESTS = [("predict", 5100.0, True), ("predict", 40.0, False), ("predict", 44.0, False),
+                  ("inspect", 3800.0, False), ("predict", 48.0, False), ("predict", 42.0, False),
+                  ("predict", 46.0, False)]
+
+
+def write_timed_requests(store, day: str, requests=TIMED_REQUESTS, version: str = VERSION,
+                         images_per_request: int = 2) -> list[dict]:
+    """Records of (route, latency_ms, warmup) requests, ``images_per_request`` images each, as the
+    service logs them."""
+    start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC, hour=9)
+    records = [new_record(request_id=f"{day}-r{k}", route=route, model_version=version, sha256=f"{k:032x}{i:032x}",
+                          scores={"ok": 0.9, "defect": 0.1}, decision="ok", is_defect=False, defect_score=0.1,
+                          latency_ms=latency, warmup=warmup, at=start + dt.timedelta(seconds=k, milliseconds=i))
+               for k, (route, latency, warmup) in enumerate(requests) for i in range(images_per_request)]
+    log = PredictionLog(store)
+    log.add(records)
+    assert log.flush() == len(records)
+    return records

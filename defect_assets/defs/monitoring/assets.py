@@ -8,7 +8,13 @@ from defect_assets.defs.metadata import md_png, md_table
 from defect_assets.defs.partitions import check_day_partition, daily_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml import plots
-from defect_assets.pipeline.monitoring import DayMonitoring, MonitoringSettings, monitor_day
+from defect_assets.pipeline.monitoring import (
+    LATENCY_ROUTE,
+    DayMonitoring,
+    MonitoringSettings,
+    monitor_day,
+    request_latencies,
+)
 from defect_assets.storage.layout import MONITORING_CSV, MONITORING_PARQUET
 
 DRIFT_CHECK = "score_drift_below_warning_level"
@@ -28,9 +34,11 @@ def _plots(result: DayMonitoring) -> dict:
     meta = {}
     records = result.log.records
     if len(records):
-        latency = records.groupby("request_id")["latency_ms"].first()
-        meta["plot_latency"] = md_png(plots.histogram_png(latency, f"request latency, {result.day}", "ms"),
-                                      "request latency")
+        requests = request_latencies(records)
+        latency = requests.loc[~requests["warmup"] & (requests["route"] == LATENCY_ROUTE), "latency_ms"]
+        if len(latency):
+            meta["plot_latency"] = md_png(plots.histogram_png(latency, f"/v1/predict latency, {result.day} "
+                                                                       "(warm-up excluded)", "ms"), "request latency")
     for version, drift in result.drift.items():
         png = plots.drift_png(drift.reference_share, drift.current_share, drift.edges, drift.psi,
                               f"{version}, {result.day}")
@@ -46,7 +54,8 @@ def _plots(result: DayMonitoring) -> dict:
 def prediction_monitoring(context: dg.AssetExecutionContext, config: MonitoringConfig,
                           artifact_store: StorageResource):
     """What the live endpoint saw on one UTC day, per model version: requests, images, latency
-    percentiles (p50/p95/p99), share of images called defective, and the population stability
+    percentiles (p50/p95/p99 of /v1/predict, and of /v1/inspect apart; the first request after a
+    model load is a warm-up, reported apart), share of images called defective, and the population stability
     index of the defect scores against the same model's scores on the test split. Written as
     Parquet and CSV for BI tools (monitoring/prediction_monitoring.*); a warning check fires
     when the PSI passes warn_psi."""
@@ -61,7 +70,7 @@ def prediction_monitoring(context: dg.AssetExecutionContext, config: MonitoringC
         context.log.warning(f"{len(result.log.rejected)} prediction-log segment(s) not whole, skipped: "
                             + "; ".join(result.log.rejected[:5]))
     shown = ["model_version", "requests", "images", "defect_share", "latency_ms_p50", "latency_ms_p95",
-             "latency_ms_p99", "psi", "drift_warning"]
+             "latency_ms_p99", "warmup_requests", "latency_ms_warmup", "psi", "drift_warning"]
     psi = rows["psi"].dropna()
     yield dg.Output(rows, metadata={
         "day": context.partition_key, "requests": int(rows["requests"].sum()), "images": int(rows["images"].sum()),

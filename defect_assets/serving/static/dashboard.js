@@ -1,6 +1,8 @@
 // The dashboard page: fetches /dashboard/api/summary once and draws every section with plotly.js
 // (served by the app itself). Every chart gets a table (or a download link) behind it, and
-// data-points says how many points it was given, so a test can compare with what it rendered.
+// data-points says how many points it was given, so a test can compare with what it rendered. A
+// chart with nothing to draw says why and what would fill it (data-empty); the charts of a section
+// whose source is missing are hidden, and the section's note says what to materialize.
 "use strict";
 
 const COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d"];
@@ -44,12 +46,37 @@ function behind(container, title, columns, rows, downloads, open) {
   }
 }
 
-function plot(id, traces, layout) {
+const present = v => v !== null && v !== undefined;
+
+// A chart with nothing to draw: its title and why, in place of an empty pair of axes.
+function showEmpty(div, title, reason) {
+  div.dataset.points = "0";
+  div.dataset.empty = reason;
+  div.classList.add("empty");
+  div.replaceChildren(el("p", { class: "empty-title" }, title || ""), el("p", { class: "empty-reason" }, reason));
+}
+
+// `reason`: what the chart says when none of its points has a value (why, and what would fill it).
+function plot(id, traces, layout, reason) {
   const points = traces.filter(t => !t.skipCount)
-    .reduce((n, t) => n + (t.type === "heatmap" ? t.z.flat().length : (t.y || []).length), 0);
+    .reduce((n, t) => n + (t.type === "heatmap" ? t.z.flat().length : (t.y || []).filter(present).length), 0);
   const div = document.getElementById(id);
+  const title = layout.title && layout.title.text;
+  if (!points) {
+    showEmpty(div, title, reason || "no data for this chart");
+    return;
+  }
   div.dataset.points = String(points);
   pending.push(Plotly.newPlot(div, traces, Object.assign({}, BASE, layout), CONFIG));
+}
+
+// Round numbers on an axis: one tick per round, half a round of margin (one round is not at the middle of -1..1).
+function roundAxis(values, title) {
+  const xs = values.filter(present);
+  const lo = xs.length ? Math.min(...xs) : 0;
+  const hi = xs.length ? Math.max(...xs) : 0;
+  return { title: { text: title }, tickmode: "linear", tick0: 0, dtick: 1, range: [lo - 0.5, hi + 0.5],
+           zeroline: false };
 }
 
 function note(section, text) {
@@ -89,19 +116,28 @@ function drawQuality(q) {
              line: { color: "#888", dash: "dash" } });
   plot("chart-quality-accuracy", acc, { title: { text: "test accuracy (95% interval) vs majority baseline" },
                                         yaxis: { title: { text: "accuracy" } } });
-  plot("chart-quality-auc", auc, { title: { text: "test ROC AUC" }, yaxis: { title: { text: "ROC AUC" } } });
+  plot("chart-quality-auc", auc, { title: { text: "test ROC AUC" }, yaxis: { title: { text: "ROC AUC" } } },
+       "no ROC AUC in these evaluations: their reports have none (a task with a single class on the test split)");
   behind("table-quality", "Every evaluation", q.columns, rows, q.downloads);
 }
 
 function drawChampion(which, c) {
   const box = document.getElementById(`champion-${which}`);
+  const charts = [[`chart-roc-${which}`, "ROC, test split"], [`chart-cm-${which}`, "confusion matrix"]];
+  const none = (reason) => charts.forEach(([id, title]) => showEmpty(document.getElementById(id), title, reason));
   if (!c) {
     box.querySelector(".facts").textContent = which === "previous" ? "No previous champion yet." : "";
+    none("no previous champion yet: the champion before the current one appears here once a second model "
+         + "version is crowned (evaluate_job after a retrain)");
     return;
   }
   const facts = box.querySelector(".facts");
   facts.append(el("div", {}, el("b", {}, c.model_version || ""), ` (${c.family || ""}), recorded ${c.recorded_at || ""}`));
-  if (c.note) { facts.append(el("div", { class: "note" }, c.note)); return; }
+  if (c.note) {
+    facts.append(el("div", { class: "note" }, c.note));
+    none(`${c.note}: materialize its model's evaluation again (evaluate_job)`);
+    return;
+  }
   facts.append(el("div", {}, "accuracy ", el("b", {}, pct(c.accuracy)), ` [95%: ${pct(c.accuracy_low)} to `
     + `${pct(c.accuracy_high)}] vs majority baseline `, el("b", {}, pct(c.majority_baseline)),
     `; ROC AUC ${fmt(c.roc_auc)}; recall ${fmt(c.recall)}; ${c.test_patches} test patches`
@@ -113,7 +149,8 @@ function drawChampion(which, c) {
                 line: { color: "#aaa", dash: "dot" }, hoverinfo: "skip" });
   plot(`chart-roc-${which}`, traces, { title: { text: `ROC, test split (AUC ${fmt(c.roc_auc)})` },
     xaxis: { title: { text: "false positive rate" }, range: [0, 1] },
-    yaxis: { title: { text: "true positive rate" }, range: [0, 1.02] } });
+    yaxis: { title: { text: "true positive rate" }, range: [0, 1.02] } },
+    "no ROC curve in this evaluation report (the test split held one class only)");
   const classes = c.classes || [];
   const cm = c.confusion_matrix || [];
   const annotations = [];
@@ -124,7 +161,8 @@ function drawChampion(which, c) {
                                reversescale: true, showscale: false, zmin: 0 }],
        { title: { text: "confusion matrix" }, annotations, height: 300,
          xaxis: { title: { text: "predicted" }, type: "category" },
-         yaxis: { title: { text: "true" }, type: "category", autorange: "reversed" } });
+         yaxis: { title: { text: "true" }, type: "category", autorange: "reversed" } },
+       "no confusion matrix in this evaluation report");
   const cmRows = cm.map((row, i) => Object.fromEntries([["true", classes[i]],
     ...row.map((v, j) => [`predicted ${classes[j]}`, v])]));
   const tableBox = box.querySelector(".table");
@@ -145,7 +183,7 @@ function drawBatches(b) {
   plot("chart-batches-balance", [
     { type: "bar", name: "ok patches", x: names, y: rows.map(r => r.ok_patches), marker: { color: COLORS[2] } },
     { type: "bar", name: "defect patches", x: names, y: rows.map(r => r.defect_patches), marker: { color: COLORS[1] } },
-  ], { barmode: "stack", title: { text: "class balance per batch (patches)" } });
+  ], { barmode: "stack", title: { text: "class balance per batch (patches)" } }, (b.empty || {}).balance);
   behind("table-batches", "Batches", b.columns, rows, null, true);
 }
 
@@ -153,6 +191,7 @@ function drawMonitoring(m) {
   const rows = m.rows;
   const versions = groupBy(rows, "model_version");
   const volume = [], latency = [], defects = [], drift = [];
+  const empty = m.empty || {};
   let i = 0;
   for (const [version, rs] of versions) {
     const color = COLORS[i++ % COLORS.length];
@@ -160,8 +199,19 @@ function drawMonitoring(m) {
     const short = versions.size > 1 ? ` (${version})` : "";
     volume.push({ type: "bar", name: `images${short}`, x: days, y: rs.map(r => r.images), marker: { color } });
     for (const [q, dash] of [["p50", "solid"], ["p95", "dash"], ["p99", "dot"]]) {
-      latency.push({ type: "scatter", mode: "lines+markers", name: `${q}${short}`, x: days,
+      latency.push({ type: "scatter", mode: "lines+markers", name: `predict ${q}${short}`, x: days,
                      y: rs.map(r => r[`latency_ms_${q}`]), line: { color, dash }, marker: { color } });
+    }
+    if (rs.some(r => r.warmup_requests > 0)) {  // the first request after a model load, not in the percentiles
+      latency.push({ type: "scatter", mode: "markers", name: `warm-up: first request after a model load${short}`,
+                     x: days, y: rs.map(r => r.latency_ms_warmup), marker: { color, symbol: "x-open", size: 10 } });
+    }
+    if (rs.some(r => r.inspect_requests > 0)) {  // hundreds of windows per photo: another population
+      for (const [q, dash] of [["p50", "solid"], ["p95", "dash"]]) {
+        latency.push({ type: "scatter", mode: "lines+markers", name: `inspect ${q}${short}`, x: days,
+                       y: rs.map(r => r[`inspect_latency_ms_${q}`]), line: { color: "#888", dash },
+                       marker: { color: "#888", symbol: "diamond" } });
+      }
     }
     defects.push({ type: "scatter", mode: "lines+markers", name: `share called defective${short}`, x: days,
                    y: rs.map(r => r.defect_share), line: { color }, marker: { color } });
@@ -175,11 +225,14 @@ function drawMonitoring(m) {
                                           line: { color: "#e45756", dash: "dash" } }];
   plot("chart-monitoring-volume", volume, { title: { text: "images scored per day" }, barmode: "stack",
                                             xaxis: { type: "category" } });
-  plot("chart-monitoring-latency", latency, { title: { text: "request latency (ms)" }, xaxis: { type: "category" } });
+  plot("chart-monitoring-latency", latency, { title: { text: "request latency (ms; warm-up apart)" },
+                                              xaxis: { type: "category" },
+                                              yaxis: { type: "log", dtick: 1, title: { text: "ms (log scale)" } } },
+       empty.latency);
   plot("chart-monitoring-defects", defects, { title: { text: "share of images called defective" },
                                               yaxis: { range: [0, 1] }, xaxis: { type: "category" } });
   plot("chart-monitoring-drift", drift, { title: { text: `score drift (PSI); warning above ${fmt(level)}` }, shapes,
-                                          xaxis: { type: "category", categoryarray: dayRange } });
+                                          xaxis: { type: "category", categoryarray: dayRange } }, empty.drift);
   behind("table-monitoring", "Days", m.columns, rows, m.downloads, true);
   document.querySelectorAll("#table-monitoring tbody tr").forEach((tr, k) => {
     if (rows[k].drift_warning) tr.className = "warn";
@@ -187,10 +240,21 @@ function drawMonitoring(m) {
 }
 
 function drawActiveLearning(a) {
-  const numeric = a.columns.filter(c => c !== a.x && a.rows.every(r => typeof r[c] === "number" || r[c] === null));
-  plot("chart-active-learning", numeric.map((c, i) => ({ type: "scatter", mode: "lines+markers", name: c,
-    x: a.rows.map(r => r[a.x]), y: a.rows.map(r => r[c]), marker: { color: COLORS[i % COLORS.length] } })),
-    { title: { text: `progress per ${a.x}` } });
+  const xs = a.rows.map(r => r[a.x]);
+  const names = a.names || {};
+  const empty = a.empty || {};
+  const lines = (columns) => columns.map((c, i) => ({ type: "scatter", mode: "lines+markers", name: names[c] || c,
+    x: xs, y: a.rows.map(r => r[c]), marker: { color: COLORS[i % COLORS.length], size: 8 },
+    line: { color: COLORS[i % COLORS.length] } }));
+  plot("chart-active-learning-counts", lines(a.counts), { title: { text: `images and labels per ${a.x}` },
+       xaxis: roundAxis(xs, `labeling ${a.x}`), yaxis: { title: { text: "count" }, rangemode: "tozero" } },
+       empty.counts);
+  plot("chart-active-learning-rates", lines(a.rates), { title: { text: `the round's model on the test split` },
+       xaxis: roundAxis(xs, `labeling ${a.x}`), yaxis: { title: { text: "0 to 1" }, range: [0, 1.02] } },
+       empty.rates);
+  const info = document.getElementById("active-learning-info");
+  info.textContent = `${a.page_labels_now} label(s) given on the labeling page so far, read from the label store `
+    + "now (image_labels takes them in at the next relabel run).";
   behind("table-active-learning", "Labeling rounds", a.columns, a.rows, a.downloads, true);
 }
 
@@ -257,7 +321,12 @@ async function main() {
     return;
   }
   meta.textContent = `data from ${doc.store}, read ${doc.generated_at}`;
-  for (const [section, text] of Object.entries(doc.notes || {})) note(section, text);
+  for (const [section, text] of Object.entries(doc.notes || {})) {
+    note(section, text);
+    // a missing source: its section's charts are not drawn at all (the note says what would fill them)
+    const box = document.querySelector(`[data-note="${section}"]`);
+    if (box) box.parentElement.querySelectorAll(".chart, .champion").forEach((c) => c.classList.add("absent"));
+  }
   const draws = [];
   if (doc.quality) draws.push(() => drawQuality(doc.quality));
   if (doc.champions) {
