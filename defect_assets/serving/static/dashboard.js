@@ -225,9 +225,13 @@ function drawMonitoring(m) {
                                           line: { color: "#e45756", dash: "dash" } }];
   plot("chart-monitoring-volume", volume, { title: { text: "images scored per day" }, barmode: "stack",
                                             xaxis: { type: "category" } });
+  // a log scale only when the values span decades (inspect's seconds, a slow warm-up beside predict's milliseconds)
+  const ms = latency.flatMap(t => t.y.filter(v => present(v) && v > 0));
+  const wide = ms.length && Math.max(...ms) > 20 * Math.min(...ms);
   plot("chart-monitoring-latency", latency, { title: { text: "request latency (ms; warm-up apart)" },
                                               xaxis: { type: "category" },
-                                              yaxis: { type: "log", dtick: 1, title: { text: "ms (log scale)" } } },
+                                              yaxis: wide ? { type: "log", title: { text: "ms (log scale)" } }
+                                                : { title: { text: "ms" }, rangemode: "tozero" } },
        empty.latency);
   plot("chart-monitoring-defects", defects, { title: { text: "share of images called defective" },
                                               yaxis: { range: [0, 1] }, xaxis: { type: "category" } });
