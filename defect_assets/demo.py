@@ -367,8 +367,8 @@ def closing_hints(ui: DagsterUI, url: str | None, data_dir: Path, port: int) -> 
         say(f"Dashboard (model quality, champions, batches, monitoring, mistakes): {url}/dashboard")
         return
     port = hints.free_or_other(port)
-    serve = shlex.join([f"{ServiceSettings.env('dagster_ui_url')}={ui.url}"]) + \
-        f" {hints.cli_command(data_dir)} serve --port {port}"
+    serve = (shlex.quote(f"{ServiceSettings.env('dagster_ui_url')}={ui.url}")
+             + f" {hints.cli_command(data_dir)} serve --port {port}")
     say(f"Dashboard: http://127.0.0.1:{port}/dashboard, once the service is started with:\n    {serve}")
 
 
@@ -468,7 +468,7 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("")
     say("Validation metrics (validation split, threshold 0.5), side by side:")
     say(model_table(cards))
-    say("  (val_balanced_acc: the mean of the recalls of both classes; train_s: seconds of training)")
+    say("  (val_balanced_acc: the mean of the per-class recalls; train_s: seconds of training)")
     say("")
     say("5. Evaluating on the held-out test split (threshold chosen on validation), picking the champion")
     rows, champion, failed = evaluate_models(defs, instance)

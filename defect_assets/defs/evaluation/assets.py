@@ -60,8 +60,8 @@ def build_evaluation_asset(family: Family) -> dg.AssetsDefinition:
         meta = {"model_version": version, "threshold": report.threshold or 0.0,
                 **{k: float(v) for k, v in metrics.iloc[0].items()},
                 "majority_baseline": float(report.majority_baseline),
-                "accuracy_ci95": f"{significant(report.accuracy_ci[0])} - {significant(report.accuracy_ci[1])}",
-                "roc_auc_ci95": f"{significant(report.roc_auc_ci[0])} - {significant(report.roc_auc_ci[1])}",
+                "accuracy_ci95": f"{significant(report.accuracy_ci[0]):g} - {significant(report.accuracy_ci[1]):g}",
+                "roc_auc_ci95": f"{significant(report.roc_auc_ci[0]):g} - {significant(report.roc_auc_ci[1]):g}",
                 "metrics": md_table(metrics), "intervals": md_table(interval_table(report)),
                 "confusion_matrix": md_table(cm),
                 "report_html": dg.MetadataValue.path(f"{store.url}/{report.report_html}"),
@@ -145,7 +145,7 @@ def pick(context: dg.AssetExecutionContext, config: ChampionConfig, artifact_sto
     from defect_assets.ml.plots import tradeoff_png
     return dg.Output(champion, metadata=readable({
         "model_version": champion.model_version, "family": champion.family,
-        "validation_metric": f"{config.metric} {significant(champion.validation_value)}",
+        "validation_metric": f"{config.metric} {significant(champion.validation_value):g}",
         "threshold": champion.threshold if champion.threshold is not None else 0.0,
         "threshold_rule": champion.threshold_method or "unrecorded",
         "trained_on_batches": ", ".join(card.data_version.batches),

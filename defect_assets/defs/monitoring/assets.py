@@ -75,7 +75,7 @@ def prediction_monitoring(context: dg.AssetExecutionContext, config: MonitoringC
     yield dg.AssetCheckResult(
         check_name=DRIFT_CHECK, passed=warned.empty, severity=dg.AssetCheckSeverity.WARN,
         description=None if warned.empty else "; ".join(
-            f"{r.model_version}: PSI {significant(r.psi)} > {config.warn_psi}" for r in warned.itertuples()),
+            f"{r.model_version}: PSI {significant(r.psi):g} > {config.warn_psi}" for r in warned.itertuples()),
         metadata=readable({"max_psi": float(psi.max()) if len(psi) else float("nan"), "drift_level": config.warn_psi,
                   "models_judged": len(psi), "models_seen": int((rows["images"] > 0).sum()),
                   "day": context.partition_key}))
