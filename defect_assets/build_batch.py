@@ -82,6 +82,9 @@ def build_batch(batch: str, say: Callable[[str], None] = print) -> dg.ExecuteInP
         for ev in result.all_events:
             if ev.is_failure:
                 say(f"  FAILED: {ev.message}")
-        say(f"building {batch} failed (run {result.run_id}; the Dagster UI on {instance.root_directory} shows it)")
+        from defect_assets.demo import dagster_ui
+
+        ui = dagster_ui(instance)
+        say(f"building {batch} failed; every step of run {result.run_id} is at {ui.run_url(result.run_id)} {ui.how()}")
     return result
 

@@ -50,8 +50,11 @@ def cmd_upload(args) -> int:
     print(f"batch {m.batch}: {len(m.files)} files in {landing.url}/{m.batch} (manifest written last)", flush=True)
     if args.build:
         return _build(m.batch)
-    print(f"build it now with `defect-assets build {m.batch}`, from the Dagster UI, or let the landing-zone "
-          "sensor pick it up")
+    from defect_assets.hints import cli_command
+    from defect_assets.storage.env import default_data_dir
+
+    print(f"build it now with `{cli_command(default_data_dir())} build {m.batch}`, from the Dagster UI, or let the "
+          "landing-zone sensor pick it up")
     return 0
 
 
@@ -107,7 +110,9 @@ def cmd_score(args) -> int:
     try:
         results = client.predict(args.images)
     except ServiceError as e:
-        hint = " (start one with `defect-assets serve`)" if e.status == 0 else ""
+        from defect_assets.hints import cli_command
+
+        hint = f" (start one with `{cli_command()} serve`)" if e.status == 0 else ""
         print(f"error: {e}{hint}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -1,16 +1,21 @@
 """The main job on the embedded default: seed the local landing zone with real data, register
 the batches as partitions of the project-local Dagster instance, materialize every asset for
-every batch (runs are recorded, so `dagster dev` shows them), and print a summary."""
+every batch (runs are recorded, so `dagster dev` shows them), deploy the champion behind the
+scoring service, and print a summary whose closing hints name this machine's real paths, Dagster
+instance and ports (``hints.py``)."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from defect_assets import hints
+from defect_assets.hints import DagsterUI
 from defect_assets.ml.records import ModelCard
 
 
@@ -60,9 +65,17 @@ def quiet(level: str = "WARNING") -> dict:
     return {"console": {"config": {"log_level": level}}}
 
 
+def dagster_ui(instance) -> DagsterUI:
+    """The Dagster UI on ``instance`` and this data folder (the same answer all along this process)."""
+    from defect_assets.storage.env import default_data_dir
+
+    runs = instance.get_runs(limit=1)
+    return hints.dagster_ui(Path(instance.root_directory), default_data_dir(), runs[0].run_id if runs else None)
+
+
 def run_job(defs, instance, job, what: str, run_config=None, hint: str = "", **kwargs):
     """Execute ``job`` of ``defs`` in this process, recorded in ``instance``; on failure print
-    every failed step's message and stop with the run id (and ``hint``)."""
+    every failed step's message and stop with where the run is shown in the Dagster UI (and ``hint``)."""
     name = job if isinstance(job, str) else job.name
     result = defs.resolve_job_def(name).execute_in_process(instance=instance, run_config=run_config,
                                                                 raise_on_error=False, **kwargs)
@@ -70,7 +83,9 @@ def run_job(defs, instance, job, what: str, run_config=None, hint: str = "", **k
         for ev in result.all_events:
             if ev.is_failure:
                 say(f"    FAILED: {ev.message}")
-        raise SystemExit(f"{what} failed; run `./run dev` and open run {result.run_id} for details{hint}")
+        ui = dagster_ui(instance)
+        raise SystemExit(f"{what} failed; every step of run {result.run_id} is at {ui.run_url(result.run_id)} "
+                         f"{ui.how()}{hint}")
     return result
 
 
@@ -214,12 +229,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start_service(data_dir: Path, port: int) -> tuple[int, str, Path]:
+def start_service(data_dir: Path, port: int, dagster_ui_url: str) -> tuple[int, str, Path]:
     """`defect-assets serve` as a background process (its log in data/serve.log, its pid in
-    data/serve.pid); a service left by an earlier demo is stopped first."""
+    data/serve.pid), its pages' navigation bar linking to ``dagster_ui_url``; a service left by an
+    earlier demo is stopped first. Returns (pid, the service's URL on the port it got, log)."""
     import signal
-    import socket
     import subprocess
+
+    from defect_assets.serving.settings import ServiceSettings
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pid_file, log_file = data_dir / "serve.pid", data_dir / "serve.log"
@@ -231,48 +248,69 @@ def start_service(data_dir: Path, port: int) -> tuple[int, str, Path]:
                 if not _alive(old):
                     break
                 time.sleep(0.1)
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            say(f"    port {port} is taken; using {s.getsockname()[1]}")
-        port = s.getsockname()[1]
+    free = hints.free_or_other(port)
+    if free != port:
+        say(f"    port {port} is taken; using {free}")
+    port = free
     log = open(log_file, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "defect_assets.cli", "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--reload-seconds", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, ServiceSettings.env("dagster_ui_url"): dagster_ui_url})
     pid_file.write_text(str(proc.pid))
     return proc.pid, f"http://127.0.0.1:{port}", log_file
 
 
-def deploy_and_score(defs, instance, data_dir: Path, port: int) -> str:
-    """Start the scoring service, promote the champion (deploy_job smoke-tests it over HTTP),
-    and score one real ELPV image with the client; returns the service's URL."""
+def deploy_and_score(defs, instance, data_dir: Path, port: int, ui: DagsterUI, examples: list[Path]) -> str:
+    """Start the scoring service, promote the champion (deploy_job smoke-tests it over HTTP), and
+    score ``examples`` with the client; returns the service's URL."""
     import dagster as dg
 
     from defect_assets.defs.deploy.assets import DeployConfig
     from defect_assets.defs.jobs import deploy_job
     from defect_assets.serving.client import DefectClient, format_table
 
-    pid, url, log_file = start_service(data_dir, port)
+    pid, url, log_file = start_service(data_dir, port, ui.url)
     say(f"    scoring service starting at {url} (pid {pid}, log {log_file})")
     result = run_job(defs, instance, deploy_job, "deployment",
                      dg.RunConfig(ops={"deployed_endpoint": DeployConfig(service_url=url)}, loggers=quiet()),
                      hint=f" (service log: {log_file})")
     dep = result.output_for_node("deployed_endpoint").iloc[0]
     say(f"    {url} serves {dep['model_version']} (smoke test p50 {dep['smoke_latency_ms']} ms)")
-    from defect_assets.datasets.elpv import elpv_labels, elpv_root
-
-    labels = elpv_labels()
-    example = elpv_root() / labels.loc[labels["probability"] == 1.0, "path"].iloc[0]
     say("")
-    say(f"Example: .venv/bin/defect-assets score {example} --url {url}")
-    client = DefectClient(url)
-    say(format_table(client.predict([example]), [str(example.name)]))
+    say(f"Example: {hints.cli_command()} score {shlex.join(str(p) for p in examples)} --url {url}")
+    say(format_table(DefectClient(url).predict(examples), [p.name for p in examples]))
     say("")
     say(f"The endpoint keeps serving at {url} (OpenAPI schema at {url}/openapi.json); stop it with: kill {pid}")
     return url
+
+
+def elpv_example() -> Path:
+    """One ELPV cell its raters called defective for sure (probability 1)."""
+    from defect_assets.datasets.elpv import elpv_labels, elpv_root
+
+    labels = elpv_labels()
+    return elpv_root() / labels.loc[labels["probability"] == 1.0, "path"].iloc[0]
+
+
+def inspect_photo(url: str, photo, data_dir: Path) -> None:
+    """POST the SYNTHETIC photo to the service's /v1/inspect: print the located defects beside the
+    drawn ones, and save the heatmap it returns."""
+    from defect_assets.demo_photo import inspection_lines, save_heatmap
+    from defect_assets.serving.client import DefectClient
+
+    say(f"8. Inspecting one large SYNTHETIC photo the models never saw through POST {url}/v1/inspect: {photo.path}")
+    say(f"    drawn on it: {', '.join(f'{d.kind} at ({d.x}, {d.y})' for d in photo.defects)}")
+    t0 = time.perf_counter()
+    doc = DefectClient(url, timeout=300).inspect(photo.path)
+    say(f"    answered in {time.perf_counter() - t0:.1f}s by {doc['model_version']}")
+    for line in inspection_lines(doc, photo):
+        say(line)
+    heatmap = save_heatmap(doc, data_dir)
+    say(f"    heatmap (p(defect) of the windows as gray, white = 1; {doc['heatmap_scale']} photo px per heatmap px): "
+        f"{heatmap}")
+    say(f"    the same from a shell: curl -F file=@{shlex.quote(str(photo.path))} {url}/v1/inspect; in a browser: "
+        f"{url}/classify")
 
 
 def monitor_today(defs, instance, url: str) -> None:
@@ -295,6 +333,43 @@ def monitor_today(defs, instance, url: str) -> None:
     say(f"7. Prediction monitoring for {today} (so far): {int(rows['requests'].sum())} request(s), "
         f"{int(rows['images'].sum())} image(s) scored (the deployment's smoke test and the example); the daily "
         "schedule summarizes each complete day")
+
+
+def deploy_step(defs, instance, dataset: str, data_dir: Path, port: int, patch_size: int, ui: DagsterUI) -> str:
+    """Steps 6-8: deploy and score an example (ELPV: a defective cell; synthetic: a dent and plain
+    surface from an unseen photo), monitor today's requests, and (synthetic) inspect the photo."""
+    photo = None
+    if dataset == "synthetic":
+        from defect_assets.demo_photo import write_photo
+
+        photo = write_photo(data_dir, patch_size)
+        examples = photo.examples
+    else:
+        examples = [elpv_example()]
+    say(f"6. Deploying the champion behind the scoring service and scoring {len(examples)} image(s)")
+    url = deploy_and_score(defs, instance, data_dir, port, ui, examples)
+    monitor_today(defs, instance, url)
+    if photo is not None:
+        inspect_photo(url, photo, data_dir)
+    return url
+
+
+def closing_hints(ui: DagsterUI, url: str | None, data_dir: Path, port: int) -> None:
+    """Where to look next, spelled for this machine; the dashboard's address last."""
+    from defect_assets.serving.settings import ServiceSettings
+
+    what = "Dagster UI (this job's runs, every asset with its lineage, checks and metadata)"
+    if ui.command:
+        say(f"{what}: {ui.url}, once started with:\n    {ui.command}")
+    else:
+        say(f"{what}: {ui.url} {ui.how()}")
+    if url:
+        say(f"Dashboard (model quality, champions, batches, monitoring, mistakes): {url}/dashboard")
+        return
+    port = hints.free_or_other(port)
+    serve = (shlex.quote(f"{ServiceSettings.env('dagster_ui_url')}={ui.url}")
+             + f" {hints.cli_command(data_dir)} serve --port {port}")
+    say(f"Dashboard: http://127.0.0.1:{port}/dashboard, once the service is started with:\n    {serve}")
 
 
 def summarize(store, batch_ids: list[str]) -> str:
@@ -343,6 +418,8 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     t_start = time.perf_counter()
     if quick and limit is None and dataset == "elpv":
         limit, batches = QUICK_LIMIT, min(batches, 2)
+    elif quick and dataset == "synthetic":
+        batches = min(batches, 2)
     say(f"defect_assets main job: dataset={dataset}, data in {data_dir}, "
         f"Dagster instance in {os.environ.get('DAGSTER_HOME')}")
     from defect_assets.definitions import build_defs
@@ -391,6 +468,7 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("")
     say("Validation metrics (validation split, threshold 0.5), side by side:")
     say(model_table(cards))
+    say("  (val_balanced_acc: the mean of the per-class recalls; train_s: seconds of training)")
     say("")
     say("5. Evaluating on the held-out test split (threshold chosen on validation), picking the champion")
     rows, champion, failed = evaluate_models(defs, instance)
@@ -398,7 +476,9 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say(f"Test split ({int(rows['test_patches'].iloc[0])} patches never used for training or choosing; majority-class "
         f"baseline accuracy {rows['majority_baseline'].iloc[0]:.3f}), side by side:")
     say(evaluation_table(rows, {c.family: c.training_seconds for c in cards}))
-    say("  (p99_ms: one full-size image at one client through the served scorer, measured now on this machine)")
+    say("  (threshold: chosen on validation; acc_ci95, auc_ci95: 95% bootstrap intervals; bal_acc: balanced accuracy; "
+        "pr_auc: area under the precision-recall curve; train_s: seconds of training, '-' when not known; p99_ms: one "
+        "full-size image at one client through the served scorer, measured now on this machine)")
     say("")
     say(f"Champion: {champion.model_version} ({champion.family}), why: {champion.reason}. Checks: "
         + ("all passed" if not failed else "FAILED " + ", ".join(failed)))
@@ -409,19 +489,14 @@ def run_demo(dataset: str = "elpv", batches: int = 4, limit: int | None = None, 
     say("")
     say(f"Artifacts (Parquet tables, .npy arrays, content-addressed images): {artifacts.url}")
     say(f"Landing zone: {landing.url}")
-    say("Open the UI with:  ./run dev   (dagster dev on the project-local instance), then http://127.0.0.1:3000")
     say("")
+    ui = dagster_ui(instance)
     url = None
     if failed:
         say("6. Not deploying: the champion failed its checks (see above)")
-    elif serve and dataset == "elpv":
-        say("6. Deploying the champion behind the scoring service and scoring one image")
-        url = deploy_and_score(defs, instance, data_dir, port)
-        monitor_today(defs, instance, url)
+    elif serve:
+        url = deploy_step(defs, instance, dataset, data_dir, port, patch_size, ui)
     say(f"Main job finished in {time.perf_counter() - t_start:.0f}s.")
-    if url:
-        say(f"Dashboard (model quality, champions, batches, monitoring, mistakes): {url}/dashboard")
-    else:
-        say("Dashboard: start the service (.venv/bin/defect-assets serve) and open http://127.0.0.1:8000/dashboard")
+    closing_hints(ui, url, data_dir, port)
     sys.stdout.flush()
     return 0

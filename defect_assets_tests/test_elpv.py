@@ -22,6 +22,7 @@ from defect_assets.pipeline.family_registry import families
 from defect_assets.storage import LocalObjectStore
 from defect_assets.storage.batches import list_batches, read_manifest
 from defect_assets.storage.registry import ModelRegistry
+from defect_assets_tests.helpers.demo import check_closing_hints
 from defect_assets_tests.helpers.ports import free_port
 
 
@@ -91,6 +92,8 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
             assert page.status == 200 and b"plotly.min.js" in page.read()
         with urllib.request.urlopen(dashboard.group(1) + "/api/summary", timeout=30) as r:
             summary = json.load(r)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/nav", timeout=30) as r:
+            nav = json.load(r)
     finally:
         pid_file = tmp_path / "data" / "serve.pid"
         if pid_file.exists():  # the demo leaves its scoring service running: stop it
@@ -160,6 +163,9 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     scored = next(r for r in printed_table(text, "Example:") if r[0] == Path(example).name)
     assert scored[-2] == champion.group(1) and float(scored[-3]) == pytest.approx(float(want), abs=1e-4)
     assert (tmp_path / "home" / "dagster.yaml").exists()
+    # the hints name this run's instance, data folder and ports, and absolute paths that exist; the
+    # service's pages link to the Dagster UI the hint names
+    assert check_closing_hints(text, tmp_path / "home", tmp_path / "data") == nav["dagster_ui_url"]
 
     # the dashboard's data: this run's evaluations, its champion and its mistakes, today's one request
     assert len(summary["quality"]["rows"]) == len(history)
@@ -183,3 +189,8 @@ def test_main_job_cli_on_a_slice_of_elpv(tmp_path):
     assert again.returncode == 0 and again.stdout.count("already materialized") == 2, \
         again.stdout[-4000:] + again.stderr[-2000:]
     assert "Models are up to date" in again.stdout
+    # no service this time: the hint says how to start one on this data folder, on the port asked for
+    serve = re.search(r"^Dashboard: (http://127\.0\.0\.1:(\d+)/dashboard), once the service is started with:\n"
+                      r"    DEFECT_ASSETS_DAGSTER_UI_URL=(\S+) (\S+) serve --port (\d+)$", again.stdout, re.M)
+    assert serve and serve.group(2) == serve.group(5) and Path(serve.group(4)).is_file(), again.stdout[-2000:]
+    assert serve.group(3).startswith("http://127.0.0.1:")

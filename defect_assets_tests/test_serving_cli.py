@@ -58,8 +58,10 @@ def test_serve_and_score_commands_with_an_api_key(tmp_path):
         table = cli("score", *map(str, images), "--url", url, env=env, cwd=tmp_path)
         assert table.returncode == 0, table.stderr
         lines = table.stdout.splitlines()
-        assert lines[0].split()[:3] == ["image", "decision", "p(defect)"] and len(lines) == 4
-        rows = [line.split() for line in lines[2:]]
+        assert lines[0].split()[:3] == ["image", "decision", "p(defect)"] and len(lines) == 7
+        rows = [line.split() for line in lines[2:4]]
+        # after a blank line, the legend: the mark of a defect decision, and the columns' meaning
+        assert lines[4] == "" and lines[5].startswith("* = a defect") and lines[6].startswith("p(defect): ")
         assert [r[0] for r in rows] == [str(p) for p in images]
         for row, p in zip(rows, want):
             assert row[1:4] == (["defect", "*", f"{p:.4f}"] if p >= 0.4 else ["ok", f"{p:.4f}", versions["a"]]), row

@@ -132,14 +132,22 @@ class DefectClient:
             return False
 
 
+DEFECT_MARK = "*"
+"""Marks a decision that is a defect (a multi-class model's decision is a class name, so the name alone
+may not say it)."""
+
+
 def format_table(results: list[dict], names: list[str] | None = None) -> str:
-    """A readable table of predict results."""
+    """A readable table of predict results, then (after a blank line) what its marks and columns mean."""
     rows = [("image", "decision", "p(defect)", "model version", "sha256")]
     for i, r in enumerate(results):
         name = names[i] if names else (r.get("filename") or f"image {i}")
-        rows.append((name, r["decision"] + (" *" if r["is_defect"] else ""), f"{r['defect_score']:.4f}",
+        rows.append((name, r["decision"] + (f" {DEFECT_MARK}" if r["is_defect"] else ""), f"{r['defect_score']:.4f}",
                      r["model_version"], r["sha256"][:12]))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    legend = ([f"{DEFECT_MARK} = a defect (for a two-class model: p(defect) reached the served model's threshold)"]
+              if any(r["is_defect"] for r in results) else [])
+    legend.append("p(defect): the model's defect probability; sha256: the first 12 hex digits of the image's hash")
+    return "\n".join([*lines, "", *legend])

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from defect_assets.defs.deploy.resources import ScoringService
-from defect_assets.defs.metadata import md_table
+from defect_assets.defs.metadata import md_table, readable
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.patches.assets import stored_patch_tables
 from defect_assets.defs.resources import StorageResource
@@ -30,9 +30,9 @@ def unlabeled_pool(context: dg.AssetExecutionContext, raw_images: ArrayTable,
     person to label."""
     pool = active_learning.unlabeled_pool(context.partition_key, raw_images.table, image_labels)
     images = int((raw_images.table["role"] == "image").sum())
-    return dg.Output(pool, metadata={"unlabeled_images": len(pool), "images": images,
-                                     "labeled_images": images - len(pool),
-                                     "preview": md_table(pool[["image", "width", "height"]])})
+    return dg.Output(pool, metadata=readable({"unlabeled_images": len(pool), "images": images,
+                                              "labeled_images": images - len(pool),
+                                              "preview": md_table(pool[["image", "width", "height"]])}))
 
 
 class LabelingQueueConfig(dg.Config):
@@ -101,7 +101,7 @@ def labeling_queue(context: dg.AssetExecutionContext, config: LabelingQueueConfi
             "diversity": config.diversity, "model_version": scorer.version,
             "mean_entropy_queued": float(items["entropy"].mean()) if len(items) else 0.0,
             "round": int(progress["round"].iloc[-1]) if len(progress) else 0,
-            "queue_preview": md_table(shown.round(4))}
+            "queue_preview": md_table(shown)}
     if scoring_service.url:
         meta["labeling_page"] = dg.MetadataValue.url(scoring_service.url.rstrip("/") + LABELING_PAGE)
-    return dg.MaterializeResult(metadata=meta)
+    return dg.MaterializeResult(metadata=readable(meta))

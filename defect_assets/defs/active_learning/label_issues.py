@@ -5,7 +5,7 @@ out-of-fold elastic-net probabilities over the cached backbone features). The lo
 import dagster as dg
 import pandas as pd
 
-from defect_assets.defs.metadata import md_table
+from defect_assets.defs.metadata import md_table, readable
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.labels import PAGE_SOURCE
 from defect_assets.pipeline import label_quality
@@ -72,6 +72,6 @@ def label_issues(context: dg.AssetExecutionContext, config: LabelIssuesConfig,
     context.log.info(f"label_issues: {n} suspects among {len(issues)} labeled images")
     shown = issues[issues["is_issue"]].head(config.shown)[["rank", "batch", "image", "given_label", "suggested_label",
                                                            "self_confidence", "source", "labeler"]]
-    return dg.Output(issues, metadata={"images": len(issues), "issues": n,
-                                       "issue_rate": round(n / len(issues), 4) if len(issues) else 0.0,
-                                       "counts": md_table(counts), "worst": md_table(shown.round(4))})
+    return dg.Output(issues, metadata=readable({"images": len(issues), "issues": n,
+                                                "issue_rate": n / len(issues) if len(issues) else 0.0,
+                                                "counts": md_table(counts), "worst": md_table(shown)}))

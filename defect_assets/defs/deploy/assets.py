@@ -9,7 +9,7 @@ import pandas as pd
 
 from defect_assets.defs.deploy.resources import ScoringService
 from defect_assets.defs.evaluation.checks import promotion_decision
-from defect_assets.defs.metadata import md_table
+from defect_assets.defs.metadata import md_table, readable
 from defect_assets.defs.resources import StorageResource
 from defect_assets.pipeline.champion import Champion
 from defect_assets.pipeline.golden import golden_set
@@ -47,7 +47,7 @@ def deployed_endpoint(context: dg.AssetExecutionContext, config: DeployConfig, c
     if not decision.approved:
         # Blocking checks stop this asset inside the champion's run; this guards a later run too.
         raise dg.Failure(description=f"not deploying {version}: {decision.reason()}",
-                         metadata={k: str(v) for k, v in decision.gates.items()})
+                         metadata=readable({k: str(v) for k, v in decision.gates.items()}))
     previous = registry.production()
     pointer = registry.promote(version, threshold=threshold, run_id=context.run.run_id,
                                evaluation_id=champion.evaluation_id or None, test_metrics=champion.test_metrics)
@@ -61,7 +61,7 @@ def deployed_endpoint(context: dg.AssetExecutionContext, config: DeployConfig, c
     if not url:
         context.log.warning("no scoring service configured (DEFECT_ASSETS_SERVICE_URL): promoted, not checked")
         meta["service_url"] = "none configured: promoted only"
-        return dg.Output(pd.DataFrame([out]), metadata=meta)
+        return dg.Output(pd.DataFrame([out]), metadata=readable(meta))
 
     client = scoring_service.client(url)
     golden = golden_set(registry.card(version), labeled_patches, store)
@@ -73,13 +73,13 @@ def deployed_endpoint(context: dg.AssetExecutionContext, config: DeployConfig, c
                            config.latency_requests)
     except DeploymentError as e:
         raise dg.Failure(description=f"{version} is promoted but the endpoint check failed: {e}",
-                         metadata={**meta, "service_url": dg.MetadataValue.url(url)}) from None
+                         metadata=readable({**meta, "service_url": dg.MetadataValue.url(url)})) from None
     context.log.info(f"{url} serves {version}: {smoke['golden_patches']} golden inputs match the trained model "
                      f"(max difference {smoke['max_abs_difference']:.2g}); p50 latency {smoke['latency_ms_p50']} ms")
     out["smoke_latency_ms"] = smoke["latency_ms_p50"]
-    meta.update({"service_url": dg.MetadataValue.url(url), "seconds_until_served": round(took, 2),
+    meta.update({"service_url": dg.MetadataValue.url(url), "seconds_until_served": took,
                  "smoke_latency_ms": smoke["latency_ms_p50"], "smoke_batch_latency_ms": smoke["batch_latency_ms"],
                  "golden_patches": smoke["golden_patches"],
                  "golden_whole_images": sum(k == "image" for k in golden.kinds),
                  "max_abs_difference": smoke["max_abs_difference"], "smoke_test": md_table(pd.DataFrame([smoke]))})
-    return dg.Output(pd.DataFrame([out]), metadata=meta)
+    return dg.Output(pd.DataFrame([out]), metadata=readable(meta))

@@ -8,7 +8,7 @@ from typing import Literal
 import dagster as dg
 import pandas as pd
 
-from defect_assets.defs.metadata import md_png, md_table
+from defect_assets.defs.metadata import md_png, md_table, readable, significant
 from defect_assets.defs.resources import StorageResource
 from defect_assets.pipeline.champion import Champion, pick_champion
 from defect_assets.pipeline.evaluate import (
@@ -60,17 +60,17 @@ def build_evaluation_asset(family: Family) -> dg.AssetsDefinition:
         meta = {"model_version": version, "threshold": report.threshold or 0.0,
                 **{k: float(v) for k, v in metrics.iloc[0].items()},
                 "majority_baseline": float(report.majority_baseline),
-                "accuracy_ci95": f"{report.accuracy_ci[0]:.4f} - {report.accuracy_ci[1]:.4f}",
-                "roc_auc_ci95": f"{report.roc_auc_ci[0]:.4f} - {report.roc_auc_ci[1]:.4f}",
-                "metrics": md_table(metrics.round(4)), "intervals": md_table(interval_table(report).round(4)),
+                "accuracy_ci95": f"{significant(report.accuracy_ci[0]):g} - {significant(report.accuracy_ci[1]):g}",
+                "roc_auc_ci95": f"{significant(report.roc_auc_ci[0]):g} - {significant(report.roc_auc_ci[1]):g}",
+                "metrics": md_table(metrics), "intervals": md_table(interval_table(report)),
                 "confusion_matrix": md_table(cm),
                 "report_html": dg.MetadataValue.path(f"{store.url}/{report.report_html}"),
                 "test_patches": report.n, "data_version": report.data_version.id}
         for name, png in pngs.items():
             meta[f"plot_{name}"] = md_png(png, name.replace("_", " "))
         if report.task == "multiclass":
-            meta["per_class"] = md_table(pd.DataFrame([c.to_dict() for c in report.per_class]).round(4))
-        return dg.Output(pd.DataFrame([history_row(report)]), metadata=meta)
+            meta["per_class"] = md_table(pd.DataFrame([c.to_dict() for c in report.per_class]))
+        return dg.Output(pd.DataFrame([history_row(report)]), metadata=readable(meta))
 
     return _evaluation
 
@@ -95,11 +95,11 @@ def record_history(context: dg.AssetExecutionContext, artifact_store: StorageRes
     new = append_history(store, rows)
     total = len(pd.read_parquet(store.open_read(HISTORY_PARQUET)))
     context.log.info(f"evaluation_history: {len(new)} new row(s), {total} in total")
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=readable({
         "new_rows": len(new), "rows": total, "csv": dg.MetadataValue.path(f"{store.url}/{HISTORY_CSV}"),
         "parquet": dg.MetadataValue.path(f"{store.url}/{HISTORY_PARQUET}"),
         "latest": md_table(pd.DataFrame(rows)[["model_family", "model_version", "threshold", "accuracy", "recall",
-                                               "f1", "roc_auc"]].round(4))})
+                                               "f1", "roc_auc"]])}))
 
 
 class ChampionConfig(dg.Config):
@@ -142,20 +142,19 @@ def pick(context: dg.AssetExecutionContext, config: ChampionConfig, artifact_sto
                              config.latency_budget_ms, history, config.group_floor, config.group_metric)
     card = registry.card(champion.model_version)
     context.log.info(f"champion candidate: {champion.model_version} ({champion.reason})")
-    candidates = pd.DataFrame(champion.candidates).round(4)
     from defect_assets.ml.plots import tradeoff_png
-    return dg.Output(champion, metadata={
+    return dg.Output(champion, metadata=readable({
         "model_version": champion.model_version, "family": champion.family,
-        "validation_metric": f"{config.metric} {champion.validation_value:.4f}",
+        "validation_metric": f"{config.metric} {significant(champion.validation_value):g}",
         "threshold": champion.threshold if champion.threshold is not None else 0.0,
         "threshold_rule": champion.threshold_method or "unrecorded",
         "trained_on_batches": ", ".join(card.data_version.batches),
         "label_versions": str(card.data_version.label_versions), "config": str(card.config),
-        "test_metrics": md_table(pd.DataFrame([champion.test_metrics]).round(4)),
-        "why": champion.reason, "candidates": md_table(candidates),
+        "test_metrics": md_table(pd.DataFrame([champion.test_metrics])),
+        "why": champion.reason, "candidates": md_table(pd.DataFrame(champion.candidates)),
         "quality_vs_latency": md_png(tradeoff_png(champion.candidates, champion.latency_budget_ms,
                                                   champion.model_version, config.metric),
-                                     "validation quality against p99 latency")})
+                                     "validation quality against p99 latency")}))
 
 
 def build_evaluation_assets() -> list[dg.AssetsDefinition]:

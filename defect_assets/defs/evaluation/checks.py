@@ -9,6 +9,7 @@ no public reader in Dagster 1.13. The gate logic is in ``pipeline/champion.py``.
 
 import dagster as dg
 
+from defect_assets.defs.metadata import readable
 from defect_assets.defs.resources import StorageResource
 from defect_assets.pipeline.champion import (
     EXPORT_PARITY,
@@ -51,7 +52,7 @@ def _result(context: dg.AssetCheckExecutionContext, store: ObjectStore, name: st
         "description": gate.description})
     return dg.AssetCheckResult(passed=bool(gate.passed), severity=dg.AssetCheckSeverity.ERROR,
                                description=gate.description,
-                               metadata={**gate.metadata, "model_version": champion.model_version})
+                               metadata=readable({**gate.metadata, "model_version": champion.model_version}))
 
 
 @dg.asset_check(asset=CHAMPION_KEY, name=NO_LEAK, blocking=True, description=GATE_DESCRIPTIONS[NO_LEAK],

@@ -5,7 +5,7 @@ for prediction monitoring. The logic is in ``pipeline/mistakes.py``."""
 import dagster as dg
 import pandas as pd
 
-from defect_assets.defs.metadata import md_image, md_table
+from defect_assets.defs.metadata import md_image, md_table, readable
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.visual import contact_sheet
 from defect_assets.pipeline import mistakes
@@ -44,8 +44,8 @@ def champion_test_predictions(context: dg.AssetExecutionContext, config: Mistake
             "table": dg.MetadataValue.path(f"{store.url}/{champion_predictions_key(result.version)}"),
             "examples": dg.MetadataValue.path(f"{store.url}/{examples_key(result.version)}")}
     for kind, title in (("misses", "most confident misses"), ("false_alarms", "most confident false alarms")):
-        meta[f"{kind}_table"] = md_table(pd.DataFrame(doc[kind], columns=shown).round(4))
+        meta[f"{kind}_table"] = md_table(pd.DataFrame(doc[kind], columns=shown))
         if len(result.sheets[kind]):
             meta[f"plot_{kind}"] = md_image(contact_sheet(result.sheets[kind], columns=2),
                                             f"{title} (patch | heatmap)")
-    return dg.Output(table, metadata=meta)
+    return dg.Output(table, metadata=readable(meta))

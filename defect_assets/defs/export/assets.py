@@ -5,6 +5,7 @@ The logic is in ``pipeline/export.py`` and ``ml/export.py``."""
 
 import dagster as dg
 
+from defect_assets.defs.metadata import readable
 from defect_assets.defs.resources import StorageResource
 from defect_assets.pipeline.champion import Champion
 from defect_assets.pipeline.export import EXPORT_TOLERANCE, ExportedBundles, bundle_parity, export_champion
@@ -23,10 +24,10 @@ def exported_model(context: dg.AssetExecutionContext, champion_model: Champion,
     store = artifact_store.open()
     done = export_champion(champion_model, ModelRegistry(store), store)
     value = ExportedBundles(champion_model.model_version, champion_model.threshold, done)
-    return dg.Output(value, metadata={
+    return dg.Output(value, metadata=readable({
         "model_version": champion_model.model_version,
         **{f"{fmt}_zip": dg.MetadataValue.path(info["key"]) for fmt, info in done.items()},
-        **{f"{fmt}_bundle_bytes": info["bundle_bytes"] for fmt, info in done.items()}})
+        **{f"{fmt}_bundle_bytes": info["bundle_bytes"] for fmt, info in done.items()}}))
 
 
 @dg.asset_check(asset=exported_model, name=EXPORT_PARITY_CHECK, blocking=True,
@@ -43,7 +44,7 @@ def exported_model_parity_check(exported_model: ExportedBundles, champion_model:
     result = bundle_parity(champion_model, ModelRegistry(store), labeled_patches, store, bundles)
     return dg.AssetCheckResult(passed=result.passed, severity=dg.AssetCheckSeverity.ERROR,
                                description=result.description,
-                               metadata={**result.metadata, "model_version": champion_model.model_version})
+                               metadata=readable({**result.metadata, "model_version": champion_model.model_version}))
 
 
 export_job = dg.define_asset_job("export_job", selection=dg.AssetSelection.assets("exported_model"),

@@ -5,7 +5,7 @@ inventory, and every label source becomes one normalized table."""
 import dagster as dg
 import pandas as pd
 
-from defect_assets.defs.metadata import md_table
+from defect_assets.defs.metadata import md_table, readable
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.images import DEFAULT_MAX_PIXELS
@@ -49,7 +49,7 @@ def raw_images(context: dg.AssetExecutionContext, config: IngestConfig,
     yield dg.Output(
         ArrayTable(inv, attrs={"batch": batch, "class_folders": manifest.class_folders,
                                "manifest_created": manifest.created}),
-        metadata={
+        metadata=readable({
             "images": len(images),
             "label_files": int((inv["role"] == "label_file").sum()),
             "rejected": len(rejected),
@@ -60,11 +60,11 @@ def raw_images(context: dg.AssetExecutionContext, config: IngestConfig,
             "preview": dg.MetadataValue.table(
                 [dg.TableRecord({k: (str(v) if pd.notna(v) else "") for k, v in r.items()})
                  for r in inv[["path", "role", "sha256", "width", "height", "mode"]].head(10).to_dict("records")]),
-        },
+        }),
     )
     yield dg.AssetCheckResult(
         check_name=RAW_IMAGES_READABLE, passed=len(rejected) == 0, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"rejected": len(rejected), "files": md_table(rejected[["path", "reason"]])},
+        metadata=readable({"rejected": len(rejected), "files": md_table(rejected[["path", "reason"]])}),
         description=None if len(rejected) == 0 else f"{len(rejected)} file(s) excluded from batch {batch}",
     )
 
@@ -92,7 +92,7 @@ def image_labels(context: dg.AssetExecutionContext, raw_images: ArrayTable,
     for note in notes:
         context.log.warning(note)
     counts = labels.groupby(["kind", "label"]).size().rename("rows").reset_index()
-    return dg.Output(labels, metadata={
+    return dg.Output(labels, metadata=readable({
         "rows": len(labels),
         "labeled_images": len(labeled),
         "unlabeled_images": len(unlabeled),
@@ -103,4 +103,4 @@ def image_labels(context: dg.AssetExecutionContext, raw_images: ArrayTable,
         "counts": md_table(counts),
         "unlabeled": md_table(pd.DataFrame({"image": unlabeled})),
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "(none)"),
-    })
+    }))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from defect_assets.defs.metadata import md_png, md_table
+from defect_assets.defs.metadata import md_png, md_table, readable
 from defect_assets.defs.models.families import config_class, settings_of
 from defect_assets.defs.models.pipes import run_training_through_pipes
 from defect_assets.defs.partitions import batch_partitions
@@ -73,28 +73,28 @@ def backbone_features(context: dg.AssetExecutionContext, config: FeatureConfig,
     attrs = {"spec": spec, "views": config.views, "size": int(x.shape[1]), "channels": channels,
              "label_version": labeled_patches.attrs.get("label_version")}
     n_images = len(x) * config.views
-    return dg.Output(ArrayTable(table, arrays, attrs), metadata={
+    return dg.Output(ArrayTable(table, arrays, attrs), metadata=readable({
         "patches": len(x), "views": config.views, "dimensions": int(arrays["features"].shape[1]),
-        "seconds": round(seconds, 1), "images_per_second": round(n_images / seconds, 1) if seconds else 0.0,
-        "backbone": json.dumps(spec), "engine": f"dask {address}" if address else "in-process"})
+        "seconds": seconds, "images_per_second": n_images / seconds if seconds else 0.0,
+        "backbone": json.dumps(spec), "engine": f"dask {address}" if address else "in-process"}))
 
 
 def model_metadata(trained) -> dict:
     """What a person reads in the UI for a trained model: version, metrics, data, curves, trials."""
     card = trained.card
     meta = {"version": card.version, "val_roc_auc": card.validation.roc_auc,
-            "val_accuracy": card.validation.accuracy, "training_seconds": round(card.training_seconds, 1),
+            "val_accuracy": card.validation.accuracy, "training_seconds": card.training_seconds,
             "data_version": card.data_version.id, "batches": ", ".join(card.data_version.batches),
             "trials": md_table(trained.trials)}
     if trained.history is not None:
         from defect_assets.ml.plots import training_curves_png
 
-        meta.update({"images_per_second": round(card.images_per_second, 1), "params": card.params,
+        meta.update({"images_per_second": card.images_per_second, "params": card.params,
                      "curves": md_png(training_curves_png(trained.history, f"{card.family} {card.version}"),
                                       "training curves"),
-                     "history": md_table(trained.history.round(4), max_rows=50)})
+                     "history": md_table(trained.history, max_rows=50)})
     meta.update(trained.notes or {})
-    return meta
+    return readable(meta)
 
 
 def build_model_asset(family: Family) -> dg.AssetsDefinition:
@@ -135,8 +135,8 @@ def train_through_pipes(context: dg.AssetExecutionContext, family: Family, setti
     meta = {**reported, "trained_through": trained_through, "epochs": len(epochs),
             "val_roc_auc": card.validation.roc_auc, "val_accuracy": card.validation.accuracy}
     if len(epochs):
-        meta["history"] = md_table(epochs.drop(columns=["kind"]).round(4), max_rows=50)
-    return dg.Output(card_summary(card), metadata=meta)
+        meta["history"] = md_table(epochs.drop(columns=["kind"]), max_rows=50)
+    return dg.Output(card_summary(card), metadata=readable(meta))
 
 
 def build_model_assets() -> list[dg.AssetsDefinition]:

@@ -4,7 +4,7 @@ check. The logic is in ``pipeline/monitoring.py``."""
 
 import dagster as dg
 
-from defect_assets.defs.metadata import md_png, md_table
+from defect_assets.defs.metadata import md_png, md_table, readable, significant
 from defect_assets.defs.partitions import check_day_partition, daily_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml import plots
@@ -72,20 +72,20 @@ def prediction_monitoring(context: dg.AssetExecutionContext, config: MonitoringC
     shown = ["model_version", "requests", "images", "defect_share", "latency_ms_p50", "latency_ms_p95",
              "latency_ms_p99", "warmup_requests", "latency_ms_warmup", "psi", "drift_warning"]
     psi = rows["psi"].dropna()
-    yield dg.Output(rows, metadata={
+    yield dg.Output(rows, metadata=readable({
         "day": context.partition_key, "requests": int(rows["requests"].sum()), "images": int(rows["images"].sum()),
         "max_psi": float(psi.max()) if len(psi) else float("nan"), "drift_level": config.warn_psi,
         "segments": result.log.segments, "rejected_segments": len(result.log.rejected),
-        "summary": md_table(rows[shown].round(4)), "notes": dg.MetadataValue.md("\n".join(
+        "summary": md_table(rows[shown]), "notes": dg.MetadataValue.md("\n".join(
             f"- {n}" for n in result.notes) or "(none)"),
         "csv": dg.MetadataValue.path(f"{store.url}/{MONITORING_CSV}"),
-        "parquet": dg.MetadataValue.path(f"{store.url}/{MONITORING_PARQUET}"), **_plots(result)})
+        "parquet": dg.MetadataValue.path(f"{store.url}/{MONITORING_PARQUET}"), **_plots(result)}))
     warned = result.warnings
     yield dg.AssetCheckResult(
         check_name=DRIFT_CHECK, passed=warned.empty, severity=dg.AssetCheckSeverity.WARN,
         description=None if warned.empty else "; ".join(
-            f"{r.model_version}: PSI {r.psi:.3f} > {config.warn_psi}" for r in warned.itertuples()),
-        metadata={"max_psi": float(psi.max()) if len(psi) else float("nan"), "drift_level": config.warn_psi,
+            f"{r.model_version}: PSI {significant(r.psi):g} > {config.warn_psi}" for r in warned.itertuples()),
+        metadata=readable({"max_psi": float(psi.max()) if len(psi) else float("nan"), "drift_level": config.warn_psi,
                   "models_judged": len(psi), "models_seen": int((rows["images"] > 0).sum()),
-                  "day": context.partition_key})
+                  "day": context.partition_key}))
 

@@ -4,7 +4,7 @@ warning check that holds a differing batch back from automatic retraining (retra
 import dagster as dg
 import numpy as np
 
-from defect_assets.defs.metadata import md_image
+from defect_assets.defs.metadata import md_image, readable
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.visual import contact_sheet
@@ -37,7 +37,7 @@ def batch_drift(context: dg.AssetExecutionContext, backbone_features: ArrayTable
     if doc.get("least_like_index"):
         pixels = np.asarray(patches_of(labeled_patches))[np.asarray(doc["least_like_index"])]
         meta["least_like_training"] = md_image(contact_sheet(pixels, columns=6), "the images least like training")
-    yield dg.Output(value, metadata=meta)
+    yield dg.Output(value, metadata=readable(meta))
     yield dg.AssetCheckResult(check_name=BATCH_LIKE_TRAINING, passed=not doc["differs"],
-                              severity=dg.AssetCheckSeverity.WARN, metadata={"domain_auc": doc["domain_auc"]},
+                              severity=dg.AssetCheckSeverity.WARN, metadata=readable({"domain_auc": doc["domain_auc"]}),
                               description=doc["reason"])

@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from defect_assets.defs.metadata import class_split_counts, md_image, md_table
+from defect_assets.defs.metadata import class_split_counts, md_image, md_table, readable
 from defect_assets.defs.partitions import batch_partitions
 from defect_assets.defs.resources import StorageResource
 from defect_assets.ml.augment import RandomAffine
@@ -100,7 +100,7 @@ def labeled_patches(context: dg.AssetExecutionContext, config: PatchConfig, raw_
     t = ps.table
     tables = [t, *stored_patch_tables(store, exclude=batch).values()]
     leaks, group_leaks = find_leaks(tables), find_group_leaks(tables)
-    yield dg.Output(ps, metadata={
+    yield dg.Output(ps, metadata=readable({
         "patches": len(t),
         "images": int(t["image_id"].nunique()),
         "defect_fraction": float(t["is_defect"].mean()) if len(t) else 0.0,
@@ -109,12 +109,12 @@ def labeled_patches(context: dg.AssetExecutionContext, config: PatchConfig, raw_
         "samples": md_image(_sample_sheet(patches_of(ps), t), "sample patches, one row per class") if len(t)
         else dg.MetadataValue.md("(no patches)"),
         "label_version": ps.attrs["label_version"],
-    })
+    }))
     clean = leaks.empty and group_leaks.empty
     yield dg.AssetCheckResult(
         check_name=NO_SPLIT_LEAK, passed=clean, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"leaked_images": len(leaks), "leaks": md_table(leaks), "leaked_groups": len(group_leaks),
-                  "group_leaks": md_table(group_leaks)},
+        metadata=readable({"leaked_images": len(leaks), "leaks": md_table(leaks), "leaked_groups": len(group_leaks),
+                           "group_leaks": md_table(group_leaks)}),
         description=None if clean else
         f"{len(leaks)} source image(s) and {len(group_leaks)} group(s) have patches in more than one split "
         "(changed split settings, or a group's images spread over batches before groups were labeled?)",
@@ -142,4 +142,4 @@ def augmented_training_set(context: dg.AssetExecutionContext, config: AugmentCon
         first = aug.arrays["image"][: aug.attrs["per_patch"]][:48]
         meta["one_patch_48_views"] = md_image(contact_sheet(np.asarray(first), columns=12),
                                               "one patch: rows of 12 angles (0-165, 180-345 deg), mirrored every other")
-    return dg.Output(aug, metadata=meta)
+    return dg.Output(aug, metadata=readable(meta))
