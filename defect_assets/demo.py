@@ -256,7 +256,7 @@ def start_service(data_dir: Path, port: int, dagster_ui_url: str) -> tuple[int, 
     proc = subprocess.Popen([sys.executable, "-m", "defect_assets.cli", "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--reload-seconds", "1"],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, ServiceSettings.env("dagster_ui_url"): dagster_ui_url})
+                            env=ServiceSettings.environ_with(dagster_ui_url=dagster_ui_url))
     pid_file.write_text(str(proc.pid))
     return proc.pid, f"http://127.0.0.1:{port}", log_file
 

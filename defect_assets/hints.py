@@ -138,7 +138,7 @@ def dagster_ui(dagster_home: Path, data_dir: Path, known_run: str | None = None)
 def _find_ui(dagster_home: Path, data_dir: Path, known_run: str | None) -> DagsterUI:
     from defect_assets.serving.settings import ServiceSettings
 
-    configured = os.environ.get(ServiceSettings.env("dagster_ui_url"), "").strip().rstrip("/")
+    configured = (ServiceSettings.field_value("dagster_ui_url") or "").rstrip("/")
     if configured:
         parts = urllib.parse.urlsplit(configured)
         local = parts.hostname in LOOPBACK and parts.port is not None

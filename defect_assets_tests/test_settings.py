@@ -4,6 +4,8 @@ variable, keep secrets out of every repr and error, and see a variable set after
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from defect_assets.ml.settings import MlSettings
@@ -166,3 +168,17 @@ def test_storage_settings_choose_the_store_as_before(tmp_path):
     assert store_config("landing", tmp_path, environ=env).root == str(tmp_path / "landing")  # explicit folder: local
     with pytest.raises(InvalidSetting, match="DEFECT_ASSETS_STORAGE: 's3': use 'local' or 'azure'"):
         store_config("landing", environ={"DEFECT_ASSETS_STORAGE": "s3"})
+
+
+def test_one_field_is_read_and_validated_without_the_required_rest(monkeypatch):
+    """The main job reads the service's Dagster UI address without a store (which the service class
+    requires), validated as the class would, and hands it on to the service's environment."""
+    monkeypatch.setenv("DEFECT_ASSETS_DAGSTER_UI_URL", "  http://127.0.0.1:3001  ")
+    assert ServiceSettings.field_value("dagster_ui_url") == "http://127.0.0.1:3001"
+    assert ServiceSettings.field_value("max_pixels", {}) == 25_000_000  # unset: the default
+    assert ServiceSettings.field_value("max_pixels", {"DEFECT_ASSETS_MAX_PIXELS": "1_000"}) == 1000
+    with pytest.raises(InvalidSetting, match="DEFECT_ASSETS_MAX_PIXELS"):
+        ServiceSettings.field_value("max_pixels", {"DEFECT_ASSETS_MAX_PIXELS": "0"})
+    child = ServiceSettings.environ_with(dagster_ui_url="http://127.0.0.1:3002")
+    assert child["DEFECT_ASSETS_DAGSTER_UI_URL"] == "http://127.0.0.1:3002"
+    assert child["PATH"] == os.environ["PATH"]

@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -183,6 +183,28 @@ class EnvSettings(BaseSettings):
         if name is None:
             raise KeyError(f"{cls.__name__}.{field} is not read from the environment")
         return name
+
+    @classmethod
+    def field_value(cls, field: str, environ: Mapping[str, str] | None = None) -> Any:
+        """One field read from ``environ`` (default: ``os.environ``) and validated like the whole
+        class would, without building the rest (whose required fields a caller may not have): for a
+        process that needs one setting of another process's class, e.g. the main job passing the
+        service's Dagster UI address on."""
+        info = cls.model_fields[field]
+        raw = EnvironSource(cls, environ).get_field_value(info, field)[0]
+        if raw is None:
+            return info.get_default(call_default_factory=True)
+        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        try:
+            return TypeAdapter(kind).validate_python(raw)
+        except ValidationError as e:
+            raise InvalidSetting(f"{cls.env(field)}: {e.errors(include_url=False)[0]['msg']}") from None
+
+    @classmethod
+    def environ_with(cls, **values: str) -> dict[str, str]:
+        """This process's environment with ``values`` set as the variables of these fields: the
+        environment of a child process that reads them (the main job starting the service)."""
+        return {**os.environ, **{cls.env(field): value for field, value in values.items()}}
 
     def with_(self, **changes: Any) -> Self:
         """A copy with ``changes``, validated like the original (the environment is not read again)."""
