@@ -1,6 +1,7 @@
 """Benchmark (issue 22): one ELPV model scored four ways in one run, with parity and bundle size.
 
     nice -n 5 .venv/bin/python bench/export.py [--train 600] [--val 200] [--golden 64] [--requests 200] [--seconds 8]
+    .venv/bin/python bench/export.py --data-dir <clone>/data     # the main job's production champion instead
 
 The model: an elastic net on EfficientNet-Lite0 stage features (the ELPV champion's recipe: whole
 300 px gray cells, 1 view), trained quickly here on a seeded subset of ELPV (``--train`` cells;
@@ -75,6 +76,35 @@ def train_model(store, n_train: int, n_val: int, n_golden: int, seed: int = 0):
     return registry, card.version, keras.version, threshold, golden
 
 
+def production_model(source_dir: Path, store, n_golden: int, seed: int = 0):
+    """The production champion of another data folder (a main job's), copied into ``store`` twice: as
+    it is (Lite0 on ONNX Runtime) and with its features on the Keras port (the TensorFlow path), with
+    its production threshold; golden: ``n_golden`` seeded ELPV cells at full size."""
+    from defect_assets.datasets.elpv import elpv_labels, elpv_root
+    from defect_assets.storage import LocalObjectStore
+    from defect_assets.storage.registry import ModelRegistry
+
+    source = ModelRegistry(LocalObjectStore(source_dir / "artifacts"))
+    production = source.production() or {}
+    if "version" not in production:
+        raise SystemExit(f"no production model in {source_dir}/artifacts (run ./run demo there first)")
+    card = source.card(production["version"])
+    if card.kind != "features+linear":
+        raise SystemExit(f"the production model is a {card.kind!r}; this bench compares features+linear models")
+    files = {name: source.read_file(card.version, name) for name in card.files}
+    fields = {k: v for k, v in card.to_dict().items() if k not in ("version", "family", "created", "files")}
+    registry = ModelRegistry(store)
+    onnx = registry.register(card.family, files, fields)
+    keras = registry.register(card.family, files, {**fields, "features": {**fields["features"], "runtime": "keras"}})
+    threshold = float(production["threshold"])
+    labels = elpv_labels()
+    pick = np.random.default_rng(seed).permutation(len(labels))[:n_golden]
+    golden = [(elpv_root() / labels["path"].iloc[i]).read_bytes() for i in pick]
+    print(f"production model {card.version} of {source_dir} (threshold {threshold:.4f}); {n_golden} ELPV cells",
+          flush=True)
+    return registry, onnx.version, keras.version, threshold, golden
+
+
 def latency(fn, images, n: int) -> tuple[float, float]:
     for im in images[:3]:
         fn([im])
@@ -114,6 +144,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--data-dir", type=Path, help="a main job's data folder: its production champion (an elastic "
+                    "net on Lite0 features) is measured instead of a model trained here")
     args = ap.parse_args()
 
     from defect_assets.ml.export import export_bundle, load_bundle_runtime
@@ -122,7 +154,11 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-export-"))
     store = LocalObjectStore(tmp / "artifacts")
-    registry, version, keras_version, threshold, golden = train_model(store, args.train, args.val, args.golden)
+    if args.data_dir:
+        registry, version, keras_version, threshold, golden = production_model(args.data_dir.resolve(), store,
+                                                                                args.golden)
+    else:
+        registry, version, keras_version, threshold, golden = train_model(store, args.train, args.val, args.golden)
     default = load_registered(registry, version, compiled=True)
     paths = {"tensorflow (Keras Lite0 + NumPy head)": load_registered(registry, keras_version, compiled=True)
              .predict_images,
@@ -145,7 +181,7 @@ def main() -> None:
         rows.append((name, diff, differ, p50, p99, ips))
         print(f"  measured {name}", flush=True)
     print(f"\nmodel {version}: elastic net on Lite0 stages 4,5,6,top at 300x300 gray, 1 view; "
-          f"{len(golden)} full-size ELPV validation cells; {os.cpu_count()} cores")
+          f"{len(golden)} full-size ELPV cells; {os.cpu_count()} cores")
     print(f"{'path':44} {'max|dp| vs scorer':>17} {'decisions differ*':>17} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'img/s @' + str(args.clients):>10}")
     for name, diff, differ, p50, p99, ips in rows:
