@@ -103,8 +103,19 @@ def image_score(patch: np.ndarray, how: str) -> np.ndarray:
     return np.sort(flat, axis=1)[:, -k:].mean(axis=1)
 
 
+def nearest_distance(x: np.ndarray, bank: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """(P,) Euclidean distance of each row of ``x`` (P, D) to its nearest row of ``bank`` (M, D)."""
+    bank_sq = np.einsum("ij,ij->i", bank, bank)
+    out = np.empty(len(x), np.float32)
+    for lo in range(0, len(x), chunk):
+        q = x[lo:lo + chunk]
+        d = np.einsum("ij,ij->i", q, q)[:, None] - 2 * (q @ bank.T) + bank_sq[None]
+        out[lo:lo + chunk] = np.sqrt(np.maximum(d.min(axis=1), 0))
+    return out
+
+
 def nn_scores(fb: np.ndarray, fv: np.ndarray, coreset: int, stride: int = 2, seed: int = 0) -> tuple[np.ndarray, int]:
-    from defect_assets.ml.patchcore import greedy_coreset, nearest_distance
+    from defect_assets.ml.patchcore import greedy_coreset
 
     rng = np.random.default_rng(seed)
     cand = fb[:, ::stride, ::stride].reshape(-1, fb.shape[-1])

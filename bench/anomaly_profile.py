@@ -54,10 +54,12 @@ def train_and_register(args) -> tuple[object, str]:
     model = fit_anomaly(x[good], scoring=args.scoring, kinds=args.kinds, dims=args.dims, grid_stage=args.grid_stage,
                         log=print)
     print(f"trained on {good.sum()} good cells in {time.perf_counter() - t0:.1f}s")
-    registry = ModelRegistry(LocalObjectStore(Path(tempfile.mkdtemp(prefix="anomaly-profile-"))))
+    root = Path(tempfile.mkdtemp(prefix="anomaly-profile-"))
+    registry = ModelRegistry(LocalObjectStore(root))
     card = registry.register("anomaly", {MODEL_FILE: model.to_bytes()},
                              {"kind": KIND, "task": "binary", "classes": ["ok", "defect"],
                               "input": {"size": 300, "channels": 1}, "anomaly": model.meta()})
+    print(f"registered as {card.version} in {root} (profile it again: --store {root} --version {card.version})")
     return registry, card.version
 
 

@@ -45,7 +45,7 @@ def scenes(seed: int, n: int, defects: int, size: int = 128):
 
 @pytest.fixture(scope="module", params=["location", "nearest"])
 def photo_model(request):
-    good, _ = scenes(0, 24, 0)
+    good, _ = scenes(0, 40, 0)  # 8 held out to calibrate (with 24, 5: too few for a stable 99th percentile)
     return fit_anomaly(good, scoring=request.param, coreset_size=600, seed=0)
 
 
@@ -131,7 +131,7 @@ def test_the_graph_computes_the_mahalanobis_distance_of_each_location_to_its_kin
     gh, gw = a5.shape[1:3]
     blocks = np.stack([a3[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean(axis=(1, 2)) for i in range(gh) for j in range(gw)],
                       axis=1)  # (N, L, 40): stage 3 by 2x2 blocks, a partial block at an odd edge
-    f = np.concatenate([blocks, a5.reshape(len(x), gh * gw, -1)], axis=-1)
+    f = np.concatenate([blocks, a5.reshape(len(x), gh * gw, -1)], axis=-1) @ model.projection
     g = model.gaussians
     kind = ((f.mean(axis=1)[:, None] - g.centroids[None]) ** 2).sum(-1).argmin(1)
     c = f - g.means[kind]
@@ -174,10 +174,11 @@ def test_the_family_trains_on_good_patches_only_and_is_served_through_its_scorer
     meta = card.to_dict()["anomaly"]
     assert meta["fit_images"] + meta["calibration_images"] == good < len(train.y)
     assert meta["scoring"] == "location" and meta["grid"] == [SIZE // 16] * 2 and meta["bank_size"] == 0
+    assert (meta["raw_dims"], meta["dims"]) == (152, 64)  # stages 3 and 5, randomly projected
     # stored as plain arrays: an npz without pickled objects, and the card's JSON
     raw = registry.read_file(card.version, MODEL_FILE)
     with zipfile.ZipFile(io.BytesIO(raw)) as z:
-        assert sorted(z.namelist()) == ["centroids.npy", "inv_covs.npy", "means.npy"]
+        assert sorted(z.namelist()) == ["centroids.npy", "inv_covs.npy", "means.npy", "projection.npy"]
     inv = np.load(io.BytesIO(raw), allow_pickle=False)["inv_covs"]
     assert inv.shape == (meta["kinds"], (SIZE // 16) ** 2, meta["dims"], meta["dims"])
     scorer = load_registered(registry, card.version)

@@ -57,6 +57,8 @@ DEFAULT_STAGES = ("3", "5")
 DEFAULT_GRID = {"location": "5", "nearest": "3"}
 """The grid of each scoring's features: stage 5's (stride 16) for the Gaussians (better on ELPV's
 validation split, and 4x fewer of them), stage 3's (stride 8) for the bank (finer maps)."""
+DEFAULT_DIMS = {"location": 64, "nearest": 0}
+"""Each scoring's random projection (0: none): the Gaussians' size goes with dims^2."""
 MIN_BANK = 1000
 """A pool this small is kept whole (the coreset ratio would leave too few patches of a small set)."""
 MAP_SIGMA = 4.0
@@ -357,10 +359,13 @@ def fit_anomaly(good: np.ndarray, backbone: str = "lite0", stages: tuple[str, ..
     kind and location, covariance shrinkage ``shrinkage``. ``nearest``: every ``patch_stride``-th
     location of the images' grids, a random pool of at most ``pool_size`` of them, then the greedy
     coreset of min(coreset_size, coreset_ratio x the pool) (a pool of at most ``MIN_BANK`` kept
-    whole, a larger one keeps at least that many). ``dims``: random projection of the features
-    (None: keep them all). ``grid_stage`` None: the scoring's own (``DEFAULT_GRID``)."""
+    whole, a larger one keeps at least that many). ``dims``: random projection of the features (0:
+    keep them all). None (``grid_stage``, ``dims``): the scoring's own (``DEFAULT_GRID``, ``DEFAULT_DIMS``)."""
     log = log or (lambda _m: None)
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, not {scoring!r}")
     grid_stage = str(grid_stage or DEFAULT_GRID[scoring])
+    dims = DEFAULT_DIMS[scoring] if dims is None else dims
     x = np.asarray(good)
     if x.ndim == 3:
         x = x[..., None]
