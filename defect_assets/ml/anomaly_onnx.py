@@ -104,10 +104,10 @@ def _location_scores(b: _Builder, f: str, model) -> tuple[str, str | None]:
         c = b.node("Sub", [fl, b.const(np.ascontiguousarray(g.means[k][:, None, :], np.float32), f"ad_mean{k}")],
                    f"ad_c{k}")
         t = b.node("MatMul", [c, b.const(np.ascontiguousarray(g.inv_covs[k], np.float32), f"ad_icov{k}")], f"ad_t{k}")
-        q = b.node("ReduceSum", [b.node("Mul", [t, c], f"ad_tc{k}"), b.const(np.array([-1], np.int64), f"ad_d{k}")],
+        q = b.node("ReduceSum", [b.node("Mul", [t, c], f"ad_tc{k}"), b.const(np.array([-1], np.int64), f"ad_qaxis{k}")],
                    f"ad_q{k}", keepdims=0)  # (L, N)
         dists.append(b.node("Unsqueeze", [b.node("Transpose", [q], f"ad_qt{k}", perm=[1, 0]),
-                                          b.const(np.array([0], np.int64), f"ad_u{k}")], f"ad_qk{k}"))  # (1, N, L)
+                                          b.const(np.array([0], np.int64), f"ad_q0axis{k}")], f"ad_qk{k}"))  # (1, N, L)
     if kinds == 1:
         return b.node("Squeeze", [dists[0], b.const(np.array([0], np.int64), "ad_sq0")], "ad_q"), None
     # the image's kind: the nearest centroid to its mean feature
@@ -120,7 +120,7 @@ def _location_scores(b: _Builder, f: str, model) -> tuple[str, str | None]:
     onehot = b.node("Cast", [b.node("Equal", [kind, b.const(np.arange(kinds, dtype=np.int64)[None], "ad_kinds")],
                                     "ad_iskind")], "ad_onehot", to=1)  # (N, K) float
     sel = b.node("Unsqueeze", [b.node("Transpose", [onehot], "ad_onehot_t", perm=[1, 0]),
-                               b.const(np.array([2], np.int64), "ad_u2")], "ad_sel")  # (K, N, 1)
+                               b.const(np.array([2], np.int64), "ad_sel_axis")], "ad_sel")  # (K, N, 1)
     allq = b.node("Concat", dists, "ad_allq", axis=0)  # (K, N, L)
     q = b.node("ReduceSum", [b.node("Mul", [allq, sel], "ad_selq"), b.const(np.array([0], np.int64), "ad_axis0")],
                "ad_q", keepdims=0)
