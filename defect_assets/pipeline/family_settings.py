@@ -137,7 +137,7 @@ class AnomalyConfig(FamilySettings):
     """'nearest': candidates the coreset search sees at most (a random subset beyond): bounds its cost."""
     dims: int | None = None
     """Random projection of the patch features to this many dimensions; None: the scoring's own (64
-    for 'location': 11 MB of Gaussians for two kinds on a 19x19 grid instead of 67 MB at all 152,
+    for 'location': 12 MB of Gaussians for two kinds on a 19x19 grid instead of 67 MB at all 152,
     validation AUC within noise; every dimension for 'nearest'); 0: every dimension."""
     input_size: int | None = None
     """Shrink patches to this side first (area averaging; None: the patch size)."""
