@@ -93,9 +93,11 @@ def _features(b: _Builder, maps: list[str], stages: tuple[str, ...], grid_stage:
 
 
 def _location_scores(b: _Builder, f: str, model) -> tuple[str, str | None]:
-    """(N, L) squared Mahalanobis distances to the image's kind and the (N, 1) kind index (None: one kind). Every kind's
-    distances are computed (kinds x L x D^2 multiply-adds, a few million) and the image's picked by a
-    one-hot mask: no (N, L, D, D) gather of the inverse covariances per image."""
+    """(N, L) squared Mahalanobis distances to the image's kind and the (N, 1) kind index (None: one
+    kind). Every kind's distances are computed (kinds x L x D^2 multiply-adds, a few million) and the
+    image's picked by a one-hot mask: no (N, L, D, D) gather of the inverse covariances per image."""
+    from onnx import TensorProto
+
     g = model.gaussians
     kinds = len(g.centroids)
     fl = b.node("Transpose", [f], "ad_lnd", perm=[1, 0, 2])  # (L, N, D): batched over locations
@@ -118,7 +120,7 @@ def _location_scores(b: _Builder, f: str, model) -> tuple[str, str | None]:
                         b.node("Mul", [dot, b.const(np.float32(2), "ad_ctwo")], "ad_c2dot")], "ad_cdist")
     kind = b.node("ArgMin", [cd], "ad_kind", axis=1, keepdims=1)  # (N, 1) int64
     onehot = b.node("Cast", [b.node("Equal", [kind, b.const(np.arange(kinds, dtype=np.int64)[None], "ad_kinds")],
-                                    "ad_iskind")], "ad_onehot", to=1)  # (N, K) float
+                                    "ad_iskind")], "ad_onehot", to=TensorProto.FLOAT)  # (N, K)
     sel = b.node("Unsqueeze", [b.node("Transpose", [onehot], "ad_onehot_t", perm=[1, 0]),
                                b.const(np.array([2], np.int64), "ad_sel_axis")], "ad_sel")  # (K, N, 1)
     allq = b.node("Concat", dists, "ad_allq", axis=0)  # (K, N, L)
