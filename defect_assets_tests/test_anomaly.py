@@ -1,7 +1,10 @@
-"""The anomaly-detection family (PatchCore-style, ml/patchcore.py): trained on good images only,
-it ranks injected synthetic defects above good surfaces, its map points at them, it is stored
-without pickle and loaded through its own scorer kind, and with no defect in validation its
-threshold is a quantile of the good validation scores, a rule the champion records."""
+"""The anomaly-detection family (ml/patchcore.py): trained on good images only, with either scoring
+(a Gaussian per location, or the nearest memory-bank patch) it ranks injected synthetic defects
+above good surfaces and its map points at them; the position-aware scoring finds structure moved
+out of place, which the position-blind one misses, and tells kinds of good image apart without a
+label; its graph computes the Mahalanobis distance it documents; it is stored without pickle and
+loaded through its own scorer kind, and with no defect in validation its threshold is a quantile of
+the good validation scores, a rule the champion records."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from defect_assets.ml.patchcore import KIND, MODEL_FILE, AnomalyScorer, fit_patchcore, greedy_coreset
+from defect_assets.ml.patchcore import KIND, MODEL_FILE, AnomalyScorer, fit_anomaly, greedy_coreset
 from defect_assets.ml.scorer import explainable, load_registered, scorer_kinds
 from defect_assets.ml.synthetic import make_surface_scene
 from defect_assets.pipeline.anomaly import train_anomaly
@@ -40,10 +43,10 @@ def scenes(seed: int, n: int, defects: int, size: int = 128):
     return np.stack(out), where
 
 
-@pytest.fixture(scope="module")
-def photo_model():
-    good, _ = scenes(0, 24, 0)
-    return fit_patchcore(good, coreset_size=600, seed=0)
+@pytest.fixture(scope="module", params=["location", "nearest"])
+def photo_model(request):
+    good, _ = scenes(0, 40, 0)  # 8 held out to calibrate (with 24, 5: too few for a stable 99th percentile)
+    return fit_anomaly(good, scoring=request.param, coreset_size=600, seed=0)
 
 
 def test_trained_on_good_photos_only_it_finds_injected_defects_and_its_map_points_at_them(photo_model):
@@ -61,6 +64,84 @@ def test_trained_on_good_photos_only_it_finds_injected_defects_and_its_map_point
         y, x = np.unravel_index(int(amap.argmax()), amap.shape)
         hits += np.hypot(y - d.y, x - d.x) <= 12
     assert hits >= 0.9 * len(bad), hits
+
+
+def cell(rng, kind: int = 0, bars: tuple[int, ...] = (30, 66), size: int = 96) -> np.ndarray:
+    """An aligned synthetic cell: smooth noise crossed by two dark bars (rows for kind 0, columns for
+    kind 1), each within a pixel of its place."""
+    from PIL import Image, ImageFilter
+
+    noise = rng.normal(150, 25, (size, size)).clip(0, 255).astype(np.uint8)
+    im = np.asarray(Image.fromarray(noise).filter(ImageFilter.GaussianBlur(1.5)), np.float32)
+    for b in bars:
+        b += int(rng.integers(-1, 2))
+        if kind == 0:
+            im[b:b + 4] *= 0.35
+        else:
+            im[:, b:b + 4] *= 0.35
+    return im.clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    rng = np.random.default_rng(0)
+    good = np.stack([cell(rng, k) for k in (0, 1) for _ in range(70)])
+    test_good = np.stack([cell(rng, k) for k in (0, 1) for _ in range(15)])
+    moved = np.stack([cell(rng, k, (34, 70)) for k in (0, 1) for _ in range(15)])  # both bars 4 px off their places
+    return good, test_good, moved
+
+
+def test_the_position_aware_scoring_finds_bars_out_of_place_which_the_nearest_bank_patch_misses(cells):
+    good, test_good, moved = cells
+    y = [0] * len(test_good) + [1] * len(moved)
+    auc = {s: roc_auc_score(y, fit_anomaly(good, scoring=s, coreset_size=500).image_scores(
+        np.concatenate([test_good, moved]))) for s in ("location", "nearest")}
+    assert auc["location"] >= 0.95 and auc["location"] - auc["nearest"] >= 0.2, auc
+
+
+def test_two_kinds_of_good_cell_get_their_own_gaussians_without_any_label(cells):
+    good, test_good, moved = cells
+    model = fit_anomaly(good, kinds=2)
+    assert model.kinds == 2 and sum(model.info["kind_images"]) == 112 and min(model.info["kind_images"]) >= 50
+    kind = model.run(np.concatenate([test_good, moved]))["kind"]
+    truth = np.array([0] * 15 + [1] * 15 + [0] * 15 + [1] * 15)
+    assert (kind == truth).all() or (kind == 1 - truth).all()
+    # too few images for two kinds: one
+    assert fit_anomaly(good[:60], kinds=2).kinds == 1
+
+
+@pytest.mark.parametrize("size", [96, 72])  # 72 px: stage 3's 9x9 grid onto stage 5's 5x5 (a partial block)
+def test_the_graph_computes_the_mahalanobis_distance_of_each_location_to_its_kinds_gaussian(cells, size):
+    from defect_assets.ml.lite_onnx import OnnxExtractor
+
+    good, test_good, moved = cells
+    x = np.concatenate([test_good, moved])[:, :size, :size]
+    model = fit_anomaly(good[:, :size, :size], kinds=2)
+    out = model.run(x)
+    # the same in NumPy from the backbone's stage maps and the stored arrays
+    s3, s5 = (np.asarray(m, np.float64) for m in OnnxExtractor("lite0", 1, ("3", "5"), maps=True)(x[..., None]))
+
+    def mean3(m):  # each location's 3x3 neighbourhood, the cells present
+        n, h, w, c = m.shape
+        p, ones = np.pad(m, ((0, 0), (1, 1), (1, 1), (0, 0))), np.pad(np.ones((h, w)), 1)
+        total = sum(p[:, i:i + h, j:j + w] for i in range(3) for j in range(3))
+        return total / sum(ones[i:i + h, j:j + w] for i in range(3) for j in range(3))[None, :, :, None]
+
+    a3, a5 = mean3(s3), mean3(s5)
+    gh, gw = a5.shape[1:3]
+    blocks = np.stack([a3[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean(axis=(1, 2)) for i in range(gh) for j in range(gw)],
+                      axis=1)  # (N, L, 40): stage 3 by 2x2 blocks, a partial block at an odd edge
+    f = np.concatenate([blocks, a5.reshape(len(x), gh * gw, -1)], axis=-1) @ model.projection
+    g = model.gaussians
+    kind = ((f.mean(axis=1)[:, None] - g.centroids[None]) ** 2).sum(-1).argmin(1)
+    c = f - g.means[kind]
+    d = np.sqrt(np.einsum("nld,nlde,nle->nl", c, g.inv_covs[kind].astype(np.float64), c))
+    assert (kind == out["kind"]).all()
+    np.testing.assert_allclose(out["patch_scores"].reshape(len(x), -1), d, rtol=1e-3, atol=1e-3 * d.max())
+    norm = model.normalization
+    score = (d.max(axis=1) - np.asarray(norm["center"])[kind]) / np.asarray(norm["spread"])[kind]
+    np.testing.assert_allclose(out["score"], score, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(out["proba"][:, 1], model.probability(out["score"]), atol=1e-6)
 
 
 def test_the_greedy_coreset_covers_every_cluster_a_random_sample_would_miss():
@@ -91,13 +172,15 @@ def test_the_family_trains_on_good_patches_only_and_is_served_through_its_scorer
     train = split_data({"s1": patch_set}, "train", "binary", card.classes)
     good = int((train.y == 0).sum())
     meta = card.to_dict()["anomaly"]
-    assert meta["bank_images"] + meta["calibration_images"] == good < len(train.y)
-    assert 0 < meta["bank_size"] <= 500
+    assert meta["fit_images"] + meta["calibration_images"] == good < len(train.y)
+    assert meta["scoring"] == "location" and meta["grid"] == [SIZE // 16] * 2 and meta["bank_size"] == 0
+    assert (meta["raw_dims"], meta["dims"]) == (152, 64)  # stages 3 and 5, randomly projected
     # stored as plain arrays: an npz without pickled objects, and the card's JSON
     raw = registry.read_file(card.version, MODEL_FILE)
     with zipfile.ZipFile(io.BytesIO(raw)) as z:
-        assert sorted(z.namelist()) == ["bank.npy"]
-    np.load(io.BytesIO(raw), allow_pickle=False)["bank"]
+        assert sorted(z.namelist()) == ["centroids.npy", "inv_covs.npy", "means.npy", "projection.npy"]
+    inv = np.load(io.BytesIO(raw), allow_pickle=False)["inv_covs"]
+    assert inv.shape == (meta["kinds"], (SIZE // 16) ** 2, meta["dims"], meta["dims"])
     scorer = load_registered(registry, card.version)
     assert isinstance(scorer, AnomalyScorer) and explainable(scorer)
     test = split_data({"s1": patch_set}, "test", "binary", card.classes)

@@ -287,33 +287,37 @@ def test_a_keras_cnn_exports_through_tf2onnx(tmp_path):
                                    atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def anomaly_trained(tmp_path_factory):
-    """A tiny PatchCore model (issue 23) trained the way test_anomaly.py trains it: good 64 px synthetic
-    patches of the train split only, a small coreset."""
+@pytest.fixture(scope="module", params=["location", "nearest"])
+def anomaly_trained(request, tmp_path_factory):
+    """A tiny anomaly model (issue 23) trained the way test_anomaly.py trains it: good 64 px synthetic
+    patches of the train split only, projected to 64 dimensions, with each scoring (Gaussians per
+    location, or a small coreset)."""
     from defect_assets.pipeline.family_registry import family
     from defect_assets.pipeline.family_settings import AnomalyConfig
     from defect_assets.pipeline.tiny import synthetic_patch_set
     from defect_assets.storage.registry import ModelRegistry
 
-    root = tmp_path_factory.mktemp("export-anomaly")
+    root = tmp_path_factory.mktemp(f"export-anomaly-{request.param}")
     store = LocalObjectStore(root / "artifacts")
     registry = ModelRegistry(store)
     patch_set = synthetic_patch_set(n_scenes=16, size=64, seed=3, store=store)
-    result = family("anomaly").train(AnomalyConfig(coreset_size=300, dims=64), {"labeled_patches": {"s1": patch_set}},
-                                     registry, lambda _m: None)
+    result = family("anomaly").train(AnomalyConfig(scoring=request.param, coreset_size=300, dims=64),
+                                     {"labeled_patches": {"s1": patch_set}}, registry, lambda _m: None)
     return root, store, registry, {"s1": patch_set}, result.card
 
 
-def test_an_anomaly_model_exports_its_whole_patchcore_scoring_in_one_graph(anomaly_trained, monkeypatch):
+def test_an_anomaly_model_exports_its_whole_scoring_in_one_graph(anomaly_trained, monkeypatch):
+    import defect_assets.ml.anomaly_onnx as anomaly_onnx
     import defect_assets.ml.export as export_mod
     from defect_assets.pipeline.champion import Champion
     from defect_assets.pipeline.export import bundle_parity, export_champion
 
     root, store, registry, patch_sets, card = anomaly_trained
-    assert card.kind == "anomaly" and card.to_dict()["anomaly"]["dims"] == 64  # projected
-    bank_size = int(card.to_dict()["anomaly"]["bank_size"])
-    monkeypatch.setattr(export_mod, "ANOMALY_BANK_CHUNK", max(1, bank_size // 3))  # several distance blocks
+    meta = card.to_dict()["anomaly"]
+    assert card.kind == "anomaly" and meta["dims"] == 64  # projected
+    bank_size = int(meta["bank_size"])
+    if meta["scoring"] == "nearest":
+        monkeypatch.setattr(anomaly_onnx, "BANK_CHUNK", max(1, bank_size // 3))  # several distance blocks
     scorer = load_registered(registry, card.version)
     golden = golden_set(card, patch_sets, store)
     import io
@@ -348,7 +352,8 @@ def test_an_anomaly_model_exports_its_whole_patchcore_scoring_in_one_graph(anoma
             import onnx
 
             ops = {n.op_type for n in onnx.load(str(bundle.folder / "model.onnx")).graph.node}
-            assert {"AveragePool", "Resize", "MatMul", "ReduceMin", "Min", "ReduceMax", "Sqrt", "Sigmoid"} <= ops
+            assert {"AveragePool", "MatMul", "ReduceMax", "Sqrt", "Sigmoid"} <= ops
+            assert {"ReduceMin", "Min"} <= ops if meta["scoring"] == "nearest" else "ReduceSum" in ops
         printed = run_predict(bundle.folder, images, runtime)  # training stack blocked
         assert [r["file"] for r in printed] == sorted(p.name for p in images.iterdir())
         got = np.array([r["proba"] for r in printed])
@@ -364,10 +369,9 @@ def test_an_anomaly_model_exports_its_whole_patchcore_scoring_in_one_graph(anoma
     import onnxruntime as ort
     import openvino as ov
 
-    from defect_assets.ml.patchcore import MODEL_FILE, PatchCore
+    from defect_assets.ml.patchcore import MODEL_FILE, AnomalyModel
 
-    meta = card.to_dict()["anomaly"]
-    pc = PatchCore.from_parts(registry.read_file(card.version, MODEL_FILE), meta)
+    pc = AnomalyModel.from_parts(registry.read_file(card.version, MODEL_FILE), meta)
     x = np.asarray(golden.patches, np.uint8).reshape(len(golden), 64, 64, 1)
     scores = pc.image_scores(x)
     pc.calibration = {"center": float(np.median(scores)), "width": float(max(np.std(scores), 1e-3))}

@@ -14,9 +14,10 @@ How each kind of card becomes one graph:
   scorer casts) through tf2onnx, the head appended the same way.
 - ``ensemble``: one graph per member, averaged with the ensemble's weights by ``predict.py``
   exactly as ``EnsembleScorer`` averages them (model.json's ``graph`` holds the tree).
-- ``anomaly`` (PatchCore): the whole scoring in the graph (``anomaly_graph``): stage maps, 3x3
-  mean, bilinear resize, projection, nearest-neighbour distance to the bank, max over locations,
-  logistic calibration; the anomaly map is not exported.
+- ``anomaly``: the whole scoring in the graph (``anomaly_graph``), the graph the scorer itself runs
+  (``ml/anomaly_onnx.py``): stage maps, 3x3 mean, onto one grid, projection, the per-location
+  Gaussian (or nearest bank patch) distance, max over locations, the kind's normalization, logistic
+  calibration; the anomaly map is not exported.
 OpenVINO: the ONNX file read by OpenVINO's runtime (``Core.read_model``), saved uncompressed (fp32
 weights) and compiled in fp32 by ``predict.py``.
 """
@@ -111,91 +112,18 @@ def _append_head(model, features: str, linear, output: str = "proba"):
     return model
 
 
-ANOMALY_BANK_CHUNK = 1024
-"""Bank rows per distance block in the anomaly graph (one (N, P, chunk) block alive at a time)."""
 ANOMALY_BATCH = 16
-"""Images per call of an anomaly graph (``batch`` in model.json): bounds the (N, P, chunk) blocks."""
+"""Images per call of an anomaly graph (``batch`` in model.json): bounds its per-image blocks."""
 
 
 def anomaly_graph(model, channels: int):
-    """The whole PatchCore scoring of ``model`` (``ml.patchcore.PatchCore``) as one ONNX graph,
-    uint8 NHWC 'pixels' -> (N, 2) 'proba', step for step as ``PatchCore.predict_proba``: the Lite
-    backbone's stage maps (``lite_onnx.build_graph``, NCHW), each a 3x3 mean over the cells present
-    (AveragePool, pads 1, count_include_pad=0 = ``_pool3``), resized to the first stage's grid
-    (Resize linear, half_pixel: bilinear between cell centres clamped at the edges =
-    ``_resize_bilinear``), concatenated, projected (MatMul) when the model projects, squared
-    distances ||x||^2 - 2 x.B^T + ||B||^2 to the bank (an initializer, in blocks of
-    ``ANOMALY_BANK_CHUNK`` rows, float32 as ``nearest_distance``), their minimum clamped at 0, the
-    maximum over locations, its square root, then the logistic calibration in float64. The
-    anomaly map is not part of the graph."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from defect_assets.ml.lite_onnx import build_graph
-
+    """The whole anomaly scoring of ``model`` (``ml.patchcore.AnomalyModel``) as one ONNX graph, uint8
+    NHWC 'pixels' -> (N, 2) 'proba': the very graph its scorer runs (``ml/anomaly_onnx.py``:
+    backbone, patch features, per-location Gaussians or nearest bank patch, the kind's normalization,
+    the logistic calibration), without the map outputs."""
     if not str(model.backbone).startswith("lite"):
         raise ExportError(f"no exporter for an anomaly model on backbone {model.backbone!r}")
-    stages = tuple(str(s) for s in model.stages)
-    onnx_model = onnx.load_from_string(build_graph(model.backbone, channels, stages, maps=True))
-    g = onnx_model.graph
-    outputs = {f"stage{s}_map" for s in stages}
-    nchw = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Transpose" and n.output[0] in outputs}
-    kept = [n for n in g.node if not (n.op_type == "Transpose" and n.output[0] in outputs)]
-    del g.node[:]
-    g.node.extend(kept)
-    del g.output[:]
-    nodes = []
-
-    def const(arr, name):
-        g.initializer.append(numpy_helper.from_array(np.asarray(arr), name))
-        return name
-
-    def node(op, inputs, output, **attrs):
-        nodes.append(helper.make_node(op, inputs, [output], **attrs))
-        return output
-
-    pooled = [node("AveragePool", [nchw[f"stage{s}_map"]], f"ad_pool{s}", kernel_shape=[3, 3], strides=[1, 1],
-                   pads=[1, 1, 1, 1], count_include_pad=0) for s in stages]
-    grid = node("Shape", [pooled[0]], "ad_grid", start=2, end=4)
-    parts = [pooled[0]]
-    for s, t in zip(stages[1:], pooled[1:]):
-        nc = node("Shape", [t], f"ad_nc{s}", start=0, end=2)
-        sizes = node("Concat", [nc, grid], f"ad_sizes{s}", axis=0)
-        parts.append(node("Resize", [t, "", "", sizes], f"ad_up{s}", mode="linear",
-                          coordinate_transformation_mode="half_pixel"))
-    cat = node("Concat", parts, "ad_cat", axis=1) if len(parts) > 1 else parts[0]
-    nhwc = node("Transpose", [cat], "ad_nhwc", perm=[0, 2, 3, 1])
-    raw_dims = int(model.projection.shape[0]) if model.projection is not None else int(model.bank.shape[1])
-    f = node("Reshape", [nhwc, const(np.array([0, -1, raw_dims], np.int64), "ad_shape")], "ad_flat")
-    if model.projection is not None:
-        f = node("MatMul", [f, const(np.ascontiguousarray(model.projection, np.float32), "ad_projection")],
-                 "ad_proj")
-    sq = node("Mul", [f, f], "ad_sq")
-    xsq = node("ReduceSum", [sq, const(np.array([-1], np.int64), "ad_last")], "ad_xsq", keepdims=1)
-    bank = np.ascontiguousarray(model.bank, np.float32)
-    two = const(np.float32(2), "ad_two")
-    mins = []
-    for i, lo in enumerate(range(0, len(bank), ANOMALY_BANK_CHUNK)):
-        b = bank[lo:lo + ANOMALY_BANK_CHUNK]
-        dot = node("MatMul", [f, const(np.ascontiguousarray(b.T), f"ad_bank{i}")], f"ad_dot{i}")
-        d = node("Sub", [xsq, node("Mul", [dot, two], f"ad_2dot{i}")], f"ad_d{i}")
-        d = node("Add", [d, const(np.einsum("ij,ij->i", b, b).astype(np.float32), f"ad_bsq{i}")], f"ad_dist{i}")
-        mins.append(node("ReduceMin", [d], f"ad_min{i}", axes=[-1], keepdims=0))
-    nearest = node("Min", mins, "ad_nearest") if len(mins) > 1 else mins[0]
-    nearest = node("Max", [nearest, const(np.float32(0), "ad_zero")], "ad_clamped")
-    score = node("Sqrt", [node("ReduceMax", [nearest], "ad_max_sq", axes=[1], keepdims=1)], "ad_score")
-    c = float(model.calibration.get("center", 0.0))
-    w = float(model.calibration.get("width", 1.0))
-    z = node("Div", [node("Sub", [node("Cast", [score], "ad_score64", to=TensorProto.DOUBLE),
-                                  const(np.float64(c), "ad_center")], "ad_shift"),
-                     const(np.float64(w), "ad_width")], "ad_z")
-    z = node("Clip", [z, const(np.float64(-60), "ad_lo"), const(np.float64(60), "ad_hi")], "ad_zc")
-    p1 = node("Cast", [node("Sigmoid", [z], "ad_p64")], "ad_p1", to=TensorProto.FLOAT)
-    p0 = node("Sub", [const(np.float32(1), "ad_one"), p1], "ad_p0")
-    node("Concat", [p0, p1], "proba", axis=1)
-    g.node.extend(nodes)
-    g.output.append(helper.make_tensor_value_info("proba", TensorProto.FLOAT, [None, 2]))
-    return onnx_model
+    return model.onnx_graph(with_map=False)
 
 
 def _keras_onnx(model, size: int, channels: int):
@@ -239,9 +167,9 @@ def graph_of(card: ModelCard, read_file: Callable[[str], bytes]):
             model = _rename_output(_keras_onnx(fx, size, channels), "features")
         model = _append_head(model, "features", linear)
     elif card.kind == "anomaly":
-        from defect_assets.ml.patchcore import MODEL_FILE, PatchCore
+        from defect_assets.ml.patchcore import MODEL_FILE, AnomalyModel
 
-        model = anomaly_graph(PatchCore.from_parts(read_file(MODEL_FILE), card.to_dict()["anomaly"]), channels)
+        model = anomaly_graph(AnomalyModel.from_parts(read_file(MODEL_FILE), card.to_dict()["anomaly"]), channels)
     elif card.kind == "keras":
         from defect_assets.ml.training import model_from_bytes
 
@@ -292,10 +220,13 @@ def _node(card: ModelCard, registry: ModelSource, folder: Path, fmt: str, stem: 
         meta = card.to_dict()["anomaly"]
         node["batch"] = ANOMALY_BATCH
         node["anomaly"] = {
-            "backbone": meta["backbone"], "stages": list(meta["stages"]), "bank_size": int(meta["bank_size"]),
+            "backbone": meta["backbone"], "stages": list(meta["stages"]), "scoring": meta.get("scoring", "nearest"),
+            "kinds": int(meta.get("kinds", 1)), "bank_size": int(meta["bank_size"]),
             "dims": int(meta["dims"]), "calibration": meta.get("calibration", {}),
-            "graph": "PatchCore in the graph: stage maps, 3x3 mean, bilinear to the finest grid, nearest-"
-                     "neighbour distance to the bank, image score = largest patch distance, logistic calibration",
+            "graph": ("the scorer's own graph: stage maps, 3x3 mean, onto one grid, "
+                      + ("the Mahalanobis distance to the Gaussian of each location for the image's kind"
+                         if meta.get("scoring") == "location" else "nearest-neighbour distance to the bank")
+                      + ", image score = largest patch distance normalized by its kind, logistic calibration"),
             "anomaly_map": "not exported (the graph returns the probabilities only; maps: the training project)"}
     return node
 

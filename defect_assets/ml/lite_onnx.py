@@ -106,6 +106,7 @@ def build_graph(variant: str, channels: int, stages: tuple[str, ...], maps: bool
     if not maps:
         nodes.append(helper.make_node("Concat", outputs, ["features"], axis=1))
         outputs = ["features"]
+    nodes, inits = _needed(nodes, inits, outputs)
     graph = helper.make_graph(
         nodes, f"efficientnet_{variant}_{'maps' if maps else 'features'}",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [None, None, None, channels])],
@@ -116,26 +117,46 @@ def build_graph(variant: str, channels: int, stages: tuple[str, ...], maps: bool
     return model.SerializeToString()
 
 
+def _needed(nodes: list, inits: list, outputs: list[str]) -> tuple[list, list]:
+    """Only the nodes (and weights) the outputs depend on: stage maps up to stage 5 need none of
+    stages 6, 7 and the head (a third of Lite0's work at 300 px), which ONNX Runtime would
+    otherwise compute and drop."""
+    need, kept = set(outputs), []
+    for n in reversed(nodes):
+        if any(o in need for o in n.output):
+            kept.append(n)
+            need.update(n.input)
+    return kept[::-1], [i for i in inits if i.name in need]
+
+
 def threads() -> int:
     """ONNX Runtime threads per session: DEFECT_ASSETS_ONNX_THREADS, else every core."""
     return MlSettings.load().threads()
+
+
+def session(graph: bytes, spinning: bool = True):
+    """An ONNX Runtime CPU session of ``graph`` with the project's threads. ``spinning=False``: its
+    worker threads sleep between calls instead of spinning (a call of a few tens of milliseconds
+    then no longer competes with whatever else the cores run)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise RuntimeError("the EfficientNet-Lite backbone runs on ONNX Runtime: pip install onnxruntime") from e
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxExtractor:
     """Pixels (N, H, W, C) uint8 -> features (N, D) float32 (or the stage maps with ``maps``)."""
 
     def __init__(self, variant: str, channels: int, stages: tuple[str, ...], maps: bool = False):
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise RuntimeError("the EfficientNet-Lite backbone runs on ONNX Runtime: pip install onnxruntime") from e
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(_graph_bytes(variant, channels, tuple(stages), maps), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = session(_graph_bytes(variant, channels, tuple(stages), maps))
         self.maps, self.channels = maps, channels
         self.outputs = [o.name for o in self.session.get_outputs()]
         blocks, weights = converted(variant)

@@ -1,6 +1,7 @@
-"""The anomaly-detection family (PatchCore-style, ``ml/patchcore.py``): trained on the good images
-of the train split only (``normal_only``), scored like every family through ``ml/scorer.py`` (its
-own card kind, ``anomaly``), so evaluation, the champion, serving and export treat it alike."""
+"""The anomaly-detection family (``ml/patchcore.py``: PatchCore's patch features scored per location
+as PaDiM, or by PatchCore's nearest neighbour): trained on the good images of the train split only
+(``normal_only``), scored like every family through ``ml/scorer.py`` (its own card kind,
+``anomaly``), so evaluation, the champion, serving and export treat it alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from defect_assets.ml.patchcore import KIND, MODEL_FILE, AnomalyScorer, fit_patchcore
+from defect_assets.ml.patchcore import KIND, MODEL_FILE, AnomalyScorer, fit_anomaly
 from defect_assets.ml.records import ModelCard
 from defect_assets.pipeline.families import TrainedModel
 from defect_assets.pipeline.family_settings import AnomalyConfig
@@ -27,7 +28,7 @@ FAMILY = "anomaly"
 
 
 def train_anomaly(config: AnomalyConfig, inputs: dict, registry: ModelRegistry, log) -> TrainedModel:
-    """PatchCore on the good training patches of every batch; registers the bank (npz) and its card."""
+    """The anomaly model of the good training patches of every batch; registers its arrays (npz) and card."""
     from defect_assets.ml.metrics import summary_metrics
 
     patches = inputs["labeled_patches"]
@@ -52,9 +53,9 @@ def train_anomaly(config: AnomalyConfig, inputs: dict, registry: ModelRegistry, 
         size = int(config.input_size)
         good = shrink_patches(good, size)
     t0 = time.perf_counter()
-    model = fit_patchcore(good, config.backbone, tuple(config.stages), config.coreset_size, config.coreset_ratio,
-                          config.patch_stride, config.pool_size, config.dims, config.calibration_fraction,
-                          config.seed, log)
+    model = fit_anomaly(good, config.backbone, tuple(config.stages), config.scoring, config.grid_stage, config.kinds,
+                        config.shrinkage, config.coreset_size, config.coreset_ratio, config.patch_stride,
+                        config.pool_size, config.dims, config.calibration_fraction, config.seed, log)
     seconds = time.perf_counter() - t0
     spec = input_spec(good)
     card = {"kind": KIND, "task": "binary", "classes": classes, "config": config.model_dump(),
@@ -68,8 +69,10 @@ def train_anomaly(config: AnomalyConfig, inputs: dict, registry: ModelRegistry, 
     card.update({"validation": metrics, "training_seconds": seconds, "golden": golden_record(val, proba)})
     card = registry.register(FAMILY, {MODEL_FILE: model.to_bytes()}, card)
     auc = metrics.get("roc_auc", float("nan"))
-    log(f"anomaly_model {card.version}: bank {len(model.bank)} patches, {seconds:.1f}s; validation AUC "
+    size = (f"{model.kinds} kind(s) of Gaussians" if model.scoring == "location" else f"bank {len(model.bank)} patches")
+    log(f"anomaly_model {card.version}: {model.scoring} scoring, {size}, {seconds:.1f}s; validation AUC "
         f"{auc:.3f}" + ("" if np.isfinite(auc) else " (no defect in validation)"))
     trials = pd.DataFrame([{**{k: v for k, v in config.model_dump().items() if not isinstance(v, list)},
                             **{f"val_{k}": v for k, v in metrics.items()}, "seconds": seconds}])
-    return TrainedModel(card, trials, notes={"bank_size": int(len(model.bank))})
+    return TrainedModel(card, trials, notes={"scoring": model.scoring, "kinds": model.kinds,
+                                             "bank_size": int(len(model.bank)) if model.bank is not None else 0})

@@ -103,29 +103,46 @@ class EnsembleConfig(FamilySettings):
 
 
 class AnomalyConfig(FamilySettings):
-    """PatchCore-style anomaly detection trained on good images only (``ml/patchcore.py``)."""
+    """Anomaly detection trained on good images only (``ml/patchcore.py``): PatchCore's patch features
+    scored by a Gaussian per location (PaDiM) or PatchCore's nearest neighbour."""
 
     normal_only: bool = True
     """Train on the images labeled good of the train split (defects left out); False: on every
     training image, as when batches carry no defect labels (all assumed normal)."""
     backbone: Literal["lite0", "lite2"] = "lite0"
     stages: list[str] = ["3", "5"]
-    """Backbone stages whose maps, 3x3 averaged, are the patch features (the deeper upsampled to the
-    finer grid): Lite0's stage 3 (stride 8, 40 channels) and 5 (stride 16, 112)."""
+    """Backbone stages whose maps, 3x3 averaged, are the patch features: Lite0's stage 3 (stride 8,
+    40 channels) and 5 (stride 16, 112)."""
+    grid_stage: str | None = None
+    """The stage whose grid the features are brought onto: '5' (stride 16, 19x19 on a 300 px image;
+    stage 3 averaged over 2x2 blocks) or '3' (stride 8, the deeper stage upsampled); None: the
+    scoring's own, '5' for 'location', '3' for 'nearest' (finer maps of defects anywhere)."""
+    scoring: Literal["location", "nearest"] = "location"
+    """'location': a Gaussian per kind of image and grid location (aligned images of one size, such
+    as ELPV's cells; chosen on ELPV's validation split, bench/results/anomaly_experiments.txt);
+    'nearest': the nearest neighbour in a coreset memory bank (defects anywhere on photos of any
+    size)."""
+    kinds: int = 2
+    """'location': kinds of good image found by k-means on their mean feature (no label read), each
+    with its own Gaussians and score normalization (fewer when there are under 50 images per kind)."""
+    shrinkage: float = 0.1
+    """'location': weight of the covariances' shrinkage toward their mean diagonal."""
     coreset_size: int = 4000
-    """Largest memory bank (patches kept by greedy k-center coreset subsampling)."""
+    """'nearest': largest memory bank (patches kept by greedy k-center coreset subsampling)."""
     coreset_ratio: float = 0.1
-    """Bank size as a share of the candidate patches, capped by coreset_size."""
+    """'nearest': bank size as a share of the candidate patches, capped by coreset_size."""
     patch_stride: int = 2
-    """Every patch_stride-th grid location (each way) of a training image is a bank candidate."""
+    """'nearest': every patch_stride-th grid location (each way) of a training image is a bank candidate."""
     pool_size: int = 150_000
-    """Candidates the coreset search sees at most (a random subset beyond): bounds its cost."""
+    """'nearest': candidates the coreset search sees at most (a random subset beyond): bounds its cost."""
     dims: int | None = None
-    """Random projection of the patch features to this many dimensions (None: all of them)."""
+    """Random projection of the patch features to this many dimensions; None: the scoring's own (64
+    for 'location': 12 MB of Gaussians for two kinds on a 19x19 grid instead of 67 MB at all 152,
+    validation AUC within noise; every dimension for 'nearest'); 0: every dimension."""
     input_size: int | None = None
     """Shrink patches to this side first (area averaging; None: the patch size)."""
     calibration_fraction: float = 0.2
-    """Good training images kept out of the bank; their scores calibrate the probability."""
+    """Good training images kept out of the model; their scores normalize and calibrate the probability."""
     threshold_quantile: float = 0.99
     """When the validation split holds no defect: the threshold is this quantile of the good
     validation images' probabilities (with defects it is chosen as for every family)."""
