@@ -2,7 +2,9 @@
 small random seed set, and every round the strategy picks ``k`` images of the pool, their labels
 are revealed, and the pipeline's elastic net is retrained on the pretrained backbone features
 (computed once per run). Strategies: entropy, margin, least confidence (worst best-score) and
-random (the baseline), optionally entropy + the diversity step. Several seeds; each seed has its
+random (the baseline), optionally entropy + the diversity step; with ``--strategies`` also the batch
+ones: kcenter, entropy+kcenter, noise_aware(+weights), badge, qbc and entropy+clusters (k-means of the
+pool into k clusters, the highest entropy of each). Several seeds; each seed has its
 own stratified 75/25 pool/test split (as in the ELPV paper), the same for every strategy.
 
     .venv/bin/python bench/active_learning.py [--task binary|multiclass] [--seeds 5] [--k 20]
@@ -19,7 +21,7 @@ unsure cell is a soft target). ``--validate`` runs the loop on 75% of each seed'
 AUC on the other 25% of the pool: the test split is never read, so knobs are chosen there.
 
 Prints test ROC AUC against the number of labels for every strategy (mean over seeds and the
-spread), and the target's ratio: the labels the best uncertainty strategy needs to reach random's
+spread), and the target's ratio: the labels the best strategy needs to reach random's
 final AUC, over the labels random needed for it (target <= 0.60). Saves the learning curves as a
 PNG (default bench/results/active_learning_<task>.png).
 
