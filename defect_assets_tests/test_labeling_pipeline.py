@@ -198,3 +198,19 @@ def test_the_diversity_step_picks_from_the_most_uncertain_and_spreads_them(proje
     shortlist = [pool[i] for i in rank(proba, "entropy")[:6]]
     assert items["stored_key"].iloc[0] == shortlist[0]  # the most uncertain first
     assert set(items["stored_key"]) <= set(shortlist) and items["stored_key"].is_unique
+
+
+def test_the_queue_by_entropy_clusters_asks_the_most_uncertain_image_first_and_never_twice(project):
+    """The asset with the strategy the bench measured best (one pick per k-means cluster of the
+    backbone features): per_round distinct images, the pool's most uncertain image first (it leads
+    its own cluster), the strategy recorded on every item."""
+    instance, resources, store, registry, versions = project
+    assert queue_run(instance, resources, per_round=3, strategy="entropy+clusters").success
+    queue = current_queue(store)
+    items = queue.items
+    assert len(items) == 3 and queue.doc["strategy"] == "entropy+clusters"
+    assert set(items["strategy"]) == {"entropy+clusters"} and items["stored_key"].is_unique
+    pool = np.concatenate([read_value(store, f"unlabeled_pool/{b}")["stored_key"] for b in ("line-7", "line-8")])
+    proba = load_registered(registry, versions["a"]).predict_images([store.read_bytes(k) for k in pool])
+    assert items["stored_key"].iloc[0] == pool[rank(proba, "entropy")[0]]
+    assert list(items["entropy"]) == sorted(items["entropy"], reverse=True)

@@ -9,8 +9,11 @@
 plus an optional diversity step (``spread_out``): from a shortlist of the most uncertain items,
 greedy k-center picks in feature space, so one round does not spend its labels on near-copies; and
 batch strategies over the whole pool: ``kcenter_greedy`` (core-set: farthest from everything
-labeled, optionally weighted by uncertainty) and ``noise_aware_scores`` (uncertainty down-weighted
-near labeled images the label-issue ranking doubts, ``neighbour_ambiguity``).
+labeled, optionally weighted by uncertainty), ``cluster_uncertainty`` (k-means of the pool into
+one cluster per pick, the most uncertain item of each), ``badge`` (Ash et al. 2020: k-means++ seeding on the
+gradient the model's loss would have if its own guess were the label, so a batch is both uncertain
+and varied) and ``noise_aware_scores`` (uncertainty down-weighted near labeled images the
+label-issue ranking doubts, ``neighbour_ambiguity``).
 
 For two classes the three uncertainty measures order items identically (each is a monotone
 function of |p - 0.5|); they differ from three classes up. Ties keep the pool's order.
@@ -23,8 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 STRATEGIES = ("entropy", "margin", "least_confidence", "random")
+# queue strategies that need the pool's features (``select(..., features=...)``)
+FEATURE_STRATEGIES = ("entropy+clusters",)
 # batch strategies that need the feature space (and, for noise_aware, the label-issue ranking)
-BATCH_STRATEGIES = ("kcenter", "entropy+kcenter", "noise_aware")
+BATCH_STRATEGIES = ("kcenter", "entropy+kcenter", "noise_aware", "badge", "entropy+clusters")
 
 
 def _proba(proba) -> np.ndarray:
@@ -114,9 +119,14 @@ class Query:
 def select(proba, k: int, strategy: str = "entropy", seed: int = 0, features: np.ndarray | None = None,
            shortlist_factor: int = 5) -> Query:
     """The ``k`` items a person should label next. With ``features`` (one row per pool item), the
-    diversity step spreads the picks over the ``shortlist_factor * k`` most useful items."""
+    diversity step spreads the picks over the ``shortlist_factor * k`` most useful items;
+    ``entropy+clusters`` needs them and picks the highest entropy of each of k clusters instead."""
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
+    if strategy in FEATURE_STRATEGIES:
+        if features is None:
+            raise ValueError(f"strategy {strategy!r} needs the pool's features")
+        return Query(cluster_uncertainty(proba, features, k, "entropy", seed), entropy(proba), strategy, True)
     order = rank(proba, strategy, seed)
     scores = uncertainty(proba, strategy)
     if features is None:
@@ -188,3 +198,75 @@ def noise_aware_scores(proba, ambiguity: np.ndarray, strategy: str = "entropy", 
     u = uncertainty(proba, strategy)
     u = u - u.min() if len(u) else u  # margin's scores are negative; make them >= 0 first
     return u * np.clip(1.0 - strength * np.asarray(ambiguity, np.float64), 0.0, 1.0)
+
+
+def gradient_norms_and_kernel(proba, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BADGE's gradient embedding of a linear softmax without building it: for item i,
+    g_i = (p_i - onehot(argmax p_i)) outer x_i (binary: one logit, (p1 - guess) * x_i), with x
+    standardized over the pool. Returns (the class part r, the standardized x, squared norms), since
+    <g_i, g_j> = <r_i, r_j> * <x_i, x_j> and a (N, K * D) matrix is never needed."""
+    p = _proba(proba)
+    r = p.copy()
+    r[np.arange(len(p)), p.argmax(axis=1)] -= 1.0
+    if p.shape[1] == 2:
+        r = r[:, 1:]  # one logit: its gradient is p1 - guess
+    x = _standardize(features)
+    return r, x, (r ** 2).sum(axis=1) * (x ** 2).sum(axis=1)
+
+
+def badge(proba, features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """BADGE (Ash et al., "Deep batch active learning by diverse, uncertain gradient lower bounds",
+    2020) for the pipeline's linear model: k-means++ seeding over the gradient embeddings. The first
+    pick is the longest gradient (the most uncertain item far from the mean); each next pick is drawn
+    with probability proportional to its squared distance from the nearest pick so far, so a batch
+    spreads over uncertain items of different kinds. Confident items have near-zero gradients and
+    are rarely drawn. Returns k pool indices in pick order (seeded)."""
+    n = len(_proba(proba))
+    if len(features) != n:
+        raise ValueError(f"{len(features)} feature rows for a pool of {n}")
+    k = min(int(k), n)
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    r, x, sq = gradient_norms_and_kernel(proba, features)
+    rng = np.random.default_rng(seed)
+    picked = [int(np.argmax(sq))]
+    dist = np.full(n, np.inf)
+    for _ in range(k):
+        j = picked[-1]
+        dist = np.minimum(dist, np.maximum(sq + sq[j] - 2 * (r @ r[j]) * (x @ x[j]), 0.0))
+        dist[picked] = 0.0
+        if len(picked) == k:
+            break
+        total = dist.sum()
+        if total <= 0:  # every remaining item is a copy of a pick: take them in pool order
+            rest = np.setdiff1d(np.arange(n), picked)
+            picked += rest[: k - len(picked)].tolist()
+            break
+        picked.append(int(rng.choice(n, p=dist / total)))
+    return np.asarray(picked, np.int64)
+
+
+def cluster_uncertainty(proba, features: np.ndarray, k: int, strategy: str = "entropy", seed: int = 0) -> np.ndarray:
+    """One pick per region of the pool: k-means (scikit-learn, one seeded initialization) splits the
+    pool into ``k`` clusters in feature space as given, and each cluster sends its most uncertain
+    item by ``strategy``. A round then asks about the doubtful case of every kind of image instead of
+    ``k`` near-copies of the single most doubtful kind. Returns k pool indices, most uncertain first."""
+    scores = uncertainty(proba, strategy)
+    n = len(scores)
+    if len(features) != n:
+        raise ValueError(f"{len(features)} feature rows for a pool of {n}")
+    k = min(int(k), n)
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    from sklearn.cluster import KMeans
+
+    members = KMeans(k, n_init=1, random_state=seed).fit_predict(np.asarray(features, np.float64))
+    order = np.argsort(-scores, kind="stable")
+    first_of = {}
+    for i in order:  # the first item of each cluster in uncertainty order is its most uncertain
+        first_of.setdefault(int(members[i]), int(i))
+    picks = sorted(first_of.values(), key=lambda i: (-scores[i], i))
+    if len(picks) < k:  # k-means left a cluster empty: the most uncertain of the rest fill the batch
+        taken = set(picks)
+        picks += [int(i) for i in order if int(i) not in taken][: k - len(picks)]
+    return np.asarray(picks, np.int64)

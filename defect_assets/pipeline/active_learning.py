@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from defect_assets.ml.active_learning import STRATEGIES, entropy, least_confidence, margin, select
+from defect_assets.ml.active_learning import (
+    FEATURE_STRATEGIES,
+    STRATEGIES,
+    entropy,
+    least_confidence,
+    margin,
+    select,
+)
 from defect_assets.ml.scorer import Scorer
 from defect_assets.pipeline import engine
 from defect_assets.storage.base import ObjectStore
@@ -84,7 +91,8 @@ def build_queue(pool: pd.DataFrame, proba: np.ndarray, classes: list[str], model
                 per_round: int, seed: int = 0, features: np.ndarray | None = None,
                 shortlist_factor: int = 5) -> pd.DataFrame:
     """The items a person should label next, in order: the pool row, the strategy's score, all
-    three uncertainty measures, the model's guess and its class probabilities."""
+    three uncertainty measures, the model's guess and its class probabilities. ``features`` are
+    needed by ``entropy+clusters`` and turn on the diversity step for the others."""
     if len(proba) != len(pool):
         raise ValueError(f"{len(proba)} score rows for a pool of {len(pool)} images")
     if not len(pool):
@@ -162,8 +170,8 @@ class QueueSettings:
     def __post_init__(self):
         if not 0.0 <= self.gold_rate < 1.0:
             raise ValueError(f"gold_rate must be in [0, 1), got {self.gold_rate}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.strategy not in STRATEGIES + FEATURE_STRATEGIES:
+            raise ValueError(f"strategy {self.strategy!r} is not one of {', '.join(STRATEGIES + FEATURE_STRATEGIES)}")
         if self.per_round < 1 or self.shortlist_factor < 1:
             raise ValueError(f"per_round and shortlist_factor must be >= 1, got {self.per_round}, "
                              f"{self.shortlist_factor}")
@@ -177,8 +185,8 @@ def publish_next_queue(store: ObjectStore, scorer: Scorer, pool: pd.DataFrame, s
     current queue. ``heatmaps``: the scorer's model learned from windows (``windowed_model``)."""
     proba = score_pool(scorer, pool, store, progress, store_config)
     spec = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.feature_spec}
-    features = (pool_features(scorer, pool, store, spec)
-                if settings.diversity and len(pool) else None)
+    needs_features = settings.diversity or settings.strategy in FEATURE_STRATEGIES
+    features = pool_features(scorer, pool, store, spec) if needs_features and len(pool) else None
     items = build_queue(pool, proba, scorer.classes, scorer.version, settings.strategy, settings.per_round,
                         settings.seed, features, settings.shortlist_factor)
     gold = read_gold(store) if settings.gold_rate > 0 else None

@@ -36,8 +36,10 @@ def unlabeled_pool(context: dg.AssetExecutionContext, raw_images: ArrayTable,
 
 
 class LabelingQueueConfig(dg.Config):
-    strategy: Literal["entropy", "margin", "least_confidence", "random"] = "entropy"
-    """'entropy', 'margin', 'least_confidence' (worst best-score) or 'random' (the baseline)."""
+    strategy: Literal["entropy", "margin", "least_confidence", "random", "entropy+clusters"] = "entropy"
+    """'entropy', 'margin', 'least_confidence' (worst best-score), 'random' (the baseline) or
+    'entropy+clusters' (k-means of the pool into per_round clusters in the backbone's feature space,
+    the highest entropy of each; bench/results/active_learning.txt)."""
     per_round: int = 20
     """Images queued per round."""
     diversity: bool = False
@@ -45,7 +47,8 @@ class LabelingQueueConfig(dg.Config):
     shortlist_factor x per_round most uncertain images)."""
     shortlist_factor: int = 5
     feature_backbone: Literal["lite0", "lite2", "vgg16"] = "lite0"
-    """The pretrained backbone whose pooled stage activations are the diversity step's feature space."""
+    """The pretrained backbone whose pooled stage activations are the feature space of the diversity
+    step and of entropy+clusters."""
     feature_stages: list[str] = list(LITE_STAGES)
     """EfficientNet-Lite stages pooled (backbone lite0 / lite2)."""
     feature_blocks: list[int] = [3, 4]
