@@ -165,15 +165,32 @@ def side_by_side_features(x300: np.ndarray, recipes: list[tuple[str, int]], stag
     return {r: np.concatenate(v) for r, v in out.items()}, {r: (seconds[r], shrink_s[r]) for r in recipes}
 
 
-def interleaved_latency(cells: np.ndarray, heads: dict, calls: int = 200, warm: int = 10) -> dict:
+def interleaved_latency(cells: np.ndarray, heads: dict, calls: int = 200, warm: int = 10,
+                        spin: bool = False) -> dict:
     """{key: (p50 ms, p99 ms)} of one full-size cell through (shrink to the input size, ONNX
-    features, linear head), ``calls`` per key, the keys' calls interleaved (order rotated)."""
-    from defect_assets.ml.lite_onnx import OnnxExtractor
+    features, linear head), ``calls`` per key, the keys' calls interleaved (order rotated).
+
+    ``spin=False`` turns off ONNX Runtime's spin-waiting of idle intra-op threads: with it on (the
+    default the service runs with), the threads of the session that just ran keep spinning while
+    the next recipe's session runs, so on 2 cores interleaved calls time each other's spinning
+    (measured 2026-12-07: Lite0 alone p50 15 ms, interleaved with Lite2 30 ms; without spinning
+    11 ms either way)."""
+    from defect_assets.ml.lite_onnx import OnnxExtractor, build_graph, threads
     from defect_assets.ml.preprocess import shrink_patches
 
     runs = {}
     for key, (backbone, size, stages, model) in heads.items():
         ex = OnnxExtractor(backbone, 1, tuple(stages))
+        if not spin:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads(), 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            ex.session = ort.InferenceSession(build_graph(backbone, 1, tuple(stages)), options,
+                                              providers=["CPUExecutionProvider"])
 
         def run(cell, ex=ex, size=size, model=model):
             return model.predict_proba(ex(shrink_patches(cell[None], size)[..., None]))
@@ -238,8 +255,9 @@ def compare_backbones(args) -> None:
     for b in best.values():
         key = (b.backbone, int(b["size"]), b.stages, float(b.C))
         heads[key] = (key[0], key[1], key[2].split(","), models[key])
-    print(f"one-image latency: {args.calls} calls per recipe, interleaved", flush=True)
-    lat = interleaved_latency(x300[va], heads, calls=args.calls)
+    print(f"one-image latency: {args.calls} calls per recipe, interleaved, ONNX Runtime spin-waiting "
+          f"{'on' if args.spin else 'off'}", flush=True)
+    lat = interleaved_latency(x300[va], heads, calls=args.calls, spin=args.spin)
     print(f"# load after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nbest validation recipe of each backbone and size (reference: {reference}), "
@@ -295,6 +313,8 @@ def main() -> None:
                     help="with --backbones: stage sets tried (the first is the reference's)")
     ap.add_argument("--reference-c", type=float, default=0.02, help="with --backbones: the reference's C")
     ap.add_argument("--calls", type=int, default=200, help="with --backbones: one-image calls per recipe")
+    ap.add_argument("--spin", action="store_true",
+                    help="with --backbones: time with ONNX Runtime's thread spin-waiting on (the service's setting)")
     ap.add_argument("--test-once", metavar="BACKBONE:SIZE:STAGES:C",
                     help="test split of this recipe (chosen on validation before), from --backbones' cache")
     ap.add_argument("--test-reference", default="lite0:300:4,5,6,top:0.02", metavar="BACKBONE:SIZE:STAGES:C")
