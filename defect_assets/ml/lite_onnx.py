@@ -156,7 +156,7 @@ class OnnxExtractor:
     """Pixels (N, H, W, C) uint8 -> features (N, D) float32 (or the stage maps with ``maps``)."""
 
     def __init__(self, variant: str, channels: int, stages: tuple[str, ...], maps: bool = False):
-        self.session = session(_graph_bytes(variant, channels, tuple(stages), maps))
+        self.session = session(_graph_bytes(variant, channels, tuple(stages), maps), spinning=False)
         self.maps, self.channels = maps, channels
         self.outputs = [o.name for o in self.session.get_outputs()]
         blocks, weights = converted(variant)
