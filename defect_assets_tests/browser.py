@@ -35,8 +35,11 @@ class OfflinePage:
         return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module. Not per session: Playwright's sync API keeps an asyncio loop
+    running in the main thread while it is open, so every later test of the same worker that calls
+    asyncio.run (Dagster's automation-condition evaluator does) would fail."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: ./run test installs Debian's chromium (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright

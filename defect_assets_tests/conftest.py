@@ -42,7 +42,7 @@ def _import_anyio_eagerly() -> None:
 
 _import_anyio_eagerly()
 
-# The browser fixtures, registered once for every module: one Playwright (and one Chromium) per session
+# The browser fixtures, registered once for every module: one Playwright (and one Chromium) per module
 from defect_assets_tests.browser import browser, offline_page  # noqa: E402, F401
 
 # Fixtures that start something outside the test process: a test using one is a `services` test (as are the
