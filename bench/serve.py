@@ -5,6 +5,7 @@ images/s, p50 and p99 latency of each and the ratios. Targets: >= 10x the naive 
 throughput at p99 <= 100 ms for 64x64 patches; >= 30% of the hello-world requests/s.
 
     .venv/bin/python bench/serve.py [--concurrency 32] [--seconds 4] [--data-dir DIR [--elpv 16] [--version V]]
+        [--runtimes tensorflow onnxruntime openvino]
 
 By default it registers a tiny 64x64 CNN (two 8-filter conv layers, 730 parameters; untrained,
 as only its compute counts here) in a temporary folder; ``--data-dir data`` benchmarks the production model of
@@ -183,6 +184,10 @@ def main() -> None:
                         "random images at the model's input size")
     p.add_argument("--version", help="with --data-dir: serve this registered version instead of the production one "
                    "(a promoted copy of the registry in a temporary folder; DIR is not changed)")
+    p.add_argument("--runtimes", nargs="+", choices=["tensorflow", "onnxruntime", "openvino"], default=[],
+                   help="also serve the same model on these runtimes (DEFECT_ASSETS_RUNTIME; onnxruntime/openvino: "
+                        "the parity-checked export bundle), each measured at 1 and --concurrency clients beside the "
+                        "others, in alternating rounds")
     p.add_argument("--role", choices=["naive", "hello"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -254,21 +259,27 @@ def run_bench(args, data_dir: str, version: str) -> None:
 
     env = {**os.environ, "DEFECT_ASSETS_DATA_DIR": data_dir, "DEFECT_ASSETS_RELOAD_SECONDS": "30"}
     env.pop("DEFECT_ASSETS_API_KEY", None)
-    ports = {name: free_port() for name in ("service", "naive", "hello")}
+    runtimes = [rt for rt in dict.fromkeys(args.runtimes)]  # each once, in the order asked
+    ports = {name: free_port() for name in ("service", "naive", "hello", *(f"rt_{rt}" for rt in runtimes))}
     cmds = {
         "service": [sys.executable, "-m", "defect_assets.cli", "serve", "--port", str(ports["service"]),
                     "--log-level", "warning"],
         "naive": [sys.executable, __file__, "--role", "naive", "--port", str(ports["naive"]), "--data-dir", data_dir],
         "hello": [sys.executable, __file__, "--role", "hello", "--port", str(ports["hello"])],
+        **{f"rt_{rt}": [sys.executable, "-m", "defect_assets.cli", "serve", "--port", str(ports[f"rt_{rt}"]),
+                        "--log-level", "warning"] for rt in runtimes},
     }
+    envs = {n: {**env, "DEFECT_ASSETS_RUNTIME": n[3:]} if n.startswith("rt_") else env for n in cmds}
     logs = {n: open(Path(data_dir if not args.data_dir else tempfile.gettempdir()) / f"bench-serve-{n}.log", "wb")
             for n in cmds}
-    procs = {n: subprocess.Popen(c, env=env, cwd=ROOT, stdout=logs[n], stderr=subprocess.STDOUT)
+    procs = {n: subprocess.Popen(c, env=envs[n], cwd=ROOT, stdout=logs[n], stderr=subprocess.STDOUT)
              for n, c in cmds.items()}
     try:
         wait_http(f"http://{HOST}:{ports['hello']}/hello", procs["hello"])
         wait_http(f"http://{HOST}:{ports['service']}/readyz", procs["service"])
         wait_http(f"http://{HOST}:{ports['naive']}/docs", procs["naive"])
+        for rt in runtimes:  # a bundle is exported and parity-checked at start: a while on 2 cores
+            wait_http(f"http://{HOST}:{ports[f'rt_{rt}']}/readyz", procs[f"rt_{rt}"], timeout=600)
         hello_req = [f"GET /hello HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()]
         service_req = [multipart_request("/v1/predict", "files", png) for png in pngs]
         phases = [
@@ -278,6 +289,9 @@ def run_bench(args, data_dir: str, version: str) -> None:
             ("naive model.predict per request", "naive", [multipart_request("/predict", "file", png) for png in pngs],
              max(200, args.max_requests // 100)),
         ]
+        for rt in runtimes:
+            phases += [(f"service, runtime={rt}", f"rt_{rt}", service_req, args.max_requests),
+                       (f"service, runtime={rt}, 1 client", f"rt_{rt}-1", service_req, args.max_requests)]
         print(f"model {version} ({card.kind}): {size}x{size}x{channels} input, {card.params or '?'} "
               f"parameters, {card.inference.views} test-time view(s); requests: {what}; "
               f"{args.concurrency} concurrent clients, {args.seconds:.0f} s per server, {os.cpu_count()} cores")
@@ -287,8 +301,8 @@ def run_bench(args, data_dir: str, version: str) -> None:
         results = {}
         for _ in range(max(1, args.rounds)):  # alternating rounds: a busy moment of the machine hits all alike
             for _label, name, reqs, cap in phases:
-                clients = 1 if name == "service-1" else args.concurrency
-                port = ports[name.split("-")[0]]
+                clients = 1 if name.endswith("-1") else args.concurrency
+                port = ports[name.removesuffix("-1")]
                 r = asyncio.run(load(port, reqs, clients, args.seconds, args.warmup, cap))
                 if name not in results or r["per_second"] > results[name]["per_second"]:
                     results[name] = r
@@ -305,10 +319,10 @@ def run_bench(args, data_dir: str, version: str) -> None:
         for f in logs.values():
             f.close()
 
-    print(f"{'server':<34}{'requests':>10}{'images/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"{'server':<40}{'requests':>10}{'images/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for label, name, _, _ in phases:
         r = results[name]
-        print(f"{label:<34}{r['requests']:>10,}{r['per_second']:>11,.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
+        print(f"{label:<40}{r['requests']:>10,}{r['per_second']:>11,.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
               f"{len(r['errors']):>8}")
     s, n, h, one = results["service"], results["naive"], results["hello"], results["service-1"]
     if n["requests"] and s["requests"]:
@@ -322,9 +336,15 @@ def run_bench(args, data_dir: str, version: str) -> None:
           "  (target >= 30%)")
     print(f"micro-batching: {batching['model_calls']:,} model calls for {batching['images']:,} images "
           f"(mean batch {batching['mean_batch']}, largest {batching['largest_batch']})")
+    for rt in runtimes:
+        many, one_rt = results[f"rt_{rt}"], results[f"rt_{rt}-1"]
+        print(f"runtime={rt}: p99 at 1 client {one_rt['p99']:.1f} ms ({one_rt['p99'] / max(one['p99'], 1e-9):.2f}x the "
+              f"default service's), {many['per_second']:.0f} images/s at {args.concurrency} clients "
+              f"({many['per_second'] / max(s['per_second'], 1e-9):.2f}x)")
     for name, r in results.items():
         if r["errors"]:
-            print(f"{name}: {len(r['errors'])} errors, first: {r['errors'][0]}; server log: {logs[name].name}")
+            log = logs[name.removesuffix("-1")].name
+            print(f"{name}: {len(r['errors'])} errors, first: {r['errors'][0]}; server log: {log}")
 
 
 if __name__ == "__main__":
