@@ -18,8 +18,7 @@ def _setup_env(args) -> None:
 
         os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())  # for this process and the runs it starts
     os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home"))
-    if not Path("/dev/nvidia0").exists():  # CPU only: TensorFlow's GPU probe ("failed call to cuInit") off stderr
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # CPU only: TensorFlow's GPU probe stays off stderr (TF_CPP_MIN_LOG_LEVEL 3 is set by defect_assets.quiet_tensorflow)
 
 
 def cmd_demo(args) -> int:
