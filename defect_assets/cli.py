@@ -18,7 +18,7 @@ def _setup_env(args) -> None:
 
         os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())  # for this process and the runs it starts
     os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home"))
-    # CPU only: TensorFlow's GPU probe stays off stderr (TF_CPP_MIN_LOG_LEVEL 3 is set by defect_assets.quiet_tensorflow)
+    # CPU only: TensorFlow's GPU probe stays off stderr (defect_assets.quiet_tensorflow, on import)
 
 
 def cmd_demo(args) -> int:
