@@ -49,7 +49,7 @@ def test_every_family_is_trained_registered_and_beats_chance(built):
         assert card.validation.roc_auc > 0.75, (family, card.validation)  # chance is 0.5
     assert len(cards["elastic_net"].trials) == 2
     ensemble = cards["ensemble"]
-    members = ("elastic_net", "fine_tuned_vgg16", "scratch_cnn")
+    members = ("elastic_net", "fine_tuned_vgg16", "scratch_cnn", "anomaly")  # every family registered before it
     # members: the families whose weight is above 0 (a zero-weight member is not run when served)
     assert set(ensemble.members) <= {cards[f].version for f in members} and ensemble.members
     assert sum(ensemble.weights) == pytest.approx(1.0) and min(ensemble.weights) > 0
@@ -124,3 +124,21 @@ def test_multiclass_task_keeps_every_label_and_evaluates_per_class(built):
     assert card.validation.roc_auc > 0.6
     row = result.output_for_node("elastic_net_evaluation").iloc[0]
     assert row["task"] == "multiclass" and row["threshold_method"] == "argmax"
+
+    # the anomaly family scores defect vs good only: an ensemble of multiclass members leaves it out, and says so
+    import pandas as pd
+
+    from defect_assets.pipeline.families import train_ensemble
+    from defect_assets.pipeline.family_settings import EnsembleConfig
+
+    store = LocalObjectStore(root / "data" / "artifacts")
+    registry = ModelRegistry(store)
+    anomaly = registry.latest("anomaly")
+    assert anomaly.task == "binary"
+    inputs = {"elastic_net_model": pd.DataFrame({"version": [card.version]}),
+              "anomaly_model": pd.DataFrame({"version": [anomaly.version]}),
+              "labeled_patches": {b: read_value(store, f"labeled_patches/{b}") for b in ("s1", "s2")}}
+    lines = []
+    ensemble = train_ensemble(EnsembleConfig(), inputs, registry, lines.append).card
+    assert ensemble.members == [card.version] and ensemble.task == "multiclass"
+    assert any("left out" in line and anomaly.version in line for line in lines), lines

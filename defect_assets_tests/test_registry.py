@@ -118,15 +118,15 @@ def test_a_family_registered_before_the_definitions_are_built_appears_everywhere
     scored = doc["scored"]
     assert len(scored) == 5 and all(len(p) == 2 and abs(sum(p) - 1) < 1e-5 for p in scored)
     # and the test process's own registry is untouched
-    assert [f.name for f in families()] == before == ["scratch_cnn", "fine_tuned_vgg16", "elastic_net", "ensemble",
-                                                      "anomaly"]
+    assert [f.name for f in families()] == before == ["scratch_cnn", "fine_tuned_vgg16", "elastic_net", "anomaly",
+                                                      "ensemble"]
 
 
 def test_the_registry_holds_the_five_families_in_order_with_typed_settings():
     by_name = {f.name: f for f in families()}
-    assert list(by_name) == ["scratch_cnn", "fine_tuned_vgg16", "elastic_net", "ensemble", "anomaly"]
+    assert list(by_name) == ["scratch_cnn", "fine_tuned_vgg16", "elastic_net", "anomaly", "ensemble"]
     assert by_name["ensemble"].inputs == ("scratch_cnn_model", "fine_tuned_vgg16_model", "elastic_net_model",
-                                          "labeled_patches")
+                                          "anomaly_model", "labeled_patches")
     assert by_name["ensemble"].settings is EnsembleConfig
     assert {f.artifact_kind for f in families()} == {"keras", "features+linear", "ensemble", "anomaly"}
 

@@ -283,9 +283,20 @@ def train_ensemble(config: EnsembleConfig, inputs: Inputs, registry: ModelRegist
     patches = inputs["labeled_patches"]
     members = [str(df["version"].iloc[0]) for name, df in sorted(inputs.items()) if name != "labeled_patches"]
     scorers = [load_registered(registry, v) for v in members]
-    sizes = {(s.patch_size, s.channels, tuple(s.classes), s.card.task) for s in scorers}
+
+    def shape(s) -> tuple:
+        return s.patch_size, s.channels, tuple(s.classes), s.card.task
+
+    # the anomaly family scores defect vs good only: it joins when the supervised members do the same
+    supervised = [s for s in scorers if s.card.kind != "anomaly"] or scorers
+    sizes = {shape(s) for s in supervised}
     if len(sizes) != 1:
         raise ValueError(f"ensemble members disagree on patch size, channels, classes or task: {sorted(sizes)}")
+    apart = [m for m, s in zip(members, scorers) if shape(s) != shape(supervised[0])]
+    if apart:
+        log(f"ensemble: left out {', '.join(apart)} (another task, classes or input than the supervised members)")
+        keep = [shape(s) == shape(supervised[0]) for s in scorers]
+        members, scorers = [m for m, k in zip(members, keep) if k], [s for s, k in zip(scorers, keep) if k]
     first = scorers[0].card
     patch_input = {"size": scorers[0].patch_size, "channels": scorers[0].channels}  # members shrink their own
     val = split_data(patches, "validation", first.task, first.classes)
