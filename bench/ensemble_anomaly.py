@@ -31,8 +31,8 @@ def main() -> None:
     from quality import champion_predictions, latest_evaluations, stored
     from sklearn.metrics import roc_auc_score
 
-    from defect_assets.ml.evaluation import bootstrap_intervals, paired_auc_difference
     import defect_assets.pipeline.family_registry  # noqa: F401  (registers every family's scorer kind)
+    from defect_assets.ml.evaluation import bootstrap_intervals, paired_auc_difference
     from defect_assets.ml.scorer import load_registered
     from defect_assets.pipeline.training import split_data
     from defect_assets.storage import LocalObjectStore
