@@ -286,3 +286,50 @@ def test_the_service_predicts_with_it_and_inspect_draws_its_anomaly_map(trained)
         near = heat[np.hypot(yy - d.y, xx - d.x) <= 12]
         assert near.max() > heat[far].max() + 20, (d, near.max(), heat[far].max())
     assert r["defects"], "nothing located"
+
+
+@pytest.mark.slow
+def test_a_service_process_without_the_family_registry_serves_an_anomaly_champion(trained, tmp_path):
+    """`defect-assets serve` never imports the pipeline's family registry, so the anomaly kind must be
+    known to ml/scorer.py itself (a clean-clone main job whose champion held an anomaly member once
+    deployed to a service that refused to load it)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from defect_assets.ml.images import encode_png
+    from defect_assets.serving.client import DefectClient
+    from defect_assets_tests.helpers.ports import free_port
+    from defect_assets_tests.waits import READY_SECONDS
+
+    store, _, patch_set, result, _ = trained
+    data = tmp_path / "data"
+    shutil.copytree(store.root, data / "artifacts")  # the module's registry stays unpromoted
+    registry = ModelRegistry(LocalObjectStore(data / "artifacts"))
+    registry.promote(result.card.version, threshold=0.5)
+    test = split_data({"s1": patch_set}, "test", "binary", result.card.classes)
+    images = [encode_png(test.x[i]) for i in (int(np.argmax(test.y)), int(np.argmin(test.y)))]
+    want = load_registered(registry, result.card.version).predict_images(images)[:, 1]
+    port = free_port()
+    env = {**os.environ, "DEFECT_ASSETS_DATA_DIR": str(data)}
+    env.pop("DEFECT_ASSETS_API_KEY", None)
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "defect_assets.cli", "serve", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        client, deadline = DefectClient(f"http://127.0.0.1:{port}"), time.monotonic() + READY_SECONDS
+        while not client.ready():
+            output = log_path.read_text()
+            assert "unknown model kind" not in output, output[-3000:]
+            assert proc.poll() is None and time.monotonic() < deadline, output[-3000:]
+            time.sleep(0.2)
+        answers = client.predict(images)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert [a["model_version"] for a in answers] == [result.card.version] * 2
+    np.testing.assert_allclose([a["probabilities"]["defect"] for a in answers], want, atol=1e-5)
+    assert f"serving model {result.card.version}" in log_path.read_text()

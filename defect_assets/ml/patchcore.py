@@ -508,7 +508,7 @@ class AnomalyScorer(Scorer):
 
 
 def load_anomaly(card, read_file, compiled: bool, load_version) -> AnomalyScorer:
-    """The scorer loader of the ``anomaly`` card kind (``register_family(scorer=...)``)."""
+    """The scorer loader of the ``anomaly`` card kind (``ml/scorer.py`` calls it for every process)."""
     meta = card.to_dict().get("anomaly")
     if not meta:
         raise ValueError(f"anomaly model {card.version}: its card has no 'anomaly' section")

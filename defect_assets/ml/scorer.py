@@ -287,8 +287,16 @@ def _load_ensemble(card: ModelCard, read_file: Callable[[str], bytes], compiled:
     return EnsembleScorer(card, members, weights, compiled=compiled)
 
 
+def _load_anomaly(card: ModelCard, read_file: Callable[[str], bytes], compiled: bool, load_version) -> Scorer:
+    from defect_assets.ml.patchcore import load_anomaly  # imports this module: loaded when first needed
+
+    return load_anomaly(card, read_file, compiled, load_version)
+
+
+# the kinds every process knows, the service included (it never imports the family registry, so a
+# kind registered only there could be trained and chosen as champion, then refused by the service)
 _SCORER_KINDS: dict[str, ScorerLoader] = {"keras": _load_keras, "features+linear": _load_linear,
-                                          "ensemble": _load_ensemble}
+                                          "ensemble": _load_ensemble, "anomaly": _load_anomaly}
 
 
 def register_scorer_kind(kind: str, loader: ScorerLoader) -> None:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from defect_assets.ml.patchcore import load_anomaly
 from defect_assets.ml.scorer import ScorerLoader, register_scorer_kind, scorer_kinds
 from defect_assets.pipeline.anomaly import train_anomaly
 from defect_assets.pipeline.families import (
@@ -112,8 +111,7 @@ register_family("elastic_net", ElasticNetConfig, train_elastic_net, ("backbone_f
 # trained on good images only (PatchCore-style); a candidate of its own and a member of the ensemble: on
 # ELPV its evidence is not the elastic net's, and their average is better on validation than either
 # (bench/results/ensemble_anomaly.txt)
-register_family("anomaly", AnomalyConfig, train_anomaly, ("labeled_patches",), "anomaly", ("numpy",),
-                scorer=load_anomaly)
+register_family("anomaly", AnomalyConfig, train_anomaly, ("labeled_patches",), "anomaly", ("numpy",))
 # the ensemble of the families before it: a candidate of its own, picked only when better on validation
 register_family("ensemble", EnsembleConfig, train_ensemble,
                 lambda before: (*(f.asset for f in before), "labeled_patches"), "ensemble", ("python",))
