@@ -76,10 +76,29 @@ def train_model(store, n_train: int, n_val: int, n_golden: int, seed: int = 0):
     return registry, card.version, keras.version, threshold, golden
 
 
+def _copy(source, registry, version: str, keras: bool) -> str:
+    """``version`` of ``source`` registered again in ``registry`` (an ensemble with its members); with
+    ``keras``, every elastic net's features on the Keras port of its backbone (the TensorFlow path)."""
+    import json
+
+    card = source.card(version)
+    files = {name: source.read_file(version, name) for name in card.files}
+    fields = {k: v for k, v in card.to_dict().items() if k not in ("version", "family", "created", "files")}
+    if card.kind == "ensemble":
+        members = json.loads(files["members.json"])
+        members["members"] = [_copy(source, registry, v, keras) for v in members["members"]]
+        files["members.json"] = json.dumps(members).encode()
+        fields["members"] = members["members"]
+    elif keras and card.kind == "features+linear":
+        fields["features"] = {**fields["features"], "runtime": "keras"}
+    return registry.register(card.family, files, fields).version
+
+
 def production_model(source_dir: Path, store, n_golden: int, seed: int = 0):
     """The production champion of another data folder (a main job's), copied into ``store`` twice: as
-    it is (Lite0 on ONNX Runtime) and with its features on the Keras port (the TensorFlow path), with
-    its production threshold; golden: ``n_golden`` seeded ELPV cells at full size."""
+    it is (Lite0 on ONNX Runtime) and with its elastic nets' features on the Keras port (the
+    TensorFlow path; an anomaly member has no Keras path: its scoring is one ONNX graph), with its
+    production threshold; golden: ``n_golden`` seeded ELPV cells at full size."""
     from defect_assets.datasets.elpv import elpv_labels, elpv_root
     from defect_assets.storage import LocalObjectStore
     from defect_assets.storage.registry import ModelRegistry
@@ -89,20 +108,18 @@ def production_model(source_dir: Path, store, n_golden: int, seed: int = 0):
     if "version" not in production:
         raise SystemExit(f"no production model in {source_dir}/artifacts (run ./run demo there first)")
     card = source.card(production["version"])
-    if card.kind != "features+linear":
-        raise SystemExit(f"the production model is a {card.kind!r}; this bench compares features+linear models")
-    files = {name: source.read_file(card.version, name) for name in card.files}
-    fields = {k: v for k, v in card.to_dict().items() if k not in ("version", "family", "created", "files")}
+    if card.kind not in ("features+linear", "ensemble"):
+        raise SystemExit(f"the production model is a {card.kind!r}; this bench compares models on Lite0 features")
     registry = ModelRegistry(store)
-    onnx = registry.register(card.family, files, fields)
-    keras = registry.register(card.family, files, {**fields, "features": {**fields["features"], "runtime": "keras"}})
+    onnx, keras = _copy(source, registry, card.version, False), _copy(source, registry, card.version, True)
     threshold = float(production["threshold"])
     labels = elpv_labels()
     pick = np.random.default_rng(seed).permutation(len(labels))[:n_golden]
     golden = [(elpv_root() / labels["path"].iloc[i]).read_bytes() for i in pick]
-    print(f"production model {card.version} of {source_dir} (threshold {threshold:.4f}); {n_golden} ELPV cells",
-          flush=True)
-    return registry, onnx.version, keras.version, threshold, golden
+    members = f" (members {', '.join(card.members)})" if card.kind == "ensemble" else ""
+    print(f"production model {card.version}{members} of {source_dir} (threshold {threshold:.4f}); "
+          f"{n_golden} ELPV cells", flush=True)
+    return registry, onnx, keras, threshold, golden
 
 
 def latency(fn, images, n: int) -> tuple[float, float]:
@@ -163,6 +180,8 @@ def main() -> None:
     paths = {"tensorflow (Keras Lite0 + NumPy head)": load_registered(registry, keras_version, compiled=True)
              .predict_images,
              "scorer default (Lite0 on ORT + NumPy head)": default.predict_images}
+    if default.card.kind == "ensemble":  # the anomaly member runs its ONNX graph on either path
+        paths = {name.replace("NumPy head", "heads"): fn for name, fn in paths.items()}
     sizes = {}
     for fmt, name in (("onnx", "onnxruntime bundle (predict.py)"), ("openvino", "openvino bundle (predict.py)")):
         bundle = export_bundle(registry, version, fmt, tmp / "out", threshold)
@@ -180,8 +199,11 @@ def main() -> None:
         ips = throughput(fn, golden, args.clients, args.seconds)
         rows.append((name, diff, differ, p50, p99, ips))
         print(f"  measured {name}", flush=True)
-    print(f"\nmodel {version}: elastic net on Lite0 stages 4,5,6,top at 300x300 gray, 1 view; "
-          f"{len(golden)} full-size ELPV cells; {os.cpu_count()} cores")
+    what = ("an ensemble: " + ", ".join(f"{registry.card(m).kind} x {w:.2f}" for m, w in
+                                        zip(default.card.members, default.card.weights))
+            if default.card.kind == "ensemble" else "elastic net on Lite0 stages 4,5,6,top")
+    print(f"\nmodel {version}: {what}, 300x300 gray, 1 view; {len(golden)} full-size ELPV cells; "
+          f"{os.cpu_count()} cores")
     print(f"{'path':44} {'max|dp| vs scorer':>17} {'decisions differ*':>17} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'img/s @' + str(args.clients):>10}")
     for name, diff, differ, p50, p99, ips in rows:
