@@ -333,3 +333,38 @@ def test_a_service_process_without_the_family_registry_serves_an_anomaly_champio
     assert [a["model_version"] for a in answers] == [result.card.version] * 2
     np.testing.assert_allclose([a["probabilities"]["defect"] for a in answers], want, atol=1e-5)
     assert f"serving model {result.card.version}" in log_path.read_text()
+
+
+def test_with_an_elastic_net_on_its_backbone_one_pass_gives_both_members_their_own_numbers(trained):
+    """An ensemble of the anomaly model and an elastic net on Lite0 features runs the backbone once
+    (the scoring graph merged with the pooled features): each member's probabilities are what it
+    gives alone, so evaluating and serving the ensemble is unchanged but for the cost."""
+    from defect_assets.ml.backbone import LITE_STAGES, extract_features, make_extractor
+    from defect_assets.ml.linear import fit_elastic_net
+    from defect_assets.ml.scorer import LinearScorer, shared_predictions
+
+    store, registry, patch_set, result, _ = trained
+    anomaly = load_registered(registry, result.card.version)
+    train = split_data({"s1": patch_set}, "train", "binary", result.card.classes)
+    test = split_data({"s1": patch_set}, "test", "binary", result.card.classes)
+    spec = {"backbone": "lite0", "stages": list(LITE_STAGES), "runtime": "onnxruntime"}
+    fx = make_extractor(spec, (SIZE, SIZE, 1))
+    head = fit_elastic_net(extract_features(fx, train.x), train.y, result.card.classes, C=0.05, max_iter=300)
+    card = registry.register("elastic_net", {"linear.npz": head.to_bytes()}, {
+        "kind": "features+linear", "task": "binary", "classes": result.card.classes, "features": spec,
+        "inference": {"views": 1}, "input": {"size": SIZE, "channels": 1},
+        "data_version": {"id": "synthetic-3", "batches": ["s1"]}})
+    linear = load_registered(registry, card.version)
+    assert isinstance(linear, LinearScorer) and anomaly.shares_backbone_with(linear)
+    alone = [anomaly.predict_proba(test.x), linear.predict_proba(test.x)]
+    shared = shared_predictions([anomaly, linear], test.x)
+    for a, b in zip(shared, alone):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert len(anomaly.model._shared) == 1  # the merged graph was built (and is reused)
+    shared_predictions([linear, anomaly], test.x[:3])
+    assert len(anomaly.model._shared) == 1
+    # a head on other features (two views) keeps its own pass
+    two_views = registry.register("elastic_net", {"linear.npz": head.to_bytes()}, {
+        **{k: v for k, v in card.to_dict().items() if k not in ("version", "family", "created", "files")},
+        "inference": {"views": 2}})
+    assert not anomaly.shares_backbone_with(load_registered(registry, two_views.version))

@@ -216,3 +216,32 @@ def _finish(m):
     m.producer_name = "defect_assets"
     onnx.checker.check_model(m)
     return m
+
+
+def with_pooled_features(model, channels: int, stages: tuple[str, ...]):
+    """The scoring graph without the map, plus the pooled features of ``stages`` (what
+    ``lite_onnx.build_graph`` gives an elastic net on the same backbone) as a second output
+    'features': an ensemble of the two runs the backbone once. Both graphs are built by the same
+    ``build_graph``, whose backbone nodes and weights get the same names whatever the outputs, so the
+    union keeps one copy of each; a name the two use for different things is refused (ValueError)."""
+    import onnx
+
+    from defect_assets.ml.lite_onnx import _graph_bytes
+
+    merged = scoring_graph(model, channels, with_map=False)
+    extra = onnx.load_from_string(_graph_bytes(model.backbone, channels, tuple(stages), False))
+    nodes = {o: n for n in merged.graph.node for o in n.output}
+    for n in extra.graph.node:
+        same = nodes.get(n.output[0])
+        if same is None:
+            merged.graph.node.append(n)
+        elif (same.op_type, list(same.input)) != (n.op_type, list(n.input)):
+            raise ValueError(f"{n.output[0]!r} is computed differently by the two graphs")
+    weights = {i.name: i for i in merged.graph.initializer}
+    for i in extra.graph.initializer:
+        if i.name not in weights:
+            merged.graph.initializer.append(i)
+        elif weights[i.name].raw_data != i.raw_data or list(weights[i.name].dims) != list(i.dims):
+            raise ValueError(f"weight {i.name!r} differs between the two graphs")
+    merged.graph.output.extend(o for o in extra.graph.output if o.name == "features")
+    return _finish(merged)

@@ -195,6 +195,7 @@ class AnomalyModel:
         if self.grid_stage not in self.stages:
             raise ValueError(f"grid_stage {self.grid_stage!r} is not one of the stages {self.stages}")
         self._session, self._session_key, self._outputs = None, "", []
+        self._shared: dict = {}  # the scoring graph merged with an elastic net's features (one backbone pass)
 
     @property
     def raw_dims(self) -> int:
@@ -244,6 +245,25 @@ class AnomalyModel:
         if len(pixels) == 0:
             return np.zeros((0, 2), np.float32)
         return self.run(pixels)["proba"]
+
+    def run_with_features(self, pixels: np.ndarray, stages: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (N, 2), pooled features (N, D) of ``stages``) from one backbone pass
+        (``anomaly_onnx.with_pooled_features``): an elastic net on the same backbone reads the features."""
+        key = json.dumps([self.normalization, self.calibration, list(stages)], sort_keys=True)
+        if key not in self._shared:
+            from defect_assets.ml.anomaly_onnx import with_pooled_features
+            from defect_assets.ml.lite_onnx import session
+
+            self._shared = {key: session(with_pooled_features(self, self.channels, tuple(stages)).SerializeToString(),
+                                         spinning=False)}
+        sess = self._shared[key]
+        x = np.asarray(pixels)
+        if x.ndim == 3:
+            x = x[..., None]
+        x = np.ascontiguousarray(x, dtype=np.uint8)
+        parts = [sess.run(["proba", "features"], {"pixels": x[lo:lo + BATCH]}) for lo in range(0, len(x), BATCH)]
+        return (np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 2), np.float32),
+                np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 0), np.float32))
 
     def anomaly_map(self, pixel: np.ndarray) -> tuple[float, np.ndarray]:
         """(defect probability, (H, W) map) of one image at the model's input size. The map is the
@@ -438,6 +458,19 @@ class AnomalyScorer(Scorer):
         d = m.feature_dims
         dist = grid * d * d * m.kinds if m.scoring == "location" else grid * len(m.bank) * d
         return int(250 * s * s * self.channels + dist) * self.views
+
+    def shares_backbone_with(self, head) -> bool:
+        """Whether ``head`` (a linear head on pooled backbone features) can take its features from this
+        model's backbone pass: the same Lite backbone on ONNX Runtime, channels and input size, both
+        scoring patches as they come (no shrinking) in one view."""
+        spec = head.card.features.to_dict() if head.card.features else {}
+        return (spec.get("backbone") == self.model.backbone and spec.get("runtime") == "onnxruntime"
+                and head.channels == self.channels and head.input_size == self.input_size == self.patch_size
+                and head.patch_size == head.input_size and head.views == 1 == self.views)
+
+    def predict_with_features(self, patches: np.ndarray, head) -> tuple[np.ndarray, np.ndarray]:
+        """(this model's probabilities, ``head``'s backbone features) from one backbone pass."""
+        return self.model.run_with_features(patches, tuple(str(s) for s in head.card.features.stages))
 
     def explain(self, patch: np.ndarray) -> tuple[float, np.ndarray]:
         """(defect probability, map at the patch's size): the anomaly map."""

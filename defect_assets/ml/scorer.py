@@ -392,11 +392,24 @@ def ensemble_proba(members: Sequence[Scorer], weights: np.ndarray, patches: np.n
 
 def shared_predictions(members: Sequence[Scorer], patches: np.ndarray) -> list[np.ndarray]:
     """Each member's probabilities for the same patches; linear heads on the same backbone
-    features share one backbone pass (per test-time view) instead of one each."""
+    features share one backbone pass (per test-time view) instead of one each, and an anomaly
+    model on that backbone computes those features in its own pass (``shares_backbone_with``)."""
     features: dict[str, list[np.ndarray]] = {}
+    done: dict[int, np.ndarray] = {}
+    for i, m in enumerate(members):
+        if not hasattr(m, "shares_backbone_with"):
+            continue
+        head = next((h for h in members if isinstance(h, LinearScorer) and h.feature_key not in features
+                     and m.shares_backbone_with(h)), None)
+        if head is not None:
+            x = np.asarray(patches)
+            done[i], f = m.predict_with_features(x[..., None] if x.ndim == 3 else x, head)
+            features[head.feature_key] = [f]
     out = []
-    for m in members:
-        if isinstance(m, LinearScorer) and m.patch_size == m.input_size:
+    for i, m in enumerate(members):
+        if i in done:
+            out.append(done[i])
+        elif isinstance(m, LinearScorer) and m.patch_size == m.input_size:
             key = m.feature_key
             if key not in features:
                 x = np.asarray(patches)
