@@ -43,6 +43,11 @@ def test_one_navigation_bar_on_every_page_with_the_current_page_marked(tmp_path,
             assert [(text, href) for text, href, _ in links] == expected, path
             assert [href for _, href, current in links if current == "page"] == [path]
             assert page.locator("#site-nav").bounding_box()["y"] == 0  # first on the page
+            if path == "/label":  # no queue yet: the reason, and no empty photo frame, zoom or "loading" left
+                page.wait_for_function("document.body.dataset.state === 'error'")
+                assert "no labeling queue yet" in page.locator("#message").inner_text()
+                assert not page.locator("#viewer").is_visible()
+                assert page.locator("#queue-info").inner_text() == "no queue loaded"
             offline_page.screenshot(f"nav{path.replace('/', '-')}")
         page.click("#site-nav a[data-page='Dashboard']")  # the links work: from /classify to the dashboard
         page.wait_for_url("**/dashboard")

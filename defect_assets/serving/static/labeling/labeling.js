@@ -54,6 +54,7 @@ async function renderItem(item) {
   }
   $("desk").hidden = false;
   $("done").hidden = true;
+  $("viewer").hidden = false;
   document.body.dataset.item = item.item_id;
   $("image-name").textContent = `#${item.rank}: ${item.batch} / ${item.image} (${item.width}x${item.height})`;
   $("annotate-link").href =
@@ -98,6 +99,10 @@ async function load() {
     await renderItem(view.next);
   } catch (e) {
     say(e.message);
+    if (!page.item) {  // nothing to show: no empty photo frame, no "loading" left standing
+      $("viewer").hidden = true;
+      $("queue-info").textContent = "no queue loaded";
+    }
     setState(page.item ? "ready" : "error");
   } finally {
     page.busy = false;
@@ -311,6 +316,7 @@ async function practiceShow() {
   document.body.dataset.item = `practice:${item.item_id}`;
   $("image-name").textContent = `practice: ${item.batch} / ${item.image} (${item.width}x${item.height})`;
   $("heatmap").hidden = true;
+  $("viewer").hidden = false;
   setState("busy");
   try {
     await showPhoto(item);
