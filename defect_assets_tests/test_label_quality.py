@@ -64,7 +64,13 @@ def test_out_of_fold_rows_never_come_from_a_model_that_saw_them():
     assert (self_confidence(y, p) > 0.5).mean() >= 0.85  # a separable problem is mostly confident out of fold
 
 
-def test_find_issues_table_and_counts():
+def test_find_issues_table_and_counts(monkeypatch):
+    import multiprocessing.pool
+
+    def no_pool(*a, **k):  # a fork of a process running ONNX Runtime threads can deadlock (a CI run hung so)
+        raise AssertionError("label issues must not fork a multiprocessing pool")
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "__init__", no_pool)
     x, _, noisy, flipped = flipped_digits(n=300, seed=2)
     keep = np.isin(noisy, [0, 1, 7])  # three labels, as a small product line might have
     rows = pd.DataFrame({"batch": np.where(np.arange(keep.sum()) % 2, "b1", "b2"),

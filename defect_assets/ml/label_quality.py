@@ -90,7 +90,10 @@ def label_issues(y: np.ndarray, proba: np.ndarray) -> LabelIssues:
     if len(present) < 2:
         ranked = np.zeros(0, np.int64)
     else:
-        ranked = np.asarray(find_label_issues(remap[y], sub, return_indices_ranked_by="self_confidence"), np.int64)
+        # n_jobs=1: cleanlab's default forks a multiprocessing pool, and a fork of a process that runs
+        # ONNX Runtime / TensorFlow threads can deadlock on a lock held at fork time (a suite hung so)
+        ranked = np.asarray(find_label_issues(remap[y], sub, return_indices_ranked_by="self_confidence", n_jobs=1),
+                            np.int64)
     return LabelIssues(ranked, p.argmax(axis=1), sc)
 
 
