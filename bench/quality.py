@@ -53,6 +53,9 @@ def four_level(family, card, store, scratch, trained_4: dict) -> dict:
 
     registry = ModelRegistry(scratch)
     fields = set(family.settings.model_fields)
+    if "task" not in fields and family.artifact_kind != "ensemble":  # a binary-only family (anomaly): no 4-level model
+        return {"acc4": float("nan"), "acc4_ci": [float("nan")] * 2, "acc4_baseline": float("nan"),
+                "acc4_train_s": float("nan")}
     settings = {k: v for k, v in card.config.items() if k in fields}
     config = family.settings(**({**settings, "task": "multiclass"} if "task" in fields else settings))
     # per-batch values from the store; an ensemble's members are the 4-level models trained above
@@ -145,8 +148,10 @@ def main() -> None:
                 four = four_level(family, card, store, scratch, trained_4)
                 row.update({"acc_4level": four["acc4"],
                             "acc4_ci95": f"{four['acc4_ci'][0]:.3f}-{four['acc4_ci'][1]:.3f}",
-                            "train4_s": round(four["acc4_train_s"])})
-                baseline4 = four["acc4_baseline"]
+                            "train4_s": four["acc4_train_s"] if four["acc4_train_s"] != four["acc4_train_s"]
+                            else round(four["acc4_train_s"])})
+                if four["acc4_baseline"] == four["acc4_baseline"]:  # NaN for a binary-only family
+                    baseline4 = four["acc4_baseline"]
             rows.append(row)
     table = pd.DataFrame(rows)
     n, base = int(evals["test_patches"].iloc[0]), float(evals["majority_baseline"].iloc[0])
