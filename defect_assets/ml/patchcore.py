@@ -73,6 +73,16 @@ BATCH = 16
 """Images per graph call."""
 
 
+def _run_batches(sess, outputs: list[str], pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """{output: (N, ...)} of an ONNX Runtime session on uint8 (N, H, W[, C]) pixels, ``BATCH`` per call."""
+    x = np.asarray(pixels)
+    if x.ndim == 3:
+        x = x[..., None]
+    x = np.ascontiguousarray(x, dtype=np.uint8)
+    parts = [dict(zip(outputs, sess.run(outputs, {"pixels": x[lo:lo + BATCH]}))) for lo in range(0, len(x), BATCH)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in outputs}
+
+
 def _resize_bilinear(m: np.ndarray, h: int, w: int) -> np.ndarray:
     """(N, gh, gw, C) -> (N, h, w, C), bilinear between cell centres (as ml.saliency._upsample)."""
     _, gh, gw, _ = m.shape
@@ -223,13 +233,7 @@ class AnomalyModel:
 
             self._session = session(self.onnx_graph().SerializeToString(), spinning=False)
             self._session_key, self._outputs = key, [o.name for o in self._session.get_outputs()]
-        x = np.asarray(pixels)
-        if x.ndim == 3:
-            x = x[..., None]
-        x = np.ascontiguousarray(x, dtype=np.uint8)
-        parts = [dict(zip(self._outputs, self._session.run(self._outputs, {"pixels": x[lo:lo + BATCH]})))
-                 for lo in range(0, len(x), BATCH)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in self._outputs}
+        return _run_batches(self._session, self._outputs, pixels)
 
     def image_scores(self, pixels: np.ndarray) -> np.ndarray:
         """(N,) normalized image scores (what the calibration turns into probabilities)."""
@@ -256,14 +260,8 @@ class AnomalyModel:
 
             self._shared = {key: session(with_pooled_features(self, self.channels, tuple(stages)).SerializeToString(),
                                          spinning=False)}
-        sess = self._shared[key]
-        x = np.asarray(pixels)
-        if x.ndim == 3:
-            x = x[..., None]
-        x = np.ascontiguousarray(x, dtype=np.uint8)
-        parts = [sess.run(["proba", "features"], {"pixels": x[lo:lo + BATCH]}) for lo in range(0, len(x), BATCH)]
-        return (np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 2), np.float32),
-                np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 0), np.float32))
+        out = _run_batches(self._shared[key], ["proba", "features"], pixels)
+        return out["proba"], out["features"]
 
     def anomaly_map(self, pixel: np.ndarray) -> tuple[float, np.ndarray]:
         """(defect probability, (H, W) map) of one image at the model's input size. The map is the

@@ -401,7 +401,7 @@ def shared_predictions(members: Sequence[Scorer], patches: np.ndarray) -> list[n
             continue
         head = next((h for h in members if isinstance(h, LinearScorer) and h.feature_key not in features
                      and m.shares_backbone_with(h)), None)
-        if head is not None:
+        if head is not None and len(patches):
             x = np.asarray(patches)
             done[i], f = m.predict_with_features(x[..., None] if x.ndim == 3 else x, head)
             features[head.feature_key] = [f]

@@ -53,8 +53,9 @@ log = logging.getLogger("defect_assets.serving")
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def reload_model(state: ServiceState) -> None:
-    """Load the production model if its pointer changed (in the loader thread)."""
+def refresh_production(state: ServiceState) -> None:
+    """Swap in the production model if its pointer changed (in the loader thread): ``ModelHolder.refresh``
+    loads it through ``ml.scorer.load_served``."""
     if state.holder.refresh() and state.settings.freeze_gc:
         # TensorFlow and Keras leave ~10^6 long-lived objects; full collections walking them
         # stalled requests for ~0.3 s. Freeze them out of the collector's sight, after one
@@ -68,7 +69,7 @@ async def poll_production(state: ServiceState) -> None:
     loop = asyncio.get_running_loop()
     while True:
         try:
-            await loop.run_in_executor(state.loader, reload_model, state)
+            await loop.run_in_executor(state.loader, refresh_production, state)
         except Exception:  # noqa: BLE001 - refresh already logs; never let the poller die
             log.exception("model reload poll failed")
         await asyncio.sleep(state.settings.reload_seconds)

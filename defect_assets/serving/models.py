@@ -110,11 +110,6 @@ class ServedModel:
         return [(n, is_defect_label(n)) for n in names]
 
 
-def load_model(registry: ModelRegistry, version: str, runtime: str = "tensorflow") -> Scorer:
-    """The served scorer of ``version`` on ``runtime``: ``ml.scorer.load_served`` (only ml/ loads models)."""
-    return load_served(registry, version, runtime)
-
-
 class ModelHolder:
     """The current ServedModel (or None before the first successful load) and the reload logic."""
 
@@ -148,7 +143,7 @@ class ModelHolder:
                 if old is not None and old.version == version:
                     scorer = old.scorer  # same artifact, new threshold or metadata
                 else:
-                    scorer = load_model(self.registry, version, self.runtime)
+                    scorer = load_served(self.registry, version, self.runtime)  # only ml/ loads models
                     scorer.warm((1, self.warm_batch))
             except Exception as e:  # noqa: BLE001 - any failure keeps the old model serving
                 self._failed(version, key, f"{type(e).__name__}: {e}")
